@@ -1,0 +1,183 @@
+"""Pure: the plain frozen data that flows between the stages.
+
+Nothing here does I/O. Every stage takes and returns these types, so a stage can be
+tested with values built by hand (see tests/builders.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date
+
+# Subscriber states. Only ACTIVE subscribers receive digests.
+PENDING = "pending"  # subscribed on the web, not yet confirmed (double opt-in)
+ACTIVE = "active"
+PAUSED = "paused"
+UNSUBSCRIBED = "unsubscribed"
+STATUSES = (PENDING, ACTIVE, PAUSED, UNSUBSCRIBED)
+
+# Delivery outcomes of one digest (one subscriber, one day).
+SENT = "sent"  # the SMTP server accepted it (or it was written to the outbox)
+FAILED = "failed"  # permanent (5xx) refusal: never retried
+DEFERRED = "deferred"  # transient (4xx / connection): retried next run
+EMPTY = "empty"  # nothing new for this subscriber today; no mail sent
+DONE_STATES = (SENT, FAILED, EMPTY)  # a digest in one of these states is not attempted again
+
+
+@dataclass(frozen=True, slots=True)
+class Paper:
+    """One paper, whatever source(s) listed it. `id` is the arXiv id without version."""
+
+    id: str
+    title: str  # plain text, whitespace collapsed; escaped only when rendered
+    abstract: str
+    authors: tuple[str, ...] = ()
+    listed_on: date | None = None  # the day a source listed it (HF submittedOnDailyAt)
+    ai_summary: str | None = None
+    ai_keywords: tuple[str, ...] = ()
+    upvotes: int | None = None
+    github_repo: str | None = None
+    github_stars: int | None = None
+    project_page: str | None = None
+    sources: tuple[str, ...] = ()  # e.g. ("huggingface", "arxiv")
+
+    @property
+    def hf_url(self) -> str:
+        return f"https://huggingface.co/papers/{self.id}"
+
+    @property
+    def arxiv_url(self) -> str:
+        return f"https://arxiv.org/abs/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A subscriber's parsed keywords: terms/phrases to match and terms that exclude."""
+
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    email: str  # validated and normalised (see digest.subscribers.normalise_email)
+    keywords: tuple[str, ...] = ()  # as typed, one entry per term; "-term" excludes
+    max_papers: int = 10
+    min_score: float | None = None
+    status: str = ACTIVE
+    send_hour: int | None = None  # local hour (0-23) for per-subscriber scheduling
+    timezone: str | None = None  # IANA name, e.g. "Europe/Berlin"
+    created: str = ""  # ISO timestamp, informational
+
+    @property
+    def query(self) -> Query:
+        inc = tuple(k for k in self.keywords if not k.startswith("-"))
+        exc = tuple(k[1:].strip() for k in self.keywords if k.startswith("-") and k[1:].strip())
+        return Query(inc, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """One paper chosen for one subscriber, with why (the matched terms)."""
+
+    paper_id: str
+    score: float
+    matched: tuple[str, ...] = ()  # the subscriber's terms that matched, as they typed them
+
+
+def digest_id(email: str, day: date) -> str:
+    """Deterministic id of the digest of `email` for `day`: the same across reruns,
+    so the Message-ID and the delivery record of a retried digest are the same."""
+    h = hashlib.sha256(f"{email.lower()}|{day.isoformat()}".encode()).hexdigest()[:20]
+    return f"{day.isoformat()}-{h}"
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    subscriber: Subscriber
+    day: date
+    picks: tuple[Pick, ...]
+
+    @property
+    def id(self) -> str:
+        return digest_id(self.subscriber.email, self.day)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What one source returned for one run."""
+
+    source: str
+    papers: tuple[Paper, ...] = ()
+    skipped: int = 0  # items dropped as bad data (malformed, missing fields, wrong types)
+    error: str | None = None  # set when the source failed as a whole
+    requests: int = 0
+    notes: tuple[str, ...] = ()  # e.g. "offline: used the bundled recorded day 2026-03-10"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A fully built RFC 5322 message, ready for any Sender."""
+
+    digest_id: str
+    to: str
+    sender: str
+    message_id: str
+    data: bytes  # CRLF line endings, no line over 998 bytes
+    html: str = ""  # the HTML part, for the outbox's .html preview
+
+
+@dataclass(slots=True)
+class RunReport:
+    """The summary printed at the end of `digest run` and kept in the store."""
+
+    day: date
+    started: str = ""
+    fetched: dict[str, int] = field(default_factory=dict)  # source -> papers
+    source_errors: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    new_papers: int = 0
+    skipped_bad: int = 0
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    empty: int = 0
+    already_done: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def lines(self) -> list[str]:
+        src = ", ".join(f"{k} {v}" for k, v in self.fetched.items()) or "none"
+        out = [f"digest run for {self.day.isoformat()}" + (" (dry run)" if self.dry_run else "")]
+        out += [f"  note: {n}" for n in self.notes]
+        out.append(f"  fetched: {src}; new: {self.new_papers}; skipped as bad: {self.skipped_bad}")
+        out += [f"  source failed: {k}: {v}" for k, v in self.source_errors.items()]
+        out.append(
+            f"  digests: sent {self.sent}, failed {self.failed}, deferred {self.deferred}, "
+            f"empty {self.empty}, already done {self.already_done}"
+        )
+        out.append(f"  time: {self.seconds:.2f}s")
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "day": self.day.isoformat(),
+            "started": self.started,
+            "fetched": dict(self.fetched),
+            "source_errors": dict(self.source_errors),
+            "notes": list(self.notes),
+            "new_papers": self.new_papers,
+            "skipped_bad": self.skipped_bad,
+            "sent": self.sent,
+            "failed": self.failed,
+            "deferred": self.deferred,
+            "empty": self.empty,
+            "already_done": self.already_done,
+            "seconds": round(self.seconds, 3),
+            "dry_run": self.dry_run,
+        }
