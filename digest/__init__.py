@@ -7,7 +7,7 @@ Layout (the architecture in one glance):
     render.py  Pure: Jinja2 templates -> subject, text and HTML of one digest
     mail/      Pure message building + I/O edges that send (SMTP, outbox folder)
     store/     I/O edge: the seen-store, subscribers and delivery records (TinyDB)
-    pipeline.py  The one place where the stages meet: fetch -> diff -> rank -> render -> deliver -> record
+    pipeline.py  Where the stages meet: fetch, diff, rank, render, deliver, record
     cli.py     The command line (`digest run`, `digest subscribers ...`)
 """
 

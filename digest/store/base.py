@@ -45,6 +45,10 @@ class Store(Protocol):
         details for `history_days`. Returns each given paper's first-seen day."""
         ...
 
+    def first_seen(self, ids: Iterable[str]) -> dict[str, date]:
+        """Read-only: the first-seen day of each known id (unknown ids are absent)."""
+        ...
+
     def recent_papers(self, since: date) -> list[Paper]:
         """Papers first seen on or after `since` whose details are still kept."""
         ...

@@ -1,0 +1,303 @@
+"""The one place where the stages meet: fetch -> diff -> rank -> render -> deliver -> record.
+
+Reading `run_daily` tells what the product does. Every stage it calls is either pure
+(merge, rank, render, build_message) or an edge (sources, store, sender); this module
+only wires them and keeps the run report.
+
+Exactly-once: a digest is recorded SENT (durably, in the store's journal) right after
+the SMTP server accepted it, and the papers in SENT digests are excluded from every
+later pick. A crash between the server's 250 and the record is the only window in
+which a message can go out twice (the in-flight one).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from digest.config import Config
+from digest.errors import (
+    AllSourcesFailed,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from digest.mail import make_sender
+from digest.mail.base import Sender
+from digest.mail.message import build_message
+from digest.models import (
+    ACTIVE,
+    DEFERRED,
+    DONE_STATES,
+    EMPTY,
+    FAILED,
+    SENT,
+    Digest,
+    OutgoingMessage,
+    Paper,
+    RunReport,
+    Subscriber,
+)
+from digest.rank import rank
+from digest.render import Renderer
+from digest.sources import fetch_all, merge
+from digest.store import Store, open_store
+from digest.subscribers import make_subscriber
+from digest.tokens import links
+
+Clock = Callable[[], datetime]
+
+# After this many transient failures in a row the SMTP server is taken to be gone: the
+# rest of the run is left for the next run instead of timing out once per subscriber.
+MAX_CONSECUTIVE_TRANSIENT = 3
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """The day's candidate papers after fetch, merge and the seen-store diff."""
+
+    papers: tuple[Paper, ...]  # eligible: first seen inside the look-back window
+    window_start: date
+
+
+def run_daily(
+    cfg: Config,
+    day: date,
+    *,
+    dry_run: bool = False,
+    now: Clock | None = None,
+    store: Store | None = None,
+    sender: Sender | None = None,
+    only: Callable[[Subscriber], bool] | None = None,
+    stop: threading.Event | None = None,
+    progress: bool | None = None,
+) -> RunReport:
+    """The daily job. Returns the run report; raises AllSourcesFailed, StoreLocked,
+    DeliveryError (SMTP unreachable) as one-line errors."""
+    now = now or utcnow
+    t0 = time.monotonic()
+    own_store = store is None
+    store = store or open_store(cfg.store)
+    report = RunReport(day=day, started=now().isoformat(timespec="seconds"), dry_run=dry_run)
+    try:
+        with store.run_lock():
+            if not dry_run:
+                seed_subscribers(cfg, store, now)
+            gathered = gather(cfg, day, store, report, write=not dry_run)
+            todo = subscribers_due(store, day, report, only)
+            digests = plan(cfg, day, store, gathered, todo)
+            try:
+                deliver(cfg, day, store, digests, gathered.papers, report, now=now, sender=sender,
+                        dry_run=dry_run, stop=stop, progress=progress)
+            finally:
+                report.seconds = time.monotonic() - t0
+                if not dry_run:
+                    store.record_run(report.to_dict())
+                    store.prune(day)
+                    store.flush()
+    finally:
+        if own_store:
+            store.close()
+    return report
+
+
+def seed_subscribers(cfg: Config, store: Store, now: Clock) -> None:
+    """Add the config file's [[subscribers]] that the store does not know yet.
+    Never overwrites: changes made later from the CLI or the web win."""
+    if not cfg.subscribers:
+        return
+    known = {s.email for s in store.subscribers()}
+    stamp = now().isoformat(timespec="seconds")
+    new = []
+    for seed in cfg.subscribers:
+        sub = make_subscriber(seed.email, seed.keywords, seed.max_papers, seed.min_score,
+                              created=stamp, default_max=cfg.ranking.default_max_papers)
+        if sub.email not in known:
+            new.append(sub)
+            known.add(sub.email)
+    if new:
+        store.put_subscribers(new)
+
+
+def gather(cfg: Config, day: date, store: Store, report: RunReport, *, write: bool) -> Gathered:
+    """Fetch every source, merge identities, and diff against the seen-store."""
+    results = fetch_all(cfg, day)
+    for r in results:
+        report.fetched[r.source] = len(r.papers)
+        report.skipped_bad += r.skipped
+        report.notes.extend(r.notes)
+        if r.error:
+            report.source_errors[r.source] = r.error
+    if results and all(not r.ok for r in results):
+        errors = "; ".join(f"{r.source}: {r.error}" for r in results)
+        raise AllSourcesFailed(f"every source failed, nothing sent ({errors})")
+    papers = merge(results)
+    window_start = day - timedelta(days=cfg.sources.huggingface.lookback_days - 1)
+    if write:
+        first_seen = store.record_seen(papers, day)
+    else:  # dry run: what record_seen would answer, without writing
+        first_seen = {p.id: day for p in papers} | store.first_seen(p.id for p in papers)
+    eligible = tuple(p for p in papers if first_seen.get(p.id, day) >= window_start)
+    report.new_papers = sum(1 for p in papers if first_seen.get(p.id, day) >= day)
+    return Gathered(eligible, window_start)
+
+
+def subscribers_due(
+    store: Store, day: date, report: RunReport, only: Callable[[Subscriber], bool] | None
+) -> list[Subscriber]:
+    """Active subscribers without a finished digest for `day` (reruns serve only the rest)."""
+    states = store.digests_for_day(day)
+    todo = []
+    for sub in store.subscribers():
+        if sub.status != ACTIVE or (only is not None and not only(sub)):
+            continue
+        if states.get(sub.email) in DONE_STATES:
+            report.already_done += 1
+            continue
+        todo.append(sub)
+    todo.sort(key=lambda s: s.email)  # deterministic send order
+    return todo
+
+
+def plan(
+    cfg: Config, day: date, store: Store, gathered: Gathered, subs: Sequence[Subscriber]
+) -> list[Digest]:
+    """Rank the eligible papers for every due subscriber, never repeating a paper."""
+    # Papers can stay eligible for the whole window, so exclude what was sent since its start.
+    delivered = store.delivered_since(gathered.window_start - timedelta(days=1))
+    picks = rank(gathered.papers, subs, exclude=delivered,
+                 popularity_weight=cfg.ranking.popularity_weight)
+    return [Digest(s, day, picks.get(s.email, ())) for s in subs]
+
+
+def deliver(
+    cfg: Config,
+    day: date,
+    store: Store,
+    digests: Sequence[Digest],
+    gathered_papers: Sequence[Paper],
+    report: RunReport,
+    *,
+    now: Clock,
+    sender: Sender | None,
+    dry_run: bool,
+    stop: threading.Event | None,
+    progress: bool | None,
+) -> None:
+    """Render, send and record each digest; the record follows the server's acceptance."""
+    to_send = []
+    for d in digests:
+        if d.picks or cfg.schedule.send_empty:
+            to_send.append(d)
+        else:
+            report.empty += 1
+            if not dry_run:
+                store.record_digest(d.id, d.subscriber.email, day, EMPTY, (), "nothing new")
+    if not to_send or dry_run:
+        report.sent = len(to_send) if dry_run else 0
+        return
+    papers = {p.id: p for p in gathered_papers}
+    messages = build_all(cfg, store, to_send, papers, now)
+    sender = sender or make_sender(cfg)
+    transient_in_row = 0
+    with sender, _progress_bar(len(to_send), progress) as bar:
+        for digest, msg in zip(to_send, messages, strict=True):
+            if stop is not None and stop.is_set():
+                report.notes.append("stopped: the rest is left for the next run")
+                break
+            ids = [p.paper_id for p in digest.picks]
+            email = digest.subscriber.email
+            try:
+                sender.send(msg)
+            except TransientDeliveryError as e:
+                report.deferred += 1
+                store.record_digest(digest.id, email, day, DEFERRED, ids, str(e))
+                transient_in_row += 1
+                if transient_in_row >= MAX_CONSECUTIVE_TRANSIENT:
+                    raise DeliveryError(f"SMTP keeps failing ({e}); the rest is left "
+                                        f"for the next run") from e
+            except PermanentDeliveryError as e:
+                report.failed += 1
+                transient_in_row = 0
+                store.record_digest(digest.id, email, day, FAILED, ids, str(e))
+            else:
+                report.sent += 1
+                transient_in_row = 0
+                store.record_digest(digest.id, email, day, SENT, ids)
+            if bar is not None:
+                bar.update(1)
+
+
+def build_all(
+    cfg: Config, store: Store, digests: Sequence[Digest], papers: Mapping[str, Paper],
+    now: Clock,
+) -> Iterator[OutgoingMessage]:
+    """Render and build each message lazily, so sending starts at once."""
+    renderer = Renderer(site_name=cfg.site_name)
+    secret = cfg.secret() or store.secret()
+    stamp = now()
+    for d in digests:
+        lk = links(cfg.web.base_url, secret, d.subscriber.email)
+        rendered = renderer.render(d, papers, lk)
+        yield build_message(rendered, to=d.subscriber.email, sender=cfg.smtp.sender,
+                            digest_id=d.id, unsubscribe_url=lk.unsubscribe_url, now=stamp)
+
+
+def _progress_bar(total: int, enabled: bool | None):  # type: ignore[no-untyped-def]
+    if enabled is None:
+        enabled = sys.stderr.isatty() and total >= 50
+    if not enabled:
+        return nullcontext(None)
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="mail", desc="sending", file=sys.stderr, leave=False)
+
+
+def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[str]]:
+    """Write the digest `email` would get for `day` as an HTML file. Sends and records
+    nothing. Returns the number of papers and the run's notes."""
+    from digest.errors import UnknownSubscriber
+    from digest.subscribers import normalise_email
+
+    email = normalise_email(email)
+    store = open_store(cfg.store)
+    try:
+        sub = store.get_subscriber(email)
+        if sub is None:
+            raise UnknownSubscriber(f"no subscriber {email}")
+        report = RunReport(day=day, dry_run=True)
+        gathered = gather(cfg, day, store, report, write=False)
+        (digest,) = plan(cfg, day, store, gathered, [sub])
+        renderer = Renderer(site_name=cfg.site_name)
+        lk = links(cfg.web.base_url, cfg.secret() or store.secret(), email)
+        html = renderer.render(digest, {p.id: p for p in gathered.papers}, lk).html
+    finally:
+        store.close()
+    _write_atomic(out, html)
+    return len(digest.picks), report.notes
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    from digest.errors import InputError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".preview-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write: {e.strerror}") from e

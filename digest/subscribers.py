@@ -1,0 +1,216 @@
+"""Pure: validating and parsing subscriber input (CLI, CSV import, config seeds, web form).
+
+Every function either returns clean values or raises InputError with one line that says
+what is wrong, e.g. `keywords: term 3 is longer than 80 characters`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import replace
+
+from email_validator import EmailNotValidError, validate_email
+
+from digest.errors import InputError
+from digest.models import ACTIVE, STATUSES, Subscriber
+
+MAX_TERMS = 30
+MAX_TERM_LEN = 80
+MAX_KEYWORDS_LEN = 1000
+MAX_PAPERS = 100
+
+# Control characters (incl. CR/LF, which would break mail headers) are refused outright
+# rather than stripped: silently changing what someone typed is worse than saying no.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
+
+
+def normalise_email(raw: str) -> str:
+    """Validate an address (syntax only: no DNS at input time) and return its normal form."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InputError("email: missing")
+    if _CONTROL.search(raw):
+        raise InputError("email: contains control characters (CR/LF are not allowed)")
+    raw = raw.strip()
+    if len(raw) > 254:
+        raise InputError("email: longer than 254 characters")
+    try:
+        info = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as e:
+        raise InputError(f"email: {raw!r} is not a valid address: {e}") from e
+    local, _, domain = info.normalized.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def parse_keywords(text: str | Iterable[str]) -> tuple[str, ...]:
+    """Split a keyword string into terms.
+
+    Commas separate terms; "quoted phrases" may contain commas; a leading `-` makes a
+    term an exclusion (`-survey`, `-"autonomous driving"`). Whitespace is collapsed,
+    duplicates (case-insensitive) are dropped, order is kept.
+    """
+    if not isinstance(text, str):
+        text = ", ".join(text)
+    if _CONTROL.search(text.replace("\n", ",").replace("\r", "")):
+        raise InputError("keywords: contain control characters")
+    text = text.replace("\r", "").replace("\n", ",")
+    if len(text) > MAX_KEYWORDS_LEN:
+        raise InputError(f"keywords: longer than {MAX_KEYWORDS_LEN} characters")
+    text = unicodedata.normalize("NFKC", text)
+    terms: list[str] = []
+    for field in _split_terms(text):
+        neg = field.startswith("-")
+        body = field[1:].strip() if neg else field
+        body = body.strip().strip('"').strip()
+        body = " ".join(body.split())
+        if not body or body == "-":
+            continue
+        if len(body) > MAX_TERM_LEN:
+            raise InputError(f"keywords: {body[:20]!r}... is longer than {MAX_TERM_LEN} characters")
+        if not any(ch.isalnum() for ch in body):
+            raise InputError(f"keywords: {body!r} has no letters or digits")
+        terms.append(("-" if neg else "") + body)
+    seen: set[str] = set()
+    out = []
+    for t in terms:
+        if t.lower() not in seen:
+            seen.add(t.lower())
+            out.append(t)
+    if len(out) > MAX_TERMS:
+        raise InputError(f"keywords: more than {MAX_TERMS} terms")
+    return tuple(out)
+
+
+def _split_terms(text: str) -> list[str]:
+    parts, buf, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+            buf.append(ch)
+        elif ch in ",;" and not quoted:
+            parts.append("".join(buf).strip())
+            buf = []
+        else:
+            buf.append(ch)
+    if quoted:
+        raise InputError("keywords: unbalanced quote")
+    parts.append("".join(buf).strip())
+    return [p for p in parts if p]
+
+
+def check_max(value: object, default: int = 10) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        msg = f"max: expected a whole number from 1 to {MAX_PAPERS}, got {value!r}"
+        raise InputError(msg) from None
+    if not 1 <= n <= MAX_PAPERS:
+        raise InputError(f"max: expected a whole number from 1 to {MAX_PAPERS}, got {n}")
+    return n
+
+
+def check_min_score(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        x = float(str(value).strip())
+    except ValueError:
+        raise InputError(f"min score: expected a number, got {value!r}") from None
+    if not 0 <= x < 1e9 or x != x:
+        raise InputError(f"min score: expected a number >= 0, got {value!r}")
+    return x
+
+
+def make_subscriber(
+    email: str,
+    keywords: str | Iterable[str] = "",
+    max_papers: object = None,
+    min_score: object = None,
+    status: str = ACTIVE,
+    created: str = "",
+    default_max: int = 10,
+) -> Subscriber:
+    if status not in STATUSES:
+        raise InputError(f"status: expected one of {', '.join(STATUSES)}, got {status!r}")
+    return Subscriber(
+        email=normalise_email(email),
+        keywords=parse_keywords(keywords),
+        max_papers=check_max(max_papers, default_max),
+        min_score=check_min_score(min_score),
+        status=status,
+        created=created,
+    )
+
+
+def update_subscriber(
+    sub: Subscriber,
+    keywords: str | None = None,
+    max_papers: object = None,
+    min_score: object = None,
+    status: str | None = None,
+) -> Subscriber:
+    changes: dict[str, object] = {}
+    if keywords is not None:
+        changes["keywords"] = parse_keywords(keywords)
+    if max_papers is not None:
+        changes["max_papers"] = check_max(max_papers)
+    if min_score is not None:
+        changes["min_score"] = check_min_score(min_score)
+    if status is not None:
+        if status not in STATUSES:
+            raise InputError(f"status: expected one of {', '.join(STATUSES)}, got {status!r}")
+        changes["status"] = status
+    return replace(sub, **changes)  # type: ignore[arg-type]
+
+
+def parse_csv(text: str, created: str = "", default_max: int = 10
+              ) -> tuple[list[Subscriber], list[tuple[int, str]]]:
+    """Parse an import file with columns email, keywords, max (header required).
+
+    Returns the good rows and (line number, one-line error) for each bad row. A later
+    row for the same address replaces an earlier one.
+    """
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError("CSV: empty file") from None
+    except csv.Error as e:
+        raise InputError(f"CSV line 1: {e}") from e
+    cols = [h.strip().lower().lstrip("\ufeff") for h in header]
+    if "email" not in cols:
+        raise InputError("CSV line 1: header must name the columns email, keywords, max")
+    idx = {name: cols.index(name) for name in ("email", "keywords", "max", "min_score")
+           if name in cols}
+    good: dict[str, Subscriber] = {}
+    errors: list[tuple[int, str]] = []
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            errors.append((reader.line_num, str(e)))
+            continue
+        line = reader.line_num
+        if not any(c.strip() for c in row):
+            continue
+
+        def col(name: str, row: list[str] = row) -> str:
+            i = idx.get(name)
+            return row[i] if i is not None and i < len(row) else ""
+
+        try:
+            sub = make_subscriber(col("email"), col("keywords"), col("max") or None,
+                                  col("min_score") or None, created=created,
+                                  default_max=default_max)
+        except InputError as e:
+            errors.append((line, str(e)))
+            continue
+        good[sub.email] = sub
+    return list(good.values()), errors
