@@ -1,0 +1,64 @@
+"""Config: validated at start, errors name the key, example.toml documents every key."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from digest.config import Config, load_config, parse_config
+from digest.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_config_loads_and_documents_every_key():
+    cfg = load_config(ROOT / "config" / "example.toml")
+    assert cfg.store.path == ROOT / "data"
+    text = (ROOT / "config" / "example.toml").read_text()
+    for section, cls in [("http", "HttpConfig"), ("sources.huggingface", "HuggingFaceConfig"),
+                         ("sources.arxiv", "ArxivConfig"), ("store", "StoreConfig"),
+                         ("smtp", "SmtpConfig"), ("outbox", "OutboxConfig"), ("web", "WebConfig"),
+                         ("ranking", "RankingConfig"), ("schedule", "ScheduleConfig")]:
+        import digest.config as c
+
+        for key in getattr(c, cls).__dataclass_fields__:
+            assert re.search(rf"^#?\s*{key}\s*=", text, re.M), f"[{section}] {key} undocumented"
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"smtp": {"port": "abc"}}, "[smtp] port"),
+    ({"smtp": {"port": 70000}}, "[smtp] port"),
+    ({"smtp": {"security": "tls"}}, "[smtp] security"),
+    ({"smtp": {"sender": "a\r\nBcc: x@y.org"}}, "[smtp] sender"),
+    ({"smtp": {"password_env": "my password"}}, "[smtp] password_env"),
+    ({"sources": {"huggingface": {"base_url": "ftp://x"}}}, "[sources.huggingface] base_url"),
+    ({"sources": {"huggingface": {"lookback_days": 0}}}, "lookback_days"),
+    ({"sources": {"arxiv": {"categories": ["cs.CL", "bad cat"]}}}, "categories"),
+    ({"schedule": {"time": "25:00"}}, "[schedule] time"),
+    ({"schedule": {"timezone": "Mars/Olympus"}}, "[schedule] timezone"),
+    ({"store": {"pth": "x"}}, "[store] pth: unknown key"),
+    ({"subscribers": [{"keywords": "x"}]}, "email: missing"),
+    ({"ranking": {"popularity_weight": True}}, "popularity_weight"),
+])
+def test_bad_values_name_the_key(data, fragment):
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, "test.toml")
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[smtp\nhost=1")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_env_var_selects_config(tmp_path, monkeypatch):
+    f = tmp_path / "c.toml"
+    f.write_text('site_name = "Lab Papers"\n[store]\npath = "st"\n')
+    monkeypatch.setenv("DIGEST_CONFIG", str(f))
+    cfg = load_config(None)
+    assert cfg.site_name == "Lab Papers" and cfg.store.path == tmp_path / "st"
+    assert isinstance(cfg, Config) and cfg.path == f
