@@ -1,0 +1,283 @@
+"""Pure: no I/O after construction (the Renderer reads its templates once, when built).
+
+Turns one Digest (a subscriber's picks for a day) into the subject, plain text and HTML
+of its e-mail, with Jinja2 templates from templates/ (autoescape ON for HTML: titles,
+abstracts and author names come from the internet).
+
+Speed: a run renders thousands of digests of the same few dozen papers. So
+  * the CSS (templates/_style.css) is inlined into the template SOURCE once, at load time,
+    with css-inline (mail clients drop <style>; Gmail keeps only inline styles), instead of
+    inlining every rendered message;
+  * each paper's card (HTML and text) is rendered once per Renderer and cached; per
+    subscriber only the "matched:" line, the header, the links and the subject are rendered.
+
+Size: Gmail clips messages whose HTML exceeds ~102 KB; summaries are capped and digests
+with many picks use shorter ones (see `_summary_limit`), tested at 100 papers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import css_inline
+import jinja2
+from markupsafe import Markup, escape
+
+import digest
+from digest.errors import ConfigError
+from digest.models import Digest, Paper, Pick
+from digest.tokens import Links
+
+# Templates whose source gets the stylesheet inlined at load time.
+_INLINED = frozenset({"digest_email.html", "_paper.html", "_matched.html"})
+_STYLE = "_style.css"
+_SLOT = "\x00SLOT\x00"  # stands for the per-subscriber part of a cached card
+_JINJA_TAG = re.compile(r"{{.*?}}|{%.*?%}", re.S)
+_CLASS_ATTR = re.compile(r' class="[^"{}%]*"')
+_JINJA_COMMENT = re.compile(r"{#.*?#}", re.S)
+_WS = re.compile(r"\s+")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+
+SUMMARY_CHARS = 350  # per paper, at a word boundary
+SUMMARY_CHARS_MIN = 160  # for digests with very many picks (Gmail's 102 KB clip)
+TITLE_CHARS = 300  # a runaway title from bad source data must not blow the size budget
+MAX_AUTHORS = 3  # then "et al."
+SUBJECT_TITLE_CHARS = 70
+GMAIL_CLIP_BYTES = 102_000  # Gmail shows "[Message clipped]" above ~102 KB of HTML
+HTML_BUDGET = 100_000  # what render aims below, leaving room for the List-* headers
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+def default_templates_dir() -> Path:
+    env = os.environ.get("DIGEST_TEMPLATES")
+    if env:
+        return Path(env)
+    return Path(digest.__file__).resolve().parents[1] / "templates"
+
+
+def shorten(text: str, limit: int, ellipsis: str = "…") -> str:
+    """`text` with whitespace collapsed, cut at a word boundary to at most `limit` chars."""
+    text = _WS.sub(" ", text).strip()
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(ellipsis) + 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # a word boundary not absurdly early; else cut mid-word
+        cut = cut[:space]
+    else:
+        cut = cut[: limit - len(ellipsis)]
+    return cut.rstrip(" ,;:.-–—") + ellipsis
+
+
+def short_authors(authors: tuple[str, ...], n: int = MAX_AUTHORS) -> str:
+    names = [shorten(a, 60) for a in authors[: n + 1]]
+    names = [a for a in names if a]
+    if len(names) <= n:
+        return ", ".join(names)
+    return ", ".join(names[:n]) + " et al."
+
+
+def safe_url(url: str | None) -> str | None:
+    """Only http(s) URLs become links: a `javascript:` URL from a source stays text-free."""
+    if not url:
+        return None
+    url = url.strip()
+    if not (url.startswith("https://") or url.startswith("http://")):
+        return None
+    if any(c.isspace() or c in "\"'<>\\" for c in url) or len(url) > 500:
+        return None
+    return url
+
+
+def day_label(day: date) -> str:
+    # Not strftime: its names depend on the process locale.
+    return f"{_WEEKDAYS[day.weekday()]}, {day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
+def _summary_limits(count: int) -> tuple[int, ...]:
+    # Gmail's clip: shorter summaries as picks grow. The first limit fits typical papers;
+    # the later ones are tried only when a digest still comes out too big (very long
+    # titles/author lists), down to no summary at all, which always fits 100 papers.
+    if count <= 30:
+        first = SUMMARY_CHARS
+    elif count <= 60:
+        first = 250
+    else:
+        first = SUMMARY_CHARS_MIN
+    return (first, *(x for x in (250, SUMMARY_CHARS_MIN, 100, 0) if x < first))
+
+
+class _InliningLoader(jinja2.FileSystemLoader):
+    """Loads templates; for the e-mail HTML ones, inlines _style.css into the source."""
+
+    def __init__(self, folder: Path):
+        super().__init__(str(folder))
+        self.folder = folder
+        self._css: str | None = None
+
+    def css(self) -> str:
+        if self._css is None:
+            try:
+                self._css = (self.folder / _STYLE).read_text(encoding="utf-8")
+            except OSError as e:
+                raise ConfigError(f"templates: cannot read {self.folder / _STYLE}: "
+                                  f"{e.strerror}") from e
+        return self._css
+
+    def get_source(self, environment, template):  # type: ignore[no-untyped-def]
+        source, filename, uptodate = super().get_source(environment, template)
+        if template in _INLINED:
+            source = self._inline(template, source)
+        return source, filename, uptodate
+
+    def _inline(self, name: str, source: str) -> str:
+        # Jinja comments would be parsed as text (and moved around) by the HTML parser.
+        source = _JINJA_COMMENT.sub("", source).lstrip()
+        tags = _JINJA_TAG.findall(source)
+        try:
+            # minify_css: "a:b;c:d" instead of "a: b;c: d" on every element (Gmail's clip).
+            inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False,
+                                            minify_css=True)
+            if source.lower().startswith("<!doctype") or "<html" in source[:200].lower():
+                out = css_inline.CSSInliner(
+                    keep_style_tags=False, load_remote_stylesheets=False, minify_css=True,
+                    extra_css=self.css()).inline(source)
+            else:
+                out = inliner.inline_fragment(source, self.css())
+        except (css_inline.InlineError, ValueError) as e:
+            raise ConfigError(f"templates: cannot inline CSS into {name}: {e}") from e
+        # The HTML parser must not have moved or escaped any Jinja tag (e.g. one in <head>
+        # or one containing '<'); if it did, the template is wrong, say so at start.
+        if _JINJA_TAG.findall(out) != tags:
+            raise ConfigError(f"templates: {name}: a Jinja tag does not survive CSS inlining "
+                              "(keep tags between elements, outside <head>, without < or &)")
+        # Mail clients ignore the classes once styles are inline; drop them (Gmail's clip).
+        return _CLASS_ATTR.sub("", out)
+
+
+def _terms(matched: tuple[str, ...]) -> str:
+    return ", ".join(t.strip().strip('"') for t in matched if t.strip())
+
+
+class Renderer:
+    """Renders digests. Build one per run (it caches each paper's card)."""
+
+    def __init__(self, templates_dir: Path | None = None, site_name: str = "Paper Digest"):
+        folder = Path(templates_dir) if templates_dir is not None else default_templates_dir()
+        if not folder.is_dir():
+            raise ConfigError(f"templates: {folder}: not a folder")
+        self.site_name = site_name
+        loader = _InliningLoader(folder)
+        html_env = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True,
+                                      lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+        text_env = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True,
+                                      lstrip_blocks=True, keep_trailing_newline=True,
+                                      undefined=jinja2.StrictUndefined)
+        try:
+            self._html = html_env.get_template("digest_email.html")
+            self._card_html = html_env.get_template("_paper.html")
+            self._text = text_env.get_template("digest_email.txt")
+            self._card_text = text_env.get_template("_paper.txt")
+            self._subject = text_env.get_template("subject.txt")
+            matched = html_env.get_template("_matched.html").render(terms=Markup(_SLOT))
+        except jinja2.TemplateError as e:
+            raise ConfigError(f"templates: {folder}: {e}") from e
+        self._matched_head, self._matched_tail = _split_slot(matched.strip(), "_matched.html")
+        # paper id -> (paper, summary limit, (html head, html tail), text)
+        self._cards: dict[tuple[str, int], tuple[Paper, tuple[str, str], str]] = {}
+
+    # ------------------------------------------------------------------ per paper (cached)
+
+    def _card(self, paper: Paper, limit: int) -> tuple[tuple[str, str], str]:
+        key = (paper.id, limit)
+        hit = self._cards.get(key)
+        if hit is not None and (hit[0] is paper or hit[0] == paper):
+            return hit[1], hit[2]
+        summary = shorten(paper.ai_summary or paper.abstract or "", limit) if limit else ""
+        ctx = {
+            "p": paper,
+            "title": shorten(paper.title, TITLE_CHARS),
+            "authors": short_authors(paper.authors),
+            "summary": summary,
+            "github_url": safe_url(paper.github_repo),
+            "project_url": safe_url(paper.project_page),
+        }
+        html = self._card_html.render(ctx, matched=Markup(_SLOT))
+        html = _split_slot(html.strip(), "_paper.html")
+        text_summary = textwrap.fill(summary, width=76, initial_indent="   ",
+                                     subsequent_indent="   ", break_long_words=False,
+                                     break_on_hyphens=False) if summary else ""
+        text = self._card_text.render(ctx, summary=text_summary).rstrip("\n")
+        if len(self._cards) > 20_000:  # a long-lived Renderer (the scheduler) must not grow
+            self._cards.clear()
+        self._cards[key] = (paper, html, text)
+        return html, text
+
+    # ------------------------------------------------------------------ per subscriber
+
+    def render(self, digest: Digest, papers: Mapping[str, Paper], links: Links) -> Rendered:
+        """Subject, text and HTML of `digest`. Picks whose paper is not in `papers` are
+        skipped (the store forgot it); zero picks renders the "nothing new" message."""
+        picks: list[tuple[Pick, Paper]] = []
+        for pick in digest.picks:
+            paper = papers.get(pick.paper_id)
+            if paper is not None:
+                picks.append((pick, paper))
+        count = len(picks)
+        keywords = ", ".join(digest.subscriber.query.includes)
+        ctx = {
+            "site_name": self.site_name,
+            "day": digest.day.isoformat(),
+            "day_label": day_label(digest.day),
+            "count": count,
+            "plural": "" if count == 1 else "s",
+            "keywords": keywords,
+            "email": digest.subscriber.email,
+            "links": links,
+            "top_title": shorten(picks[0][1].title, SUBJECT_TITLE_CHARS) if picks else "",
+        }
+        subject = _WS.sub(" ", self._subject.render(ctx)).strip()
+        for limit in _summary_limits(count):
+            html_cards, text_cards = self._cards_for(picks, limit)
+            html = self._html.render(ctx, subject=subject, cards=Markup("\n".join(html_cards)))
+            if len(html) <= HTML_BUDGET and len(html.encode()) <= HTML_BUDGET:
+                break
+        text = self._text.render(ctx, cards="\n\n".join(text_cards))
+        return Rendered(subject=subject, text=text, html=html)
+
+    def _cards_for(self, picks: list[tuple[Pick, Paper]], limit: int
+                   ) -> tuple[list[str], list[str]]:
+        html_cards: list[str] = []
+        text_cards: list[str] = []
+        for i, (pick, paper) in enumerate(picks, 1):
+            (head, tail), text = self._card(paper, limit)
+            terms = _terms(pick.matched)
+            if terms:
+                html_cards.append(head + self._matched_head + str(escape(terms))
+                                  + self._matched_tail + tail)
+                text_cards.append(f"{i}. {text}\n   matched: {terms}")
+            else:
+                html_cards.append(head + tail)
+                text_cards.append(f"{i}. {text}")
+        return html_cards, text_cards
+
+
+def _split_slot(rendered: str, name: str) -> tuple[str, str]:
+    parts = rendered.split(_SLOT)
+    if len(parts) != 2:
+        raise ConfigError(f"templates: {name} must use its per-subscriber variable exactly once")
+    return parts[0], parts[1]
