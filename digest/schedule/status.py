@@ -1,0 +1,134 @@
+"""I/O edge (reads the store in `collect`); the rest is pure: what `digest status` says.
+
+It answers: what ran (the stored run reports), why nothing went out on a quiet day, when
+the next run is, what each subscriber last got, and which digests wait for a retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from digest.config import Config
+from digest.models import ACTIVE
+from digest.schedule.plan import catch_up_plan, next_send, slot_for, slots
+from digest.store.base import Store
+
+
+def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5) -> dict[str, Any]:
+    """Everything `digest status` shows, as plain JSON-ready data."""
+    subs = sorted(store.subscribers(), key=lambda s: s.email)
+    plan = catch_up_plan(now_utc, subs, cfg.schedule, store.digests_for_day)
+    nxt = next_send(now_utc, slots(subs, cfg.schedule))
+    recent = store.runs(limit=runs)
+    people = []
+    for s in subs:
+        last = store.history(s.email, limit=1)
+        people.append({
+            "email": s.email,
+            "status": s.status,
+            "send_time": slot_for(s, cfg.schedule).label,
+            "last": last[0] if last else None,
+        })
+    return {
+        "now": now_utc.isoformat(timespec="seconds"),
+        "schedule": {"time": cfg.schedule.time, "timezone": cfg.schedule.timezone,
+                     "misfire_grace_hours": cfg.schedule.misfire_grace_hours,
+                     "send_empty": cfg.schedule.send_empty},
+        "next_run": now_utc.isoformat(timespec="seconds") if plan else
+        nxt.isoformat(timespec="seconds"),
+        "owed_now": [{"day": g.day.isoformat(), "subscribers": len(g.emails)} for g in plan],
+        "runs": recent,
+        "why_quiet": why_quiet(recent[0]) if recent else "no run yet",
+        "subscribers": people,
+        "pending_retries": store.pending_retries(),
+    }
+
+
+def why_quiet(run: Mapping[str, Any]) -> str | None:
+    """Why the run sent nothing, in one line; None when it sent something."""
+    if run.get("error"):
+        err = str(run["error"])
+        if "every source failed" in err or "all sources failed" in err.lower():
+            return f"all sources failed: {err}"
+        return f"the run failed: {err}"
+    if int(run.get("sent", 0)):
+        return None
+    if run.get("dry_run"):
+        return "dry run: nothing is sent"
+    fetched = run.get("fetched") or {}
+    errors = run.get("source_errors") or {}
+    empty, done = int(run.get("empty", 0)), int(run.get("already_done", 0))
+    deferred, failed = int(run.get("deferred", 0)), int(run.get("failed", 0))
+    if errors and not any(fetched.values()):
+        return "all sources failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
+    if deferred:
+        return f"the mail server refused for now: {deferred} digest(s) wait for a retry"
+    if failed and not empty:
+        return f"the mail server refused every digest permanently ({failed})"
+    if empty and int(run.get("new_papers", 0)) == 0:
+        return (f"0 new papers: {empty} empty digest(s) not sent "
+                "([schedule] send_empty = false)")
+    if empty:
+        return (f"nothing new matched: {empty} subscriber(s) had no unseen paper above "
+                "their threshold; empty digests are not sent")
+    if done:
+        return f"everyone already served: {done} digest(s) for this day were done before"
+    return "no active subscriber was due"
+
+
+def lines(status: Mapping[str, Any]) -> list[str]:
+    """The human-readable status (pure)."""
+    sc = status["schedule"]
+    out = [f"schedule: {sc['time']} {sc['timezone']} (misfire grace {sc['misfire_grace_hours']:g}"
+           f" h; empty digests {'sent' if sc['send_empty'] else 'not sent'})"]
+    if status["owed_now"]:
+        owed = ", ".join(f"{o['day']}: {o['subscribers']}" for o in status["owed_now"])
+        out.append(f"next run: now (owed: {owed})")
+    else:
+        out.append(f"next run: {status['next_run']}")
+    out.append("")
+    out.append("last runs:")
+    if not status["runs"]:
+        out.append("  none yet")
+    for r in status["runs"]:
+        out.append("  " + run_line(r))
+    if status["why_quiet"]:
+        out.append(f"nothing went out in the last run: {status['why_quiet']}")
+    out.append("")
+    out += table(
+        ("subscriber", "status", "send time", "last digest", "state", "papers"),
+        [(p["email"], p["status"], p["send_time"],
+          p["last"]["day"] if p["last"] else "-",
+          p["last"]["state"] if p["last"] else "-",
+          str(len(p["last"].get("papers") or ())) if p["last"] else "-")
+         for p in status["subscribers"]],
+    ) if status["subscribers"] else ["no subscribers"]
+    out.append("")
+    retries = status["pending_retries"]
+    out.append(f"waiting for retry: {len(retries)}")
+    for r in retries:
+        out.append(f"  {r.get('email', '?')} {r.get('day', '?')}: {r.get('detail', '')}")
+    return out
+
+
+def run_line(r: Mapping[str, Any]) -> str:
+    head = f"{r.get('day', '?')} started {r.get('started', '?')}"
+    if r.get("error"):
+        return f"{head}: failed: {r['error']}"
+    fetched = ", ".join(f"{k} {v}" for k, v in (r.get("fetched") or {}).items()) or "none"
+    return (f"{head}: fetched {fetched}; new {r.get('new_papers', 0)}; sent {r.get('sent', 0)}, "
+            f"failed {r.get('failed', 0)}, deferred {r.get('deferred', 0)}, "
+            f"empty {r.get('empty', 0)}, already done {r.get('already_done', 0)}")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths))] + [
+        fmt.format(*map(str, row)).rstrip() for row in rows]
+
+
+def active_count(status: Mapping[str, Any]) -> int:
+    return sum(1 for p in status["subscribers"] if p["status"] == ACTIVE)
