@@ -1,0 +1,301 @@
+"""I/O edge: the web service for the subscription lifecycle (Starlette + uvicorn).
+
+    make_app(cfg, store=None, sender=None, now=None) -> Starlette
+    serve(cfg)                                        runs it under uvicorn
+
+Pages (templates/web/*.html, Jinja2 with autoescape) work on a phone and without
+JavaScript; the only script is the subscribe form's live preview, allowed by a per-response
+CSP nonce. Handlers live in `pages.py` (subscribe, preview, confirm), `lifecycle.py`
+(unsubscribe, manage) and `feed.py` (Atom); `WebContext` is what they share.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from digest.config import Config
+from digest.mail.base import Sender
+from digest.models import Paper
+from digest.store import Store, open_store
+from digest.web.mails import JobQueue, make_send
+from digest.web.security import CSRF_COOKIE, FormGuard, SlidingWindow, new_cookie_value
+from digest.web.settings import WebSettings
+
+log = logging.getLogger("digest.web")
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+PREVIEW_CACHE_SECONDS = 60.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class WebContext:
+    """Everything the handlers share: config, store (behind one lock), templates, the
+    form guard, rate limiters and the background job queue."""
+
+    def __init__(self, cfg: Config, store: Store, sender: Sender | None, now: Clock,
+                 settings: WebSettings, templates_dir: Path = TEMPLATES):
+        self.cfg, self.store, self.now, self.settings = cfg, store, now, settings
+        # The pipeline signs its links with the same fallback, so both agree on the secret.
+        self.secret = cfg.secret() or store.secret()
+        self.guard = FormGuard(self.secret)
+        self.https = cfg.web.base_url.startswith("https://")
+        self.base_url = cfg.web.base_url.rstrip("/")
+        # One lock around every store call: the handlers run in a thread pool and the
+        # store's inter-process lock does not promise thread safety inside one process.
+        self.lock = threading.Lock()
+        self.limit_ip = SlidingWindow(settings.rate_ip)
+        self.limit_email = SlidingWindow(settings.rate_email)
+        self.limit_preview = SlidingWindow(settings.rate_preview)
+        self.jobs = JobQueue()
+        if sender is not None:
+            self.send = make_send(lambda: sender)
+        else:
+            from digest.mail import make_sender
+
+            self.send = make_send(lambda: make_sender(cfg))
+        self.env = Environment(
+            loader=FileSystemLoader(str(templates_dir)),
+            autoescape=select_autoescape(["html", "xml"], default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._recent: tuple[float, date, list[Paper]] | None = None
+
+    # --- store access, serialised and off the event loop
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self.lock:
+                return fn(*args)
+
+        return await run_in_threadpool(locked)
+
+    def recent_papers(self, since: date) -> list[Paper]:
+        """The preview's candidates, cached briefly: a typing visitor asks many times."""
+        cached = self._recent
+        if cached and cached[1] == since and time.monotonic() - cached[0] < PREVIEW_CACHE_SECONDS:
+            return cached[2]
+        with self.lock:
+            papers = self.store.recent_papers(since)
+        self._recent = (time.monotonic(), since, papers)
+        return papers
+
+    # --- rendering
+    def render(self, name: str, **values: Any) -> str:
+        return self.env.get_template(name).render(site_name=self.cfg.site_name, **values)
+
+    def page(self, request: Request, name: str, status: int = 200,
+             headers: Mapping[str, str] | None = None, **values: Any) -> HTMLResponse:
+        """A full page; forms on it get a CSRF token bound to this browser's cookie."""
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        fresh = not (20 <= len(cookie) <= 100)
+        if fresh:
+            cookie = new_cookie_value()
+        html = self.render(name, nonce=nonce_of(request), csrf=self.guard.csrf_token(cookie),
+                           **values)
+        resp = HTMLResponse(html, status_code=status, headers=dict(headers or {}))
+        if fresh:
+            resp.set_cookie(CSRF_COOKIE, cookie, max_age=30 * 24 * 3600, httponly=True,
+                            secure=self.https, samesite="lax", path="/")
+        return resp
+
+    def error(self, request: Request, status: int, title: str, message: str,
+              headers: Mapping[str, str] | None = None) -> HTMLResponse:
+        return self.page(request, "web/error.html", status, headers, title=title,
+                         message=message)
+
+    def client_ip(self, request: Request) -> str:
+        # uvicorn's --proxy-headers (with --forwarded-allow-ips naming the reverse proxy)
+        # already put the real client address here; see `serve`.
+        return request.client.host if request.client else "unknown"
+
+
+def nonce_of(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("csp_nonce", ""))
+
+
+def ctx_of(request: Request) -> WebContext:
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+class SecurityMiddleware:
+    """Security headers on every response (CSP with a per-response nonce, no framing, no
+    Referer: page URLs carry tokens) and a hard cap on request bodies (413)."""
+
+    def __init__(self, app: ASGIApp, ctx: WebContext):
+        self.app, self.ctx = app, ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        nonce = secrets.token_urlsafe(16)
+        scope.setdefault("state", {})["csp_nonce"] = nonce
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                extra = {
+                    b"content-security-policy": (
+                        f"default-src 'none'; script-src 'nonce-{nonce}'; "
+                        f"style-src 'nonce-{nonce}'; connect-src 'self'; img-src 'self' data:; "
+                        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+                    ).encode(),
+                    b"x-frame-options": b"DENY",
+                    b"referrer-policy": b"no-referrer",
+                    b"x-content-type-options": b"nosniff",
+                    b"cache-control": b"no-store",
+                }
+                headers += [(k, v) for k, v in extra.items() if k not in names]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            body = await self._read_capped(scope, receive)
+            if body is None:
+                request = Request(scope)
+                kb = self.ctx.settings.max_body // 1024
+                resp = self.ctx.error(request, 413, "Too much data",
+                                      f"The form sent more than {kb} KB. Shorten what you "
+                                      "typed and try again.")
+                await resp(scope, receive, send_with_headers)
+                return
+            sent = False
+
+            async def replay() -> Message:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+    async def _read_capped(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None when it is (or says it will be) over the cap."""
+        cap = self.ctx.settings.max_body
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    if int(v) > cap:
+                        return None
+                except ValueError:
+                    return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > cap:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+async def healthz(request: Request) -> Response:
+    ctx = ctx_of(request)
+    try:
+        await ctx.db(ctx.store.runs, 1)
+    except Exception as e:  # noqa: BLE001 - any failure means "not healthy"
+        return PlainTextResponse(f"store unreadable: {type(e).__name__}", status_code=503)
+    return PlainTextResponse("ok")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    ctx = ctx_of(request)
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        return ctx.error(request, 404, "Not found", "There is no page at this address.")
+    if status == 405:
+        return ctx.error(request, 405, "Not allowed", "This page does not accept that request.")
+    return ctx.error(request, status, "Error", "The request could not be handled.")
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    log.exception("web request crashed", exc_info=exc)
+    return ctx_of(request).error(request, 500, "Something went wrong",
+                                 "The server could not handle this request. Nothing was "
+                                 "changed; try again later.")
+
+
+def make_app(
+    cfg: Config,
+    store: Store | None = None,
+    sender: Sender | None = None,
+    now: Clock | None = None,
+    *,
+    settings: WebSettings | None = None,
+) -> Starlette:
+    """The ASGI app. `store`/`sender` default to the configured ones; `now` is the clock
+    (tests pass a fixed day so the preview sees the fixture papers)."""
+    from digest.web import feed, lifecycle, pages
+
+    own_store = store is None
+    store = store if store is not None else open_store(cfg.store)
+    ctx = WebContext(cfg, store, sender, now or _utcnow, settings or WebSettings.from_env())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        yield
+        await run_in_threadpool(ctx.jobs.join)
+        ctx.jobs.close()
+        if own_store:
+            store.close()
+
+    routes = [
+        Route("/", pages.subscribe_form, methods=["GET"]),
+        Route("/", pages.subscribe_post, methods=["POST"]),
+        Route("/preview", pages.preview_fragment, methods=["GET"]),
+        Route("/confirm/{token}", pages.confirm, methods=["GET", "POST"]),
+        Route("/unsubscribe/{token}", lifecycle.unsubscribe, methods=["GET", "POST"]),
+        Route("/manage/{token}", lifecycle.manage, methods=["GET", "POST"]),
+        Route("/feed/{token}.atom", feed.atom_feed, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        HTTPException: _http_error, Exception: _crash}
+    app = Starlette(routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
+                    lifespan=lifespan)
+    app.state.web = ctx
+    app.add_middleware(SecurityMiddleware, ctx=ctx)
+    return app
+
+
+def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None:
+    """Run the web service under uvicorn until interrupted."""
+    import uvicorn
+
+    settings = WebSettings.from_env()
+    app = make_app(cfg, settings=settings)
+    # Behind a reverse proxy: trust its X-Forwarded-For/-Proto (only from the listed
+    # addresses) so rate limits see the real client and generated URLs keep https.
+    uvicorn.run(app, host=host or cfg.web.host, port=port or cfg.web.port,
+                proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+                server_header=False, log_level="info")
