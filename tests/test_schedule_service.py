@@ -274,3 +274,32 @@ def test_catch_up_respects_misfire_grace(grace_h, late_h, expect_run):
                               misfire_grace_hours=grace_h)
     svc.tick()
     assert bool(run.calls) is expect_run
+
+
+def test_locked_store_holds_one_lock_around_each_call():
+    from digest.schedule.service import LockedStore
+
+    class Slow(FakeStore):
+        def __init__(self) -> None:
+            super().__init__([sub("a@x")])
+            self.inside, self.gate = threading.Event(), threading.Event()
+
+        def subscribers(self) -> list[Subscriber]:
+            self.inside.set()
+            self.gate.wait(10)
+            return super().subscribers()
+
+        def run_lock(self, wait: bool = False) -> str:
+            return "the store's own inter-process lock"
+
+    inner = Slow()
+    proxy = LockedStore(inner)  # type: ignore[arg-type]
+    t = threading.Thread(target=proxy.subscribers)
+    t.start()
+    assert inner.inside.wait(10)
+    assert not proxy._lock.acquire(blocking=False)  # another thread is inside a store call
+    inner.gate.set()
+    t.join(10)
+    assert [s.email for s in proxy.subscribers()] == ["a@x"]
+    assert proxy.run_lock() == "the store's own inter-process lock"
+    assert proxy.run_lock.__self__ is inner  # not wrapped: held for a whole run

@@ -17,6 +17,7 @@ makes the tick skip, logged, and retry at the next recheck).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -198,7 +199,7 @@ def serve(cfg: Config, *, web: bool = False, clock: Clock = utcnow,
     from digest.pipeline import seed_subscribers
     from digest.store import open_store
 
-    store = open_store(cfg.store)
+    store: Store = LockedStore(open_store(cfg.store))  # type: ignore[assignment]
     shutdown = threading.Event()
     try:
         seed_subscribers(cfg, store, clock)
@@ -231,6 +232,28 @@ def serve(cfg: Config, *, web: bool = False, clock: Clock = utcnow,
         return 0
     finally:
         store.close()
+
+
+class LockedStore:
+    """The store, with every call serialised: the scheduler thread and the web threads of
+    this one process share it, and the Store protocol promises safety between processes
+    (file locks), not between threads."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr) or name == "run_lock":  # held for a whole run: not under ours
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
 
 
 class WebThread:
