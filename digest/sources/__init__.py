@@ -1,0 +1,89 @@
+"""I/O edge: fetch papers from every enabled source, each isolated from the others.
+
+    fetch_all(cfg, day) -> [FetchResult, ...]   one per enabled source, in a fixed order
+    merge(results) -> [Paper, ...]              pure: one Paper per arXiv id (merge.py)
+
+Sources: Hugging Face daily papers (`hf.py`, when [sources.huggingface] enabled) and
+arXiv (`arxiv.py`, when [sources.arxiv] categories is non-empty). A source that fails
+gives a FetchResult with `error` set; the others go on (the pipeline decides whether
+"every source failed" stops the run: AllSourcesFailed).
+
+Offline fallback ([sources] offline_fallback, on by default): when EVERY source failed
+because no connection could be made at all (DNS failure, connection refused, network
+unreachable — not HTTP errors, not timeouts), the result is the bundled recorded day
+(`recorded.py`) with the note "offline: no network, using the bundled recorded day
+2026-03-10" followed by the source errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import date
+
+import httpx
+
+from digest.config import Config
+from digest.errors import FetchError
+from digest.models import FetchResult
+from digest.sources import arxiv, hf
+from digest.sources.http import Fetcher, Unreachable, make_client
+from digest.sources.merge import merge, normalise_arxiv_id
+from digest.sources.recorded import OFFLINE_NOTE, load_recorded
+
+__all__ = ["OFFLINE_NOTE", "fetch_all", "merge", "normalise_arxiv_id"]
+
+log = logging.getLogger(__name__)
+
+
+def _isolated(source: str, fetcher: Fetcher,
+              run: Callable[[], FetchResult]) -> tuple[FetchResult, bool]:
+    """Run one source; never raises. Returns (result, failed-for-lack-of-network)."""
+    try:
+        return run(), False
+    except FetchError as e:
+        log.warning("%s", e)
+        return FetchResult(source=source, error=str(e), requests=fetcher.requests), isinstance(
+            e, Unreachable
+        )
+    except Exception as e:  # noqa: BLE001 - a bug in one source must not stop the others
+        log.exception("source %s crashed", source)
+        msg = " ".join(f"{source}: unexpected {type(e).__name__}: {e}".split())
+        return FetchResult(source=source, error=msg, requests=fetcher.requests), False
+
+
+def fetch_all(
+    cfg: Config,
+    day: date,
+    *,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[FetchResult]:
+    """Fetch every enabled source for the run of `day` (UTC date).
+
+    `client` is used as given (not closed); without one a client is made from
+    cfg.http and closed. `sleep` and `clock` are injectable so tests never wait.
+    """
+    own = client is None
+    http_client = make_client(cfg.http) if client is None else client
+    outcomes: list[tuple[FetchResult, bool]] = []
+    try:
+        hfc, axc = cfg.sources.huggingface, cfg.sources.arxiv
+        if hfc.enabled:
+            f = Fetcher(http_client, cfg.http, hf.SOURCE, sleep=sleep)
+            outcomes.append(_isolated(hf.SOURCE, f, lambda: hf.fetch(f, hfc, day)))
+        if axc.categories:
+            # arXiv's 3-second rule: one request per min_interval, retries included.
+            limiter = arxiv.RateLimiter(axc.min_interval, clock=clock, sleep=sleep)
+            g = Fetcher(http_client, cfg.http, arxiv.SOURCE, sleep=sleep, pace=limiter.wait)
+            outcomes.append(_isolated(arxiv.SOURCE, g, lambda: arxiv.fetch(g, axc)))
+    finally:
+        if own:
+            http_client.close()
+    results = [r for r, _ in outcomes]
+    if cfg.sources.offline_fallback and outcomes and all(off for _, off in outcomes):
+        log.warning("%s", OFFLINE_NOTE)
+        return [load_recorded(notes=tuple(r.error for r in results if r.error))]
+    return results
