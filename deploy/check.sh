@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Verifies every deploy recipe offline, one line per check: "PASS name" or "FAIL name"
+# followed by the tool's output. Exits 1 if any check failed (a missing tool is a FAIL).
+# Tools: bash deploy/install-tools.sh. Usage: bash deploy/check.sh
+set -euo pipefail
+# shellcheck source=deploy/tools-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/tools-env.sh"
+cd "$REPO_DIR"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failed=0
+checks=0
+
+# check NAME DESCRIPTION COMMAND...: runs COMMAND, PASS if it exits 0.
+check() {
+  local name=$1 what=$2
+  shift 2
+  checks=$((checks + 1))
+  if "$@" >"$work/out" 2>&1; then
+    echo "PASS $name: $what"
+  else
+    echo "FAIL $name: $what"
+    sed 's/^/    /' "$work/out"
+    failed=$((failed + 1))
+  fi
+}
+
+# The same, but any output also fails (tools that only warn about unknown keys).
+quiet() {
+  local out
+  out=$("$@" 2>&1) || { printf '%s\n' "$out"; return 1; }
+  [[ -z "$out" ]] || { printf '%s\n' "$out"; return 1; }
+}
+
+# systemd-analyze verify wants ExecStart= binaries to exist: verify inside a scratch root
+# holding the system's own units, the recipe's units and a stand-in digest executable.
+systemd_verify() {
+  local root="$work/root"
+  mkdir -p "$root/etc/systemd/system" "$root/usr/lib/systemd" "$root/opt/digest/venv/bin"
+  cp -a /lib/systemd/system "$root/usr/lib/systemd/"
+  printf '#!/bin/sh\nexit 0\n' >"$root/opt/digest/venv/bin/digest"
+  chmod +x "$root/opt/digest/venv/bin/digest"
+  cp deploy/systemd/*.service deploy/systemd/*.timer "$root/etc/systemd/system/"
+  (cd "$root/etc/systemd/system" &&
+    quiet systemd-analyze verify --root="$root" --man=no \
+      digest.service digest-run.service digest-run.timer)
+}
+
+shellcheck_cron() {
+  # The env file is the operator's, not in this repository: nothing to follow.
+  echo "# shellcheck source=/dev/null" >"$work/cron.sh"
+  "$PYTHON" -c 'import sys; sys.path.insert(0, "deploy"); import verify
+print(verify.crontab_command(verify.DEPLOY / "cron" / "crontab"))' >>"$work/cron.sh"
+  shellcheck --shell=sh "$work/cron.sh"
+}
+
+check shellcheck "deploy/*.sh" shellcheck --shell=bash --external-sources deploy/*.sh
+check crontab "deploy/cron/crontab: fields, calls digest run" "$PYTHON" deploy/verify.py crontab
+check crontab-shell "deploy/cron/crontab command (shellcheck -s sh)" shellcheck_cron
+check systemd "systemd-analyze verify digest.service digest-run.service digest-run.timer" \
+  systemd_verify
+check hadolint "deploy/docker/Dockerfile" hadolint deploy/docker/Dockerfile
+check compose "deploy/docker/compose.yaml vs deploy/schemas/compose-spec.json" \
+  check-jsonschema --schemafile deploy/schemas/compose-spec.json deploy/docker/compose.yaml
+for k8s in 1.27.0 1.37.0; do
+  check "k8s-$k8s" "deploy/k8s/*.yaml, strict Kubernetes $k8s schemas" \
+    quiet kubernetes-validate --strict --quiet -k "$k8s" deploy/k8s/*.yaml
+done
+check actionlint ".github/workflows/digest.yml (with shellcheck)" \
+  actionlint .github/workflows/digest.yml
+check workflow-schema ".github/workflows/digest.yml vs the GitHub workflow schema" \
+  check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/digest.yml
+check configs "example configs load with digest.config" "$PYTHON" deploy/verify.py configs
+check wiring "secrets, config mounts, store volumes match across recipes" \
+  "$PYTHON" deploy/verify.py wiring
+
+echo "$((checks - failed)) passed, $failed failed"
+[[ $failed -eq 0 ]]
