@@ -1,0 +1,184 @@
+"""Unit tests of the ranker (digest.rank): examples with hand-built papers."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from digest.models import Paper, Pick, Subscriber
+from digest.rank import rank
+from digest.rank.exclusions import excluded, term_hits
+from digest.rank.expand import definitions
+from digest.rank.normalize import analyse, fold, key, stem
+
+DAY = date(2026, 1, 15)
+
+
+def paper(pid: str, title: str, abstract: str = "", **kw) -> Paper:
+    return Paper(id=pid, title=title, abstract=abstract, listed_on=kw.pop("listed_on", DAY), **kw)
+
+
+def sub(*keywords: str, email: str = "a@example.org", **kw) -> Subscriber:
+    return Subscriber(email=email, keywords=tuple(keywords), **kw)
+
+
+PAPERS = [
+    paper(
+        "2601.00001",
+        "Continual Pre-training of Large Language Models",
+        "We study continual pretraining of LLMs on new domains.",
+        upvotes=10,
+    ),
+    paper(
+        "2601.00002",
+        "A Survey of Speech Recognition",
+        "Automatic speech recognition (ASR) systems are reviewed.",
+        upvotes=50,
+    ),
+    paper(
+        "2601.00003",
+        "Fast Text-to-Speech with Flow Matching",
+        "We propose a text to speech model that is fast.",
+        upvotes=5,
+    ),
+    paper("2601.00004", "Image Generation at Scale", "Diffusion models for images.", upvotes=300),
+    paper(
+        "2601.00005",
+        "Dense Retrieval for RAG",
+        "Retrieval-augmented generation with dense retrievers.",
+        upvotes=0,
+    ),
+]
+
+
+# --- normaliser -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pretraining",
+        "pre-training",
+        "Pretrained",
+        "PRE-TRAINED",
+        "pre\u2013training",
+        "pré-training",
+    ],
+)
+def test_pretraining_variants_meet(text: str) -> None:
+    assert "pretrain" in analyse(text).unigrams
+
+
+def test_fold_strips_accents_and_unifies_dashes() -> None:
+    assert fold("Café\u2013Bar") == "cafe-bar"
+
+
+def test_hyphen_compound_yields_parts_joined_and_bigram() -> None:
+    a = analyse("text-to-speech")
+    assert {"text", "speech", "texttospeech"} <= set(a.unigrams)
+    assert "text speech" in a.bigrams
+    assert "text speech" in analyse("text to speech").bigrams
+
+
+def test_bigrams_do_not_cross_clauses() -> None:
+    assert "speech recognit" not in analyse("speech. Recognition").bigrams
+    assert "speech recognit" in analyse("speech recognition").bigrams
+
+
+def test_plural_acronyms_stem_to_singular() -> None:
+    assert stem("llms") == stem("llm")
+    assert key("LLMs") == key("LLM")
+
+
+def test_mined_definition() -> None:
+    assert (key("ASR"), key("automatic speech recognition")) in definitions(
+        "We improve automatic speech recognition (ASR) for children."
+    )
+
+
+# --- exclusions ---------------------------------------------------------------------------
+
+
+def test_exclusion_rule_matches_readme() -> None:
+    assert excluded(["survey"], "A Survey of X")
+    assert excluded(["survey"], "Surveys of X")
+    assert excluded(["survey"], "survey-based")
+    assert not excluded(["survey"], "resurvey of X")
+    assert excluded(["autonomous driving"], "for Autonomous Driving.")
+
+
+def test_term_hits_matrix() -> None:
+    hits = term_hits(["survey", "image"], ["a survey", "images", "nothing"])
+    assert hits.tolist() == [[True, False, False], [False, True, False]]
+
+
+# --- rank -------------------------------------------------------------------------------
+
+
+def test_keyword_subscriber_gets_matching_papers_with_why() -> None:
+    out = rank(PAPERS, [sub("continual pretraining")])
+    picks = out["a@example.org"]
+    assert picks[0].paper_id == "2601.00001"
+    assert picks[0].matched == ("continual pretraining",)
+    assert all(isinstance(p, Pick) for p in picks)
+
+
+def test_zero_match_popular_paper_is_not_picked() -> None:
+    out = rank(PAPERS, [sub("speech recognition")])
+    ids = [p.paper_id for p in out["a@example.org"]]
+    assert "2601.00004" not in ids  # 300 upvotes, nothing about speech
+    assert ids[0] == "2601.00002"
+
+
+def test_abbreviation_matches_long_form() -> None:
+    out = rank(PAPERS, [sub("RAG")])
+    assert out["a@example.org"][0].paper_id == "2601.00005"
+    out = rank(PAPERS, [sub("TTS")])
+    assert out["a@example.org"][0].paper_id == "2601.00003"
+
+
+def test_exclusion_drops_paper() -> None:
+    out = rank(PAPERS, [sub("speech recognition", "-survey")])
+    assert "2601.00002" not in [p.paper_id for p in out["a@example.org"]]
+
+
+def test_no_keyword_subscriber_gets_most_popular() -> None:
+    out = rank(PAPERS, [sub(max_papers=3)])
+    assert [p.paper_id for p in out["a@example.org"]] == ["2601.00004", "2601.00002", "2601.00001"]
+    assert out["a@example.org"][0].score == 100.0
+
+
+def test_no_keyword_subscriber_exclusions_still_apply() -> None:
+    out = rank(PAPERS, [sub("-image", max_papers=2)])
+    assert [p.paper_id for p in out["a@example.org"]] == ["2601.00002", "2601.00001"]
+
+
+def test_already_delivered_never_picked() -> None:
+    s = sub("speech")
+    out = rank(PAPERS, [s], exclude={s.email: {"2601.00002"}})
+    assert "2601.00002" not in [p.paper_id for p in out[s.email]]
+    assert out[s.email]
+
+
+def test_max_papers_and_min_score() -> None:
+    s1 = sub("speech", email="one@example.org", max_papers=1)
+    s2 = sub("speech", email="two@example.org", min_score=99.9)
+    out = rank(PAPERS, [s1, s2])
+    assert len(out[s1.email]) == 1
+    assert out[s2.email] == ()
+
+
+def test_popularity_breaks_near_ties_only() -> None:
+    a = paper("2601.10001", "Speech recognition for kids", upvotes=0)
+    b = paper("2601.10002", "Speech recognition for kids", upvotes=100)
+    out = rank([a, b], [sub("speech recognition")])
+    assert [p.paper_id for p in out["a@example.org"]] == ["2601.10002", "2601.10001"]
+    out = rank([a, b], [sub("speech recognition")], popularity_weight=0.0)
+    assert [p.paper_id for p in out["a@example.org"]] == ["2601.10001", "2601.10002"]
+
+
+def test_empty_inputs() -> None:
+    assert rank([], []) == {}
+    assert rank([], [sub("x")]) == {"a@example.org": ()}
+    assert rank(PAPERS, [sub("zzzqqq")]) == {"a@example.org": ()}
