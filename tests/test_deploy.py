@@ -1,0 +1,269 @@
+"""The deploy recipes (deploy/, .github/workflows/digest.yml): linted and structurally sound.
+
+`test_check_sh_passes` runs deploy/check.sh (hadolint, actionlint, systemd-analyze,
+kubernetes-validate, check-jsonschema, shellcheck, deploy/verify.py). Its tools come from
+`bash deploy/install-tools.sh`; without them the test FAILS under CI and is skipped only on
+a developer machine (CI unset). The other tests read the files in plain Python.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+WORKFLOW = ROOT / ".github" / "workflows" / "digest.yml"
+TOOLS = ("hadolint", "actionlint", "shellcheck", "check-jsonschema", "kubernetes-validate",
+         "systemd-analyze")
+CHECKS = ("shellcheck", "crontab", "crontab-shell", "systemd", "hadolint", "compose",
+          "k8s-1.27.0", "k8s-1.37.0", "actionlint", "workflow-schema", "configs", "wiring")
+
+
+def _missing(what: str) -> None:
+    """A missing tool fails in CI (install-tools.sh provides it); locally it only skips."""
+    msg = f"{what} missing: run `bash deploy/install-tools.sh`"
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _yaml() -> ModuleType:
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        _missing("PyYAML")
+    return yaml
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [d for d in _yaml().safe_load_all(f) if d]
+
+
+def _kind(path: Path, kind: str) -> dict[str, Any]:
+    (doc,) = [d for d in _docs(path) if d["kind"] == kind]
+    return doc
+
+
+def _unit(name: str) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    cp.read(DEPLOY / "systemd" / name, encoding="utf-8")
+    return cp
+
+
+def _verify() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deploy_verify", DEPLOY / "verify.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- the linters
+
+
+def test_check_sh_passes() -> None:
+    scripts = sysconfig.get_path("scripts")
+    path = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+    missing = [t for t in TOOLS if shutil.which(t, path=path) is None]
+    if missing:
+        _missing(", ".join(missing))
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(DEPLOY / "check.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    verdicts = [ln for ln in proc.stdout.splitlines() if ln.startswith(("PASS ", "FAIL "))]
+    assert [ln.split()[1].rstrip(":") for ln in verdicts] == list(CHECKS), out
+    assert all(ln.startswith("PASS ") for ln in verdicts), out
+    assert f"{len(CHECKS)} passed, 0 failed" in proc.stdout
+
+
+# --------------------------------------------------------------------------- cron
+
+
+def test_crontab_calls_digest_run_daily() -> None:
+    verify = _verify()
+    path = DEPLOY / "cron" / "crontab"
+    assert verify.check_crontab(path) == []
+    command = verify.crontab_command(path)
+    assert "/digest run" in command and ">>" in command  # logs to a file
+    assert "flock" not in command  # the built-in lock makes overlaps harmless
+    text = path.read_text(encoding="utf-8")
+    assert "DIGEST_CONFIG=/etc/digest/digest.toml" in text
+    job = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")][-1]
+    assert job.split()[2:5] == ["*", "*", "*"]  # every day
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("61 7 * * * digest run", "bad minute field '61'"),
+    ("0 7 * 13 * digest run", "bad month field '13'"),
+    ("0 7 * * mon-fri digest run", None),
+    ("0 7 * * * date +%F && digest run", "unescaped %"),
+    ("0 7 * * * digest status", "does not call `digest run`"),
+    ("0 7 * * digest run", "does not call `digest run`"),
+    ("@daily digest run", None),
+])
+def test_crontab_verifier_catches_bad_lines(tmp_path: Path, line: str, problem: str | None
+                                            ) -> None:
+    path = tmp_path / "crontab"
+    path.write_text(f"# test\nDIGEST_CONFIG=/x.toml\n{line}\n", encoding="utf-8")
+    errors = _verify().check_crontab(path)
+    if problem is None:
+        assert errors == []
+    else:
+        assert any(problem in e for e in errors), errors
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def test_serve_unit_is_hardened_and_restarts() -> None:
+    s = _unit("digest.service")["Service"]
+    assert s["Type"] == "simple"
+    assert s["Restart"] == "on-failure"
+    assert s["User"] == "digest"
+    assert s["ExecStart"].endswith("digest serve --web")
+    assert s["NoNewPrivileges"] == "yes"
+    assert s["ProtectSystem"] == "strict"
+    assert s["ReadWritePaths"] == "/var/lib/digest"
+    assert s["EnvironmentFile"] == "/etc/digest/digest.env"
+    assert s["KillSignal"] == "SIGTERM"
+    assert s["TimeoutStopSec"]
+
+
+def test_timer_runs_oneshot_daily_and_catches_up() -> None:
+    s = _unit("digest-run.service")["Service"]
+    assert s["Type"] == "oneshot"
+    assert "digest run" in s["ExecStart"]
+    assert "75" in s["SuccessExitStatus"].split()  # lock held by another run: harmless
+    t = _unit("digest-run.timer")["Timer"]
+    assert t["OnCalendar"] == "*-*-* 07:00:00"
+    assert t["Persistent"] == "true"
+    assert t["RandomizedDelaySec"]
+    assert t["Unit"] == "digest-run.service"
+
+
+# --------------------------------------------------------------------------- docker
+
+
+def test_dockerfile_runs_as_non_root_with_healthcheck() -> None:
+    lines = (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    final = lines[max(i for i, ln in enumerate(lines) if ln.startswith("FROM ")):]
+    assert final[0].startswith("FROM python:3.11-slim")
+    users = [ln.split()[1] for ln in final if ln.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    text = "\n".join(final)
+    assert "HEALTHCHECK" in text and "urllib.request" in text
+    assert "http://127.0.0.1:8000/healthz" in text
+    assert 'VOLUME ["/data"]' in text
+    assert 'ENTRYPOINT ["digest"]' in text
+    assert "DIGEST_TEMPLATES=" in text and "COPY templates/" in text
+
+
+def test_compose_has_serve_web_and_mail_catcher_on_one_store() -> None:
+    compose = _docs(DEPLOY / "docker" / "compose.yaml")[0]
+    svc = compose["services"]
+    assert svc["digest"]["command"] == ["serve", "--web"]
+    assert svc["web"]["command"] == ["web"] and svc["web"]["profiles"] == ["split"]
+    assert "8000:8000" in svc["digest"]["ports"]
+    assert svc["mailpit"]["image"].startswith("axllent/mailpit:")
+    assert "store" in compose["volumes"]
+    for name in ("digest", "web"):
+        assert "store:/data" in svc[name]["volumes"]
+        assert "./digest.toml:/config/digest.toml:ro" in svc[name]["volumes"]
+    cfg = _verify().example_configs()["docker/digest.toml"]
+    assert (cfg.smtp.host, cfg.smtp.port, cfg.smtp.security) == ("mailpit", 1025, "none")
+
+
+# --------------------------------------------------------------------------- kubernetes
+
+
+def test_cronjob_forbids_overlap_and_reads_secrets() -> None:
+    cj = _kind(DEPLOY / "k8s" / "cronjob.yaml", "CronJob")["spec"]
+    assert cj["concurrencyPolicy"] == "Forbid"
+    assert cj["startingDeadlineSeconds"] > 0
+    assert cj["timeZone"]
+    assert cj["jobTemplate"]["spec"]["backoffLimit"] >= 0
+    pod = cj["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"][0] == "run"
+    env = {e["name"]: e for e in c["env"]}
+    for name in ("DIGEST_SECRET", "DIGEST_SMTP_USER", "DIGEST_SMTP_PASSWORD"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "digest-secrets"
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["store"]["persistentVolumeClaim"]["claimName"] == "digest-store"
+    assert vols["config"]["configMap"]["name"] == "digest-config"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    _kind(DEPLOY / "k8s" / "cronjob.yaml", "PersistentVolumeClaim")
+    _kind(DEPLOY / "k8s" / "secret.example.yaml", "Secret")
+
+
+def test_serve_deployment_is_single_replica_store_owner() -> None:
+    dep = _kind(DEPLOY / "k8s" / "serve.yaml", "Deployment")["spec"]
+    assert dep["replicas"] == 1 and dep["strategy"]["type"] == "Recreate"
+    (c,) = dep["template"]["spec"]["containers"]
+    assert c["args"] == ["serve", "--web"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+# --------------------------------------------------------------------------- github actions
+
+
+def test_workflow_is_scheduled_serialised_and_uses_secrets() -> None:
+    wf = _docs(WORKFLOW)[0]
+    on = wf.get("on", wf.get(True))  # PyYAML reads the bare key `on` as True (YAML 1.1)
+    assert on["schedule"][0]["cron"] and "workflow_dispatch" in on
+    assert wf["concurrency"]["cancel-in-progress"] is False
+    assert wf["permissions"] == {"contents": "write", "actions": "write"}
+    job = wf["jobs"]["run"]
+    assert job["env"]["DIGEST_SMTP_USER"] == "${{ secrets.SMTP_USER }}"
+    assert job["env"]["DIGEST_SMTP_PASSWORD"] == "${{ secrets.SMTP_PASSWORD }}"
+    assert job["env"]["DIGEST_SECRET"] == "${{ secrets.DIGEST_SECRET }}"
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "digest run" in runs
+    assert "pip install ." in runs
+    assert "digest-state" in runs and "git push" in runs
+    assert "gh workflow enable" in runs
+
+
+# --------------------------------------------------------------------------- cross-checks
+
+
+def test_example_configs_load_and_wiring_holds() -> None:
+    verify = _verify()
+    configs = verify.example_configs()
+    assert set(configs) == {"docker/digest.toml", "systemd/digest.toml", "github/digest.toml",
+                            "k8s/cronjob.yaml ConfigMap"}
+    assert verify.check_wiring() == []
+
+
+def test_wiring_check_catches_a_missing_secret(tmp_path: Path) -> None:
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    shutil.copytree(WORKFLOW.parent, tmp_path / ".github" / "workflows")
+    compose = tmp_path / "deploy" / "docker" / "compose.yaml"
+    text = compose.read_text(encoding="utf-8")
+    compose.write_text(text.replace("    DIGEST_SECRET: ${DIGEST_SECRET:-}\n", ""),
+                       encoding="utf-8")
+    serve = tmp_path / "deploy" / "k8s" / "serve.yaml"
+    serve.write_text(serve.read_text(encoding="utf-8").replace("mountPath: /data",
+                                                               "mountPath: /srv"),
+                     encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(tmp_path / "deploy" / "verify.py"), "wiring"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "compose.yaml: service digest does not pass DIGEST_SECRET" in proc.stdout
+    assert "serve.yaml: Deployment: store /data/store is not on the PVC" in proc.stdout
