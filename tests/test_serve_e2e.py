@@ -1,0 +1,190 @@
+"""End to end: `digest serve` as a subprocess, stopped by SIGTERM mid-send, restarted.
+
+Real parts only: the `python -m digest serve` process, the local HTTP server of recorded
+Hugging Face answers (tests/httpfixture.py), a real SMTP server (aiosmtpd) in this process,
+the real store on disk. Prompt firing without a test-only switch: the configured send time
+is two minutes ago, so the catch-up on start owes today's digest.
+
+The "middle" of the send is made deterministic, not timed: the SMTP server holds its reply
+to message number HOLD_AT until the test has sent SIGTERM. The process must then finish
+that message in flight, record it, send nothing more, and exit 0; the restart must send
+exactly the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+import pytest
+from httpfixture import FixtureServer
+from smtpserver import SmtpServer
+
+from digest.config import load_config
+from digest.models import Subscriber
+from digest.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+N_SUBSCRIBERS = 300
+HOLD_AT = 60  # the SMTP server holds its reply to this message until SIGTERM is sent
+WAIT = 120.0  # generous upper bound for any one step on a slow CI machine (not asserted)
+
+
+class Hold:
+    """on_message hook of the test SMTP server: holds the 250 reply to the n-th accepted
+    message (the server's loop waits; the client is mid-send) until released."""
+
+    def __init__(self, srv: SmtpServer, at: int | None):
+        self.srv, self.at = srv, at
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> None:
+        if self.at is not None and len(self.srv.messages) == self.at:
+            self.holding.set()
+            self.release.wait(WAIT)
+
+
+def wait_for(cond: Callable[[], bool], what: str, proc: subprocess.Popen | None = None,
+             log: Path | None = None) -> None:
+    deadline = time.monotonic() + WAIT
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"serve exited early ({proc.returncode}) waiting for {what}:\n"
+                        + (log.read_text() if log else ""))
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}:\n" + (log.read_text() if log else ""))
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def smtp():
+    with SmtpServer() as srv:
+        yield srv
+
+
+def write_config(tmp: Path, hf_url: str, smtp_port: int, send_time: str) -> Path:
+    cfg = tmp / "digest.toml"
+    cfg.write_text(f"""
+site_name = "E2E Digest"
+[http]
+retries = 0
+timeout = 10
+[sources]
+offline_fallback = false
+[sources.huggingface]
+base_url = "{hf_url}"
+mode = "trending"
+[store]
+path = "data"
+fsync = false
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+sender = "E2E Digest <digest@example.org>"
+timeout = {WAIT}
+[web]
+base_url = "http://digest.example.org"
+secret_env = "DIGEST_E2E_SECRET"
+[schedule]
+time = "{send_time}"
+timezone = "UTC"
+misfire_grace_hours = 6
+""")
+    return cfg
+
+
+def start_serve(cfg: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, DIGEST_E2E_SECRET="e2e-secret-not-for-production",
+               PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg), "serve"],
+                            cwd=cfg.parent, env=env, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT)
+
+
+def status_json(cfg: Path) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "status",
+                          "--json", "--runs", "10"], cwd=cfg.parent, env=env,
+                         capture_output=True, text=True, timeout=WAIT, check=True)
+    return json.loads(out.stdout)
+
+
+def test_serve_sigterm_mid_send_then_restart_sends_each_digest_once(tmp_path, smtp):
+    smtp_port = smtp.port
+    # Two minutes ago, in UTC: the send time of `day` has passed, the grace has not.
+    sent_at = (datetime.now(UTC) - timedelta(minutes=2)).replace(second=0, microsecond=0)
+    day = sent_at.date()
+    with FixtureServer() as srv:
+        cfg_path = write_config(tmp_path, srv.url, smtp_port, sent_at.strftime("%H:%M"))
+        cfg = load_config(cfg_path)
+        store = open_store(cfg.store)
+        created = (sent_at - timedelta(hours=1)).isoformat()
+        emails = [f"reader{i:03d}@example.org" for i in range(N_SUBSCRIBERS)]
+        store.put_subscribers([Subscriber(email=e, created=created) for e in emails])
+        store.close()
+
+        log = tmp_path / "serve.log"
+        hold = smtp.on_message = Hold(smtp, HOLD_AT)
+        proc = start_serve(cfg_path, log)
+        try:
+            wait_for(hold.holding.is_set, f"message {HOLD_AT}", proc, log)
+            proc.send_signal(signal.SIGTERM)  # in the middle: message HOLD_AT is in flight
+            # Let the signal land before the reply does, or the run could go on a message.
+            wait_for(lambda: "stopping" in log.read_text(), "the stop log line", proc, log)
+            hold.release.set()
+            assert proc.wait(WAIT) == 0, log.read_text()
+        finally:
+            hold.release.set()
+            if proc.poll() is None:
+                proc.kill()
+        first = smtp.received
+        assert first == HOLD_AT, log.read_text()  # the in-flight one finished, no more
+
+        st = status_json(cfg_path)
+        last = st["runs"][0]
+        assert last["sent"] == HOLD_AT and any("stopped" in n for n in last["notes"])
+        assert st["owed_now"] == [{"day": day.isoformat(),
+                                   "subscribers": N_SUBSCRIBERS - HOLD_AT}]
+
+        smtp.on_message = None
+        proc = start_serve(cfg_path, log)
+        try:
+            wait_for(lambda: smtp.received >= N_SUBSCRIBERS, "every digest", proc, log)
+            wait_for(lambda: log.read_text().count("digest run for") >= 2,
+                     "the restart's run report", proc, log)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(WAIT) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+    got = []
+    for m in smtp.messages:
+        msg = m.message
+        assert m.rcpt_tos == [parseaddr(msg["To"])[1]]
+        got.append((parseaddr(msg["To"])[1], msg["Message-ID"], msg["Subject"]))
+    by_to: dict[str, list[str]] = {}
+    for to, mid, _subject in got:
+        by_to.setdefault(to, []).append(mid)
+    assert sorted(by_to) == emails  # everyone got it
+    assert all(len(mids) == 1 for mids in by_to.values())  # exactly once
+    assert len({mid for _to, mid, _s in got}) == N_SUBSCRIBERS
+    assert all(mid.startswith(f"<{day.isoformat()}-") for _to, mid, _s in got)  # the day
+    st = status_json(cfg_path)
+    assert st["owed_now"] == [] and st["pending_retries"] == []
+    assert {p["last"]["state"] for p in st["subscribers"]} == {"sent"}
+    assert {p["last"]["day"] for p in st["subscribers"]} == {day.isoformat()}
+    text = log.read_text()
+    assert "stopped cleanly" in text and "Traceback" not in text
