@@ -73,7 +73,8 @@ def smtp():
         yield srv
 
 
-def write_config(tmp: Path, hf_url: str, smtp_port: int, send_time: str) -> Path:
+def write_config(tmp: Path, hf_url: str, smtp_port: int, send_time: str,
+                 web_port: int = 8000) -> Path:
     cfg = tmp / "digest.toml"
     cfg.write_text(f"""
 site_name = "E2E Digest"
@@ -95,7 +96,9 @@ security = "none"
 sender = "E2E Digest <digest@example.org>"
 timeout = {WAIT}
 [web]
-base_url = "http://digest.example.org"
+base_url = "http://127.0.0.1:{web_port}"
+host = "127.0.0.1"
+port = {web_port}
 secret_env = "DIGEST_E2E_SECRET"
 [schedule]
 time = "{send_time}"
@@ -188,3 +191,33 @@ def test_serve_sigterm_mid_send_then_restart_sends_each_digest_once(tmp_path, sm
     assert {p["last"]["day"] for p in st["subscribers"]} == {day.isoformat()}
     text = log.read_text()
     assert "stopped cleanly" in text and "Traceback" not in text
+
+
+def test_serve_web_runs_the_web_service_in_the_same_process(tmp_path, smtp):
+    import httpx
+    from smtpserver import free_port
+
+    port = free_port()
+    with FixtureServer() as srv:
+        # Send time in the future: nothing is owed; this test is about the web thread.
+        later = (datetime.now(UTC) + timedelta(hours=3)).strftime("%H:%M")
+        cfg_path = write_config(tmp_path, srv.url, smtp.port, later, web_port=port)
+        log = tmp_path / "serve.log"
+        env = dict(os.environ, DIGEST_E2E_SECRET="e2e-secret-not-for-production",
+                   PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg_path),
+                                 "serve", "--web"], cwd=tmp_path, env=env,
+                                stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: "web service on" in log.read_text(), "the web service", proc, log)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                assert client.get("/healthz").status_code == 200
+                page = client.get("/")
+                assert page.status_code == 200 and "<form" in page.text
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(WAIT) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert smtp.received == 0
+    assert "stopped cleanly" in log.read_text()

@@ -21,6 +21,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -263,8 +264,17 @@ class WebThread:
         self.server = server
         self.thread = threading.Thread(target=server.run, name="digest-web", daemon=True)
 
-    def start(self) -> WebThread:
+    def start(self, timeout: float = 30.0) -> WebThread:
         self.thread.start()
+        deadline = time.monotonic() + timeout
+        # uvicorn reports a port in use by logging and exiting its thread: make it an error.
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.server.started:
+            self.stop()
+            cfg = self.server.config
+            raise DigestError(f"--web: cannot serve on {cfg.host}:{cfg.port} "
+                              "(port in use or not allowed)")
         return self
 
     def stop(self) -> None:
@@ -277,11 +287,17 @@ def start_web(cfg: Config, store: Store) -> WebThread:
 
     try:
         from digest.web.app import make_app
+        from digest.web.settings import WebSettings
     except ImportError as e:
         raise DigestError(f"--web: the web service is not available ({e})") from e
-    app = make_app(cfg, store=store)
-    config = uvicorn.Config(app, host=cfg.web.host, port=cfg.web.port, log_level="warning")
+    settings = WebSettings.from_env()
+    app = make_app(cfg, store=store, settings=settings)
+    # The same uvicorn settings as `digest web` (behind a reverse proxy, no Server header).
+    config = uvicorn.Config(app, host=cfg.web.host, port=cfg.web.port, log_level="warning",
+                            proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+                            server_header=False)
     server = uvicorn.Server(config)
-    # Not the main thread: uvicorn installs no signal handlers; we stop it ourselves.
+    # Not the main thread: uvicorn installs no signal handlers; serve() stops it.
+    thread = WebThread(server).start()
     log.info("web service on http://%s:%d", cfg.web.host, cfg.web.port)
-    return WebThread(server).start()
+    return thread
