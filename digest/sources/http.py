@@ -153,15 +153,18 @@ class Fetcher:
         self.client, self.http, self.source = client, http, source
         self.sleep, self.pace, self.now = sleep, pace, now
         self.requests = 0  # HTTP requests actually sent, retries included
-        self._expo = tenacity.wait_exponential_jitter(
-            initial=http.backoff, max=http.max_backoff, jitter=http.backoff
-        )
+        # backoff * 2**n plus up to one `backoff` of jitter (so clients that failed together
+        # do not retry together); wait_exponential_jitter's arguments differ across tenacity
+        # versions, this composition does not.
+        self._expo = tenacity.wait_exponential(
+            multiplier=http.backoff, max=http.max_backoff
+        ) + tenacity.wait_random(0, http.backoff)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _RetryableStatus) and exc.hint is not None:
             return min(exc.hint, self.http.max_backoff)
-        return float(self._expo(state))
+        return min(float(self._expo(state)), self.http.max_backoff)
 
     def _once(self, url: str, params: Mapping[str, Any] | None) -> httpx.Response:
         if self.pace is not None:
@@ -202,25 +205,25 @@ class Fetcher:
         try:
             response: httpx.Response = retrying(self._once, url, params)
         except _RetryableStatus as e:
-            detail = _detail(error_detail, e.response)
-            raise FetchError(
-                f"{self.source}: GET {shown}: HTTP {e.response.status_code}{detail}"
-                f" after {self.requests - start} attempts"
-            ) from None
+            what = f"HTTP {e.response.status_code}{_detail(error_detail, e.response)}"
+            tries = _attempts(self.requests - start)
+            raise FetchError(f"{self.source}: GET {shown}: {what} after {tries}") from None
         except httpx.ConnectError as e:
-            raise Unreachable(
-                f"{self.source}: GET {shown}: {_describe(e)} after {self.requests - start} attempts"
-            ) from e
+            tries = _attempts(self.requests - start)
+            raise Unreachable(f"{self.source}: GET {shown}: {_describe(e)} after {tries}") from e
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
-            raise FetchError(
-                f"{self.source}: GET {shown}: {_describe(e)} after {self.requests - start} attempts"
-            ) from e
+            tries = _attempts(self.requests - start)
+            raise FetchError(f"{self.source}: GET {shown}: {_describe(e)} after {tries}") from e
         except httpx.HTTPError as e:  # bad URL, unsupported scheme, too many redirects
             raise FetchError(f"{self.source}: GET {shown}: {_describe(e)}") from e
         if response.status_code >= 400:
             detail = _detail(error_detail, response)
             raise FetchError(f"{self.source}: GET {shown}: HTTP {response.status_code}{detail}")
         return response
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
 def _detail(extract: Callable[[httpx.Response], str | None] | None, r: httpx.Response) -> str:

@@ -6,7 +6,7 @@ Hugging Face and by arXiv, listed on two days, or seen as v1 then v2 is ONE Pape
 How the records of one paper are combined:
 
 * the base record is Hugging Face's when there is one (it carries upvotes, the AI
-  summary and keywords), the most recently listed among equals (its counts are fresher);
+  summary and keywords), the most recently listed / latest version among equals;
 * a field the base lacks (empty abstract, no authors, no summary, no links) is taken
   from the other records, in the same order of preference;
 * upvotes and GitHub stars: the largest seen (counts only grow);
@@ -16,6 +16,7 @@ How the records of one paper are combined:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import date
@@ -32,11 +33,17 @@ def _source_rank(source: str) -> int:
     return SOURCE_ORDER.index(source) if source in SOURCE_ORDER else len(SOURCE_ORDER)
 
 
-def _preference(paper: Paper) -> tuple[int, int]:
-    """Sort key: best record first (Hugging Face, then most recently listed)."""
+def _version(raw_id: str) -> int:
+    m = re.search(r"v(\d+)$", raw_id)
+    return int(m.group(1)) if m else 0
+
+
+def _preference(paper: Paper) -> tuple[int, int, int, str, str, tuple[str, ...]]:
+    """Sort key: best record first (Hugging Face, most recently listed, latest version);
+    the text fields break remaining ties so the input order never matters."""
     best_source = min((_source_rank(s) for s in paper.sources), default=len(SOURCE_ORDER))
     listed = paper.listed_on.toordinal() if paper.listed_on else 0
-    return best_source, -listed
+    return best_source, -listed, -_version(paper.id), paper.title, paper.abstract, paper.authors
 
 
 def _max_opt(values: Iterable[int | None]) -> int | None:
@@ -50,7 +57,7 @@ def _min_day(values: Iterable[date | None]) -> date | None:
 
 
 def _combine(pid: str, records: list[Paper]) -> Paper:
-    records = sorted(records, key=_preference)  # stable: ties keep input order
+    records = sorted(records, key=_preference)
 
     def first(attr: str) -> object:
         for r in records:
