@@ -267,3 +267,104 @@ def test_wiring_check_catches_a_missing_secret(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "compose.yaml: service digest does not pass DIGEST_SECRET" in proc.stdout
     assert "serve.yaml: Deployment: store /data/store is not on the PVC" in proc.stdout
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+def _healthcheck_argv() -> list[str]:
+    import json
+
+    text = (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    joined = text.replace("\\\n", " ")
+    (line,) = [ln for ln in joined.splitlines() if ln.startswith("HEALTHCHECK")]
+    argv = json.loads(line[line.index("CMD") + 3:].strip())
+    assert argv[0] == "python"
+    return [sys.executable, *argv[1:]]
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False), (None, False)])
+def test_docker_healthcheck_command(status: int | None, healthy: bool) -> None:
+    """The image's HEALTHCHECK, run for real against a local /healthz."""
+    import http.server
+    import socket
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    if status is None:  # nothing listening: connection refused
+        server.server_close()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    else:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "DIGEST_HEALTH_URL": f"http://127.0.0.1:{port}/healthz"}
+        proc = subprocess.run(_healthcheck_argv(), env=env, capture_output=True, text=True,
+                              timeout=30)
+    finally:
+        if status is not None:
+            server.shutdown()
+            server.server_close()
+    assert (proc.returncode == 0) is healthy, proc.stderr
+
+
+def _workflow_step(name: str) -> str:
+    (step,) = [s for s in _docs(WORKFLOW)[0]["jobs"]["run"]["steps"] if s.get("name") == name]
+    return str(step["run"]).replace("${{ github.run_id }}", "4242")
+
+
+def _git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org",
+                           *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+def test_workflow_keeps_the_store_on_the_state_branch(tmp_path: Path) -> None:
+    """The restore and save steps, run for real against a local bare 'origin'."""
+    restore = _workflow_step("Restore the store from the digest-state branch")
+    save = _workflow_step("Save the store to the digest-state branch")
+    origin, seed = tmp_path / "origin.git", tmp_path / "seed"
+    _git("init", "-q", "--bare", "-b", "main", str(origin), cwd=tmp_path)
+    _git("init", "-q", "-b", "main", str(seed), cwd=tmp_path)
+    (seed / "README.md").write_text("repo\n", encoding="utf-8")
+    _git("add", "README.md", cwd=seed)
+    _git("commit", "-q", "-m", "init", cwd=seed)
+    _git("push", "-q", str(origin), "main", cwd=seed)
+
+    def run_job(n: int, write: str | None) -> str:
+        work = tmp_path / f"run{n}"  # like actions/checkout: a fresh shallow clone
+        _git("clone", "-q", "--depth", "1", f"file://{origin}", str(work), cwd=tmp_path)
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+        r = subprocess.run(["bash", "-eo", "pipefail", "-c", restore], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        store = work / ".state" / "store"
+        before = (store / "seen.json").read_text(encoding="utf-8") if store.exists() else ""
+        if write is not None:
+            store.mkdir(parents=True, exist_ok=True)
+            (store / "seen.json").write_text(write, encoding="utf-8")
+            (store / "run.lock").write_text("", encoding="utf-8")
+        s = subprocess.run(["bash", "-eo", "pipefail", "-c", save], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert s.returncode == 0, s.stdout + s.stderr
+        return before
+
+    assert run_job(1, '{"a": 1}') == ""  # first run: no branch yet, starts empty
+    assert run_job(2, '{"a": 1, "b": 2}') == '{"a": 1}'  # the store came back
+    assert run_job(3, None) == '{"a": 1, "b": 2}'  # unchanged: nothing committed
+    log = _git("--git-dir", str(origin), "log", "--format=%s", "digest-state", cwd=tmp_path)
+    assert log.splitlines() == ["digest state after run 4242"] * 2
+    files = _git("--git-dir", str(origin), "ls-tree", "-r", "--name-only", "digest-state",
+                 cwd=tmp_path).split()
+    assert files == [".gitignore", "store/seen.json"]  # no lock files, no main-branch files
