@@ -30,7 +30,7 @@ async def unsubscribe(request: Request) -> Response:
     email = check_token(ctx, request, tokens.UNSUBSCRIBE, token)
     if isinstance(email, Response):
         return email
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         # A confirm button only: prefetching this URL must not unsubscribe anyone.
         return ctx.page(request, "web/unsubscribe.html", email=email, action=request.url.path)
     form = await request.form()
@@ -85,7 +85,7 @@ async def manage(request: Request) -> Response:
         return ctx.page(request, "web/manage.html", status, sub=sub, links=lk,
                         action=request.url.path, **values)
 
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         return page(values=current_values(sub))
     form = await request.form()
     denied = csrf_check(ctx, request, form)
@@ -111,26 +111,25 @@ async def manage(request: Request) -> Response:
             ctx.store.put_subscribers([new])
             return new
 
-        updated = await ctx.db(save)
+        updated, changed = await ctx.db(save), True
     elif action in TRANSITIONS:
         allowed, target = TRANSITIONS[action]
 
-        def transition() -> Subscriber | None:
+        def transition() -> tuple[Subscriber | None, bool]:
             cur = ctx.store.get_subscriber(email)
             if cur is None or cur.status not in allowed:
-                return cur
-            return set_status(ctx, email, target)
+                return cur, False
+            return set_status(ctx, email, target), True
 
-        updated = await ctx.db(transition)
+        updated, changed = await ctx.db(transition)
     else:
         return page(400, values=values, error="Unknown action: use one of the buttons.")
     if updated is None:
         return ctx.error(request, 404, "No subscription",
                          "There is no subscription for this address any more.")
     sub = updated
-    notice = NOTICES[action]
-    if action in TRANSITIONS and sub.status != TRANSITIONS[action][1]:
-        notice = f"Nothing to change: this subscription is {sub.status}."
+    notice = NOTICES[action] if changed else f"Nothing to change: this subscription is " \
+        f"{sub.status}."
     return page(values=current_values(sub), notice=notice)
 
 

@@ -223,7 +223,7 @@ async def confirm(request: Request) -> Response:
     email = check_token(ctx, request, tokens.CONFIRM, token, tokens.CONFIRM_MAX_AGE)
     if isinstance(email, Response):
         return email
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         return ctx.page(request, "web/confirm.html", email=email, action=request.url.path)
     form = await request.form()
     denied = csrf_check(ctx, request, form)

@@ -1,0 +1,253 @@
+"""The web service's subscription lifecycle over real HTTP (uvicorn), with the real store
+and a real SMTP server: subscribe -> confirm -> manage -> unsubscribe, the feed, health."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import xml.etree.ElementTree as ET
+from datetime import timedelta
+
+import httpx
+import pytest
+from browser import hidden, link_in, text_of
+from websupport import DAY, make_site, paper
+
+from digest import tokens
+from digest.models import ACTIVE, PAUSED, PENDING, SENT, UNSUBSCRIBED, Subscriber, digest_id
+from digest.web.cli import register
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+@pytest.fixture
+def site(tmp_path):
+    with make_site(tmp_path) as s:
+        yield s
+
+
+def test_subscribe_stores_pending_and_mails_a_confirmation_link(site):
+    with site.client() as c:
+        r = site.subscribe(c, "Ada@Example.ORG", 'reasoning, "large language model", -survey', "7")
+    assert r.status_code == 200 and "Check your inbox" in r.text
+    site.drain()
+    sub = site.store.get_subscriber("Ada@example.org")
+    assert sub is not None and sub.status == PENDING
+    assert sub.keywords == ("reasoning", "large language model", "-survey")
+    assert sub.max_papers == 7
+    (msg,) = site.inbox.wait_for("Ada@example.org")
+    assert msg["Subject"] == "Confirm your subscription to Paper Digest"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    url = link_in(msg, "confirm")
+    assert url.startswith(site.url + "/confirm/")
+
+    with site.client() as c:
+        page = c.get(url)  # what a mail scanner does: must not confirm
+        assert page.status_code == 200 and "confirm-btn" in page.text
+        assert site.status("Ada@example.org") == PENDING
+        r = c.post(url, data={"csrf": hidden(page.text, "csrf")})
+    assert r.status_code == 200 and "You are subscribed" in r.text
+    assert site.status("Ada@example.org") == ACTIVE
+    lk = tokens.links(site.cfg.web.base_url, site.ctx.secret, "Ada@example.org")
+    assert lk.manage_url in r.text and lk.feed_url in r.text
+
+    with site.client() as c:  # a second click is harmless
+        page = c.get(url)
+        r = c.post(url, data={"csrf": hidden(page.text, "csrf")})
+    assert r.status_code == 200 and "Already confirmed" in r.text
+
+
+def test_confirm_does_not_revive_an_unsubscribed_address(site):
+    site.add("gone@example.org", status=UNSUBSCRIBED)
+    url = tokens.confirm_url(site.url, site.ctx.secret, "gone@example.org")
+    with site.client() as c:
+        page = c.get(url)
+        r = c.post(url, data={"csrf": hidden(page.text, "csrf")})
+    assert r.status_code == 409
+    assert site.status("gone@example.org") == UNSUBSCRIBED
+
+
+def test_resubscribing_after_unsubscribe_needs_a_new_confirmation(site):
+    site.add("back@example.org", status=UNSUBSCRIBED)
+    with site.client() as c:
+        assert site.subscribe(c, "back@example.org", "agents").status_code == 200
+    site.drain()
+    assert site.status("back@example.org") == PENDING
+    assert "confirm" in link_in(site.inbox.wait_for("back@example.org")[0], "confirm")
+
+
+def test_already_subscribed_changes_nothing_and_mails_the_manage_link(site):
+    site.add("old@example.org", keywords=("diffusion",), max_papers=3)
+    with site.client() as c:
+        r = site.subscribe(c, "old@example.org", "something else", "50")
+    assert r.status_code == 200
+    site.drain()
+    sub = site.store.get_subscriber("old@example.org")
+    assert sub.status == ACTIVE and sub.keywords == ("diffusion",) and sub.max_papers == 3
+    (msg,) = site.inbox.wait_for("old@example.org")
+    assert "already subscribed" in msg["Subject"]
+    manage = link_in(msg, "manage")
+    with site.client() as c:
+        assert "diffusion" in c.get(manage).text
+
+
+def test_unsubscribe_get_changes_nothing_and_one_click_post_needs_no_cookie(site):
+    site.add("u@example.org")
+    lk = tokens.links(site.url, site.ctx.secret, "u@example.org")
+    with site.client() as c:
+        for _ in range(3):  # link scanners prefetch, sometimes repeatedly
+            r = c.get(lk.unsubscribe_url)
+            assert r.status_code == 200 and "unsubscribe-btn" in r.text
+        assert c.head(lk.unsubscribe_url).status_code == 200
+    assert site.status("u@example.org") == ACTIVE
+    # RFC 8058: a bare POST with List-Unsubscribe=One-Click, no cookie, no CSRF token.
+    r = httpx.post(lk.unsubscribe_url, data={"List-Unsubscribe": "One-Click"}, timeout=30)
+    assert r.status_code == 200 and "Unsubscribed" in r.text
+    assert site.status("u@example.org") == UNSUBSCRIBED
+    # ... also as multipart/form-data, which RFC 8058 allows too; repeating is harmless.
+    r = httpx.post(lk.unsubscribe_url, files={"List-Unsubscribe": (None, "One-Click")},
+                   timeout=30)
+    assert r.status_code == 200
+    assert site.status("u@example.org") == UNSUBSCRIBED
+
+
+def test_unsubscribe_button_form_works_in_a_browser_session(site):
+    site.add("b@example.org")
+    url = tokens.links(site.url, site.ctx.secret, "b@example.org").unsubscribe_url
+    with site.client() as c:
+        page = c.get(url)
+        r = c.post(url, data={"csrf": hidden(page.text, "csrf"),
+                              "List-Unsubscribe": hidden(page.text, "List-Unsubscribe")})
+    assert r.status_code == 200
+    assert site.status("b@example.org") == UNSUBSCRIBED
+
+
+def test_unsubscribe_post_without_one_click_or_csrf_is_refused(site):
+    site.add("c@example.org")
+    url = tokens.links(site.url, site.ctx.secret, "c@example.org").unsubscribe_url
+    r = httpx.post(url, data={"something": "else"}, timeout=30)
+    assert r.status_code == 403
+    assert site.status("c@example.org") == ACTIVE
+
+
+def test_manage_save_pause_resume_unsubscribe(site):
+    site.add("m@example.org", keywords=("agents",), max_papers=5)
+    url = tokens.links(site.url, site.ctx.secret, "m@example.org").manage_url
+    with site.client() as c:
+        page = c.get(url)
+        assert page.status_code == 200 and "agents" in page.text
+        csrf = hidden(page.text, "csrf")
+
+        def act(action: str, **data: str) -> httpx.Response:
+            return c.post(url, data={"csrf": csrf, "action": action, **data})
+
+        r = act("save", keywords='"retrieval, augmented", -survey', max="4")
+        assert r.status_code == 200 and "Saved" in r.text
+        sub = site.store.get_subscriber("m@example.org")
+        assert sub.keywords == ("retrieval, augmented", "-survey") and sub.max_papers == 4
+        assert '&#34;retrieval, augmented&#34;' in r.text  # written back re-parseable
+        assert act("pause").status_code == 200 and site.status("m@example.org") == PAUSED
+        assert "Nothing to change" in act("pause").text
+        assert act("resume").status_code == 200 and site.status("m@example.org") == ACTIVE
+        r = act("save", keywords="x" * 1200, max="4")
+        assert r.status_code == 400 and "longer than 1000 characters" in r.text
+        assert site.store.get_subscriber("m@example.org").keywords[0] == "retrieval, augmented"
+        assert act("save", keywords="agents", max="0").status_code == 400
+        assert act("explode").status_code == 400
+        assert act("unsubscribe").status_code == 200
+        assert site.status("m@example.org") == UNSUBSCRIBED
+        assert act("resume").status_code == 200 and site.status("m@example.org") == ACTIVE
+
+
+def test_manage_link_of_a_removed_subscriber_is_404(site):
+    url = tokens.links(site.url, site.ctx.secret, "nobody@example.org").manage_url
+    with site.client() as c:
+        assert c.get(url).status_code == 404
+
+
+def test_feed_lists_the_papers_of_sent_digests_as_valid_atom(site):
+    email = "f@example.org"
+    site.add(email)
+    nasty = paper("2601.00001", 'Cats & <script>alert("x")</script> dogs\x07', "An <b>abstract</b>",
+                  authors=("A. <Author>",))
+    plain = paper("2601.00002", "Plain title")
+    unsent = paper("2601.00003", "Never sent")
+    site.store.record_seen([nasty, plain, unsent], DAY)
+    site.store.record_digest(digest_id(email, DAY), email, DAY, SENT, [nasty.id, plain.id])
+    other_day = DAY + timedelta(days=1)
+    site.store.record_digest(digest_id(email, other_day), email, other_day, "deferred",
+                             [unsent.id], "421 try later")
+    url = tokens.links(site.url, site.ctx.secret, email).feed_url
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/atom+xml")
+    root = ET.fromstring(r.content)  # parses: everything escaped, control chars gone
+    assert root.tag == f"{ATOM}feed"
+    entries = root.findall(f"{ATOM}entry")
+    titles = [e.findtext(f"{ATOM}title") for e in entries]
+    assert titles == ['Cats & <script>alert("x")</script> dogs', "Plain title"]
+    assert b"<script>" not in r.content
+    assert email.encode() not in r.content  # feeds get shared: no address inside
+    bad = url.replace("/feed/", "/feed/x")
+    assert httpx.get(bad, timeout=30).status_code == 400
+
+
+def test_healthz(site):
+    r = httpx.get(site.url + "/healthz", timeout=30)
+    assert r.status_code == 200 and r.text == "ok"
+
+
+def test_unknown_page_is_a_404_page(site):
+    r = httpx.get(site.url + "/nope", timeout=30)
+    assert r.status_code == 404 and "Not found" in r.text
+
+
+def test_preview_is_the_products_ranking_over_recent_papers(site):
+    from digest.rank import rank
+
+    site.store.record_seen([
+        paper("2601.00011", "Reasoning with large language models", "chain of thought reasoning"),
+        paper("2601.00012", "Diffusion models for images", "image generation with diffusion"),
+        paper("2601.00013", "A survey of reasoning", "a survey of reasoning methods"),
+    ], DAY)
+    r = httpx.get(site.url + "/preview", params={"keywords": "reasoning, -survey", "max": "5"},
+                  timeout=30)
+    assert r.status_code == 200
+    since = DAY - timedelta(days=site.ctx.settings.preview_days - 1)
+    papers = site.store.recent_papers(since)
+    who = Subscriber("p@preview.invalid", ("reasoning", "-survey"), max_papers=5)
+    expected = rank(papers, [who], popularity_weight=site.cfg.ranking.popularity_weight)
+    titles = {p.id: p.title for p in papers}
+    picked = [titles[p.paper_id] for p in expected[who.email]]
+    assert picked and "A survey of reasoning" not in picked
+    shown = re.findall(r'<p class="title"><a [^>]*>([^<]*)</a>', r.text)
+    assert shown == picked  # the same papers, in the ranking's order
+    empty = httpx.get(site.url + "/preview", params={"keywords": ""}, timeout=30)
+    assert "Type some keywords" in empty.text
+    bad = httpx.get(site.url + "/preview", params={"keywords": '"unbalanced'}, timeout=30)
+    assert "unbalanced quote" in bad.text
+
+
+def test_the_no_js_preview_button_rerenders_the_page_and_stores_nothing(site):
+    site.store.record_seen([paper("2601.00021", "Agents that browse the web")], DAY)
+    with site.client() as c:
+        r = site.subscribe(c, "pv@example.org", "agents", action="preview")
+    assert r.status_code == 200 and "Agents that browse the web" in r.text
+    assert 'value="pv@example.org"' in r.text  # the form keeps what was typed
+    site.drain()
+    assert site.store.get_subscriber("pv@example.org") is None
+    assert site.inbox.to("pv@example.org") == []
+
+
+def test_web_subcommand_is_registered_with_host_and_port():
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers())
+    args = p.parse_args(["web", "--host", "0.0.0.0", "--port", "8123"])
+    assert (args.host, args.port) == ("0.0.0.0", 8123) and callable(args.func)
+
+
+def test_confirmation_mail_text_names_the_keywords(site):
+    with site.client() as c:
+        site.subscribe(c, "k@example.org", "graph neural networks")
+    site.drain()
+    assert "graph neural networks" in text_of(site.inbox.wait_for("k@example.org")[0])
