@@ -51,6 +51,7 @@ def test_collect_and_lines_after_a_run():
     assert people["b@x"]["send_time"] == "09:00 America/New_York"
     assert people["p@x"]["status"] == PAUSED
     assert [r["email"] for r in st["pending_retries"]] == ["b@x"]
+    assert st["pending_retries"][0]["retry"].startswith("no: beyond the misfire grace")
     text = "\n".join(lines(st))
     assert "schedule: 07:00 Europe/Berlin" in text
     assert "next run: 2026-01-15T14:00:00+00:00" in text
@@ -68,6 +69,16 @@ def test_status_before_any_run_and_when_owed():
     assert st["owed_now"] == [{"day": "2026-01-15", "subscribers": 1}]
     text = "\n".join(lines(st))
     assert "next run: now (owed: 2026-01-15: 1)" in text and "none yet" in text
+
+
+def test_deferred_digest_within_grace_is_retried_at_the_next_tick():
+    svc, store, run, clock = make([sub("a@x")], utc(2026, 1, 15, 6, 30))
+    store.records[("a@x", date(2026, 1, 15))] = DEFERRED
+    st = collect(Config(schedule=ScheduleConfig(time="07:00", timezone="Europe/Berlin")),
+                 store, clock())
+    assert st["pending_retries"][0]["retry"] == "at the next tick"
+    assert "(retry: at the next tick)" in "\n".join(lines(st))
+    assert [r.sent for r in svc.tick()] == [1]  # and the tick does retry it
 
 
 def test_status_explains_a_quiet_day():

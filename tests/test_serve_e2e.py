@@ -191,6 +191,12 @@ def test_serve_sigterm_mid_send_then_restart_sends_each_digest_once(tmp_path, sm
     assert {p["last"]["day"] for p in st["subscribers"]} == {day.isoformat()}
     text = log.read_text()
     assert "stopped cleanly" in text and "Traceback" not in text
+    human = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg_path), "status"],
+                           cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                           capture_output=True, text=True, timeout=WAIT, check=True).stdout
+    assert "schedule: " + sent_at.strftime("%H:%M") + " UTC" in human
+    assert f"sent {N_SUBSCRIBERS - HOLD_AT}," in human and f"sent {HOLD_AT}," in human
+    assert "reader299@example.org" in human and "waiting for retry: 0" in human
 
 
 def test_serve_web_runs_the_web_service_in_the_same_process(tmp_path, smtp):

@@ -22,6 +22,16 @@ def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5) -> d
     plan = catch_up_plan(now_utc, subs, cfg.schedule, store.digests_for_day)
     nxt = next_send(now_utc, slots(subs, cfg.schedule))
     recent = store.runs(limit=runs)
+    owed = {(e, g.day.isoformat()) for g in plan for e in g.emails}
+    retries = []
+    for r in store.pending_retries():
+        # serve retries a DEFERRED digest at its hourly rechecks while the day is within the
+        # misfire grace; after that the day is dropped and, as its papers were not
+        # delivered, they stay eligible for the next digest.
+        again = (r.get("email"), r.get("day")) in owed
+        retries.append(dict(r) | {"retry": "at the next tick" if again else
+                                  "no: beyond the misfire grace; its papers go into the "
+                                  "next digest"})
     people = []
     for s in subs:
         last = store.history(s.email, limit=1)
@@ -42,7 +52,7 @@ def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5) -> d
         "runs": recent,
         "why_quiet": why_quiet(recent[0]) if recent else "no run yet",
         "subscribers": people,
-        "pending_retries": store.pending_retries(),
+        "pending_retries": retries,
     }
 
 
@@ -109,7 +119,8 @@ def lines(status: Mapping[str, Any]) -> list[str]:
     retries = status["pending_retries"]
     out.append(f"waiting for retry: {len(retries)}")
     for r in retries:
-        out.append(f"  {r.get('email', '?')} {r.get('day', '?')}: {r.get('detail', '')}")
+        out.append(f"  {r.get('email', '?')} {r.get('day', '?')}: {r.get('detail', '')} "
+                   f"(retry: {r.get('retry', '?')})")
     return out
 
 
