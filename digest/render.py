@@ -38,7 +38,8 @@ from digest.tokens import Links
 _INLINED = frozenset({"digest_email.html", "_paper.html", "_matched.html"})
 _STYLE = "_style.css"
 _SLOT = "\x00SLOT\x00"  # stands for the per-subscriber part of a cached card
-_JINJA_TAG = re.compile(r"{{.*?}}|{%.*?%}", re.S)
+# Jinja tags and HTML tag names, in order: inlining must not move or alter any of them.
+_STRUCTURE = re.compile(r"{{.*?}}|{%.*?%}|</?[a-zA-Z][a-zA-Z0-9]*", re.S)
 _CLASS_ATTR = re.compile(r' class="[^"{}%]*"')
 _JINJA_COMMENT = re.compile(r"{#.*?#}", re.S)
 _WS = re.compile(r"\s+")
@@ -50,6 +51,7 @@ SUMMARY_CHARS = 350  # per paper, at a word boundary
 SUMMARY_CHARS_MIN = 160  # for digests with very many picks (Gmail's 102 KB clip)
 TITLE_CHARS = 300  # a runaway title from bad source data must not blow the size budget
 MAX_AUTHORS = 3  # then "et al."
+MATCHED_CHARS = 160  # the "matched:" line
 SUBJECT_TITLE_CHARS = 70
 GMAIL_CLIP_BYTES = 102_000  # Gmail shows "[Message clipped]" above ~102 KB of HTML
 HTML_BUDGET = 100_000  # what render aims below, leaving room for the List-* headers
@@ -98,7 +100,7 @@ def safe_url(url: str | None) -> str | None:
     url = url.strip()
     if not (url.startswith("https://") or url.startswith("http://")):
         return None
-    if any(c.isspace() or c in "\"'<>\\" for c in url) or len(url) > 500:
+    if any(c.isspace() or c in "\"'<>\\" for c in url) or len(url) > 300:
         return None
     return url
 
@@ -108,17 +110,20 @@ def day_label(day: date) -> str:
     return f"{_WEEKDAYS[day.weekday()]}, {day.day} {_MONTHS[day.month - 1]} {day.year}"
 
 
-def _summary_limits(count: int) -> tuple[int, ...]:
-    # Gmail's clip: shorter summaries as picks grow. The first limit fits typical papers;
-    # the later ones are tried only when a digest still comes out too big (very long
-    # titles/author lists), down to no summary at all, which always fits 100 papers.
+def _levels(count: int) -> tuple[tuple[int, int], ...]:
+    """(summary chars, title chars) to try in turn, for Gmail's clip. The first level
+    fits typical papers; later ones are used only when a digest still comes out too big
+    (very long titles, author names, URLs from bad source data)."""
     if count <= 30:
         first = SUMMARY_CHARS
     elif count <= 60:
         first = 250
     else:
         first = SUMMARY_CHARS_MIN
-    return (first, *(x for x in (250, SUMMARY_CHARS_MIN, 100, 0) if x < first))
+    levels = [(first, TITLE_CHARS)]
+    levels += [(s, TITLE_CHARS) for s in (250, SUMMARY_CHARS_MIN) if s < first]
+    levels += [(100, 200), (0, 120)]
+    return tuple(levels)
 
 
 class _InliningLoader(jinja2.FileSystemLoader):
@@ -147,7 +152,7 @@ class _InliningLoader(jinja2.FileSystemLoader):
     def _inline(self, name: str, source: str) -> str:
         # Jinja comments would be parsed as text (and moved around) by the HTML parser.
         source = _JINJA_COMMENT.sub("", source).lstrip()
-        tags = _JINJA_TAG.findall(source)
+        structure = _STRUCTURE.findall(source)
         try:
             # minify_css: "a:b;c:d" instead of "a: b;c: d" on every element (Gmail's clip).
             inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False,
@@ -160,9 +165,10 @@ class _InliningLoader(jinja2.FileSystemLoader):
                 out = inliner.inline_fragment(source, self.css())
         except (css_inline.InlineError, ValueError) as e:
             raise ConfigError(f"templates: cannot inline CSS into {name}: {e}") from e
-        # The HTML parser must not have moved or escaped any Jinja tag (e.g. one in <head>
-        # or one containing '<'); if it did, the template is wrong, say so at start.
-        if _JINJA_TAG.findall(out) != tags:
+        # The HTML parser must not have moved or escaped any Jinja tag (e.g. text in <head>
+        # is moved into <body>; '<' in a tag is escaped); if it did, the template is wrong:
+        # say so at start rather than render a mangled mail.
+        if _STRUCTURE.findall(out) != structure:
             raise ConfigError(f"templates: {name}: a Jinja tag does not survive CSS inlining "
                               "(keep tags between elements, outside <head>, without < or &)")
         # Mail clients ignore the classes once styles are inline; drop them (Gmail's clip).
@@ -170,7 +176,12 @@ class _InliningLoader(jinja2.FileSystemLoader):
 
 
 def _terms(matched: tuple[str, ...]) -> str:
-    return ", ".join(t.strip().strip('"') for t in matched if t.strip())
+    return shorten(", ".join(t.strip().strip('"') for t in matched if t.strip()), MATCHED_CHARS)
+
+
+_PROBE = Paper(id="0000.00000", title="t", abstract="a", authors=("a",), upvotes=1,
+               github_repo="https://github.com/o/r", github_stars=1,
+               project_page="https://example.org")
 
 
 class Renderer:
@@ -198,19 +209,27 @@ class Renderer:
             raise ConfigError(f"templates: {folder}: {e}") from e
         self._matched_head, self._matched_tail = _split_slot(matched.strip(), "_matched.html")
         # paper id -> (paper, summary limit, (html head, html tail), text)
-        self._cards: dict[tuple[str, int], tuple[Paper, tuple[str, str], str]] = {}
+        self._cards: dict[tuple[str, int, int], tuple[Paper, tuple[str, str], str]] = {}
+        # Render a probe card now: a broken card template fails at start, not mid-run.
+        try:
+            self._card(_PROBE, (SUMMARY_CHARS, TITLE_CHARS))
+        except jinja2.TemplateError as e:
+            raise ConfigError(f"templates: {folder}: _paper: {e}") from e
+        self._cards.clear()
 
     # ------------------------------------------------------------------ per paper (cached)
 
-    def _card(self, paper: Paper, limit: int) -> tuple[tuple[str, str], str]:
-        key = (paper.id, limit)
+    def _card(self, paper: Paper, limit: tuple[int, int]) -> tuple[tuple[str, str], str]:
+        key = (paper.id, *limit)
         hit = self._cards.get(key)
         if hit is not None and (hit[0] is paper or hit[0] == paper):
             return hit[1], hit[2]
-        summary = shorten(paper.ai_summary or paper.abstract or "", limit) if limit else ""
+        summary_chars, title_chars = limit
+        summary = shorten(paper.ai_summary or paper.abstract or "", summary_chars) \
+            if summary_chars else ""
         ctx = {
             "p": paper,
-            "title": shorten(paper.title, TITLE_CHARS),
+            "title": shorten(paper.title, title_chars),
             "authors": short_authors(paper.authors),
             "summary": summary,
             "github_url": safe_url(paper.github_repo),
@@ -251,15 +270,26 @@ class Renderer:
             "top_title": shorten(picks[0][1].title, SUBJECT_TITLE_CHARS) if picks else "",
         }
         subject = _WS.sub(" ", self._subject.render(ctx)).strip()
-        for limit in _summary_limits(count):
+        for limit in _levels(count):
             html_cards, text_cards = self._cards_for(picks, limit)
-            html = self._html.render(ctx, subject=subject, cards=Markup("\n".join(html_cards)))
-            if len(html) <= HTML_BUDGET and len(html.encode()) <= HTML_BUDGET:
+            html = self._html.render(ctx, subject=subject, more=0,
+                                     cards=Markup("\n".join(html_cards)))
+            if _size(html) <= HTML_BUDGET:
                 break
+        else:
+            # Still too big at the smallest level (absurd source data): the HTML shows the
+            # best picks that fit and points to the rest; the text part keeps them all.
+            room = HTML_BUDGET - (_size(html) - sum(_size(c) + 1 for c in html_cards)) - 400
+            kept = 0
+            while kept < len(html_cards) and _size(html_cards[kept]) + 1 <= room:
+                room -= _size(html_cards[kept]) + 1
+                kept += 1
+            html = self._html.render(ctx, subject=subject, more=len(html_cards) - kept,
+                                     cards=Markup("\n".join(html_cards[:kept])))
         text = self._text.render(ctx, cards="\n\n".join(text_cards))
         return Rendered(subject=subject, text=text, html=html)
 
-    def _cards_for(self, picks: list[tuple[Pick, Paper]], limit: int
+    def _cards_for(self, picks: list[tuple[Pick, Paper]], limit: tuple[int, int]
                    ) -> tuple[list[str], list[str]]:
         html_cards: list[str] = []
         text_cards: list[str] = []
@@ -274,6 +304,10 @@ class Renderer:
                 html_cards.append(head + tail)
                 text_cards.append(f"{i}. {text}")
         return html_cards, text_cards
+
+
+def _size(s: str) -> int:
+    return len(s) if s.isascii() else len(s.encode("utf-8"))
 
 
 def _split_slot(rendered: str, name: str) -> tuple[str, str]:
