@@ -72,8 +72,10 @@ check actionlint ".github/workflows/digest.yml (with shellcheck)" \
 check workflow-schema ".github/workflows/digest.yml vs the GitHub workflow schema" \
   check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/digest.yml
 check configs "example configs load with digest.config" "$PYTHON" deploy/verify.py configs
-check wiring "secrets, config mounts, store volumes match across recipes" \
+check wiring "secrets, config mounts, store volumes, ports match across recipes" \
   "$PYTHON" deploy/verify.py wiring
+check cli "every digest command line in the recipes parses with digest's CLI" \
+  "$PYTHON" deploy/verify.py cli
 
 echo "$((checks - failed)) passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -10,17 +10,24 @@ check each file's own syntax. This checks the recipes against the product and ea
   wiring       every environment variable a config names (SMTP user/password, signing
                secret) is provided by the runner that uses that config; the config is
                mounted where DIGEST_CONFIG points; the store is on the persistent volume
-               (or under the systemd units' ReadWritePaths).
+               (or under the systemd units' ReadWritePaths); in containers the web service
+               listens on all interfaces, on the port that is published and health-checked.
+  cli          every `digest ...` command line in the recipes parses with digest's own
+               argument parser (the commands and flags exist).
 
-Usage: python deploy/verify.py {crontab,configs,wiring,all}. Prints one line per problem,
+Usage: python deploy/verify.py {crontab,configs,wiring,cli,all}. Prints one line per problem,
 exits 1 if there is any. Needs PyYAML for the YAML recipes.
 """
 
 from __future__ import annotations
 
 import configparser
+import contextlib
 import importlib
+import io
+import json
 import re
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -206,8 +213,24 @@ def check_wiring() -> list[str]:
         if not any(str(cfg.store.path).startswith(m + "/") for m in mounts):
             errors.append(f"compose.yaml: service {name}: store {cfg.store.path} is on no volume")
 
+    # The published port and the image's HEALTHCHECK reach the web service in the container.
+    if cfg.web.host != "0.0.0.0":
+        errors.append(f"docker/digest.toml: [web] host {cfg.web.host!r} is unreachable from "
+                      "outside the container; use \"0.0.0.0\"")
+    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    if f"DIGEST_HEALTH_URL=http://127.0.0.1:{cfg.web.port}/healthz" not in dockerfile:
+        errors.append(f"Dockerfile: DIGEST_HEALTH_URL does not poll port {cfg.web.port}/healthz")
+    for name, svc in compose["services"].items():
+        if "build" in svc and not all(str(p).endswith(f":{cfg.web.port}")
+                                      for p in svc.get("ports", [])):
+            errors.append(f"compose.yaml: service {name} publishes a port other than "
+                          f"[web] port {cfg.web.port}")
+
     # Kubernetes: env from the Secret, ConfigMap mounted at DIGEST_CONFIG, store on the PVC.
     cfg = cfgs["k8s/cronjob.yaml ConfigMap"]
+    if cfg.web.host != "0.0.0.0":
+        errors.append(f"k8s ConfigMap: [web] host {cfg.web.host!r} is unreachable from the "
+                      "Service; use \"0.0.0.0\"")
     for fname in ("cronjob.yaml", "serve.yaml"):
         for kind, pod, c in _k8s_containers(DEPLOY / "k8s" / fname):
             env = {e["name"]: e for e in c.get("env", [])}
@@ -224,6 +247,10 @@ def check_wiring() -> list[str]:
             if not any(str(cfg.store.path).startswith(m + "/") and "persistentVolumeClaim" in v
                        for m, v in mounts.items()):
                 errors.append(f"{fname}: {kind}: store {cfg.store.path} is not on the PVC")
+            for port in c.get("ports", []):
+                if port["containerPort"] != cfg.web.port:
+                    errors.append(f"{fname}: {kind}: containerPort {port['containerPort']} is "
+                                  f"not [web] port {cfg.web.port}")
 
     # systemd (and cron, same config): env file provides the names, store is writable.
     cfg = cfgs["systemd/digest.toml"]
@@ -251,12 +278,66 @@ def check_wiring() -> list[str]:
     return errors
 
 
+# --------------------------------------------------------------------------- cli
+
+
+def recipe_commands() -> dict[str, list[str]]:
+    """where -> the arguments after `digest`, for every command line in the recipes."""
+    def after_digest(line: str) -> list[str]:
+        words = shlex.split(line.split(">>")[0])
+        i = max(i for i, w in enumerate(words) if w == "digest" or w.endswith("/digest"))
+        return words[i + 1:]
+
+    out: dict[str, list[str]] = {}
+    out["cron/crontab"] = after_digest(crontab_command(DEPLOY / "cron" / "crontab"))
+    for unit in ("digest.service", "digest-run.service"):
+        cp = configparser.ConfigParser(strict=False, interpolation=None)
+        cp.read(DEPLOY / "systemd" / unit, encoding="utf-8")
+        out[f"systemd/{unit}"] = after_digest(cp.get("Service", "ExecStart"))
+    for line in (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        if line.startswith("CMD "):
+            out["docker/Dockerfile CMD"] = json.loads(line[4:])
+    compose = _yaml_docs(DEPLOY / "docker" / "compose.yaml")[0]
+    for name, svc in compose["services"].items():
+        if "build" in svc:
+            out[f"docker/compose.yaml {name}"] = list(svc["command"])
+    for fname in ("cronjob.yaml", "serve.yaml"):
+        for kind, _pod, c in _k8s_containers(DEPLOY / "k8s" / fname):
+            out[f"k8s/{fname} {kind}"] = list(c["args"])
+    wf = _yaml_docs(ROOT / ".github" / "workflows" / "digest.yml")[0]
+    for job_name, job in wf["jobs"].items():
+        for step in job["steps"]:
+            run = str(step.get("run", ""))
+            if run.startswith("digest "):
+                # The optional ${RUN_DATE:+...} expands to nothing or to `--date DAY`.
+                base = run.split("${")[0]
+                out[f"digest.yml {job_name}"] = after_digest(base)
+                out[f"digest.yml {job_name} --date"] = after_digest(base) + ["--date",
+                                                                             "2026-01-05"]
+    return out
+
+
+def check_cli() -> list[str]:
+    parser = _digest("digest.cli").build_parser()
+    errors = []
+    for where, argv in recipe_commands().items():
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                parser.parse_args(argv)
+        except SystemExit:
+            last = (err.getvalue().strip().splitlines() or ["?"])[-1]
+            errors.append(f"{where}: `digest {' '.join(argv)}` does not parse: {last}")
+    return errors
+
+
 def main(argv: list[str]) -> int:
     what = argv[0] if argv else "all"
     checks = {
         "crontab": lambda: check_crontab(DEPLOY / "cron" / "crontab"),
         "configs": check_configs,
         "wiring": check_wiring,
+        "cli": check_cli,
     }
     if what not in checks and what != "all":
         print(f"usage: verify.py {{{','.join(checks)},all}}", file=sys.stderr)

@@ -27,7 +27,7 @@ WORKFLOW = ROOT / ".github" / "workflows" / "digest.yml"
 TOOLS = ("hadolint", "actionlint", "shellcheck", "check-jsonschema", "kubernetes-validate",
          "systemd-analyze")
 CHECKS = ("shellcheck", "crontab", "crontab-shell", "systemd", "hadolint", "compose",
-          "k8s-1.27.0", "k8s-1.37.0", "actionlint", "workflow-schema", "configs", "wiring")
+          "k8s-1.27.0", "k8s-1.37.0", "actionlint", "workflow-schema", "configs", "wiring", "cli")
 
 
 def _missing(what: str) -> None:
@@ -250,7 +250,16 @@ def test_example_configs_load_and_wiring_holds() -> None:
     assert verify.check_wiring() == []
 
 
-def test_wiring_check_catches_a_missing_secret(tmp_path: Path) -> None:
+def test_recipe_command_lines_parse_with_the_cli() -> None:
+    verify = _verify()
+    commands = verify.recipe_commands()
+    assert commands["systemd/digest.service"] == ["serve", "--web"]
+    assert commands["cron/crontab"][0] == "run"
+    assert len(commands) == 10
+    assert verify.check_cli() == []
+
+
+def test_verifier_catches_broken_wiring(tmp_path: Path) -> None:
     shutil.copytree(DEPLOY, tmp_path / "deploy")
     shutil.copytree(WORKFLOW.parent, tmp_path / ".github" / "workflows")
     compose = tmp_path / "deploy" / "docker" / "compose.yaml"
@@ -261,12 +270,21 @@ def test_wiring_check_catches_a_missing_secret(tmp_path: Path) -> None:
     serve.write_text(serve.read_text(encoding="utf-8").replace("mountPath: /data",
                                                                "mountPath: /srv"),
                      encoding="utf-8")
+    toml = tmp_path / "deploy" / "docker" / "digest.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('host = "0.0.0.0"',
+                                                             'host = "127.0.0.1"'),
+                    encoding="utf-8")
+    unit = tmp_path / "deploy" / "systemd" / "digest.service"
+    unit.write_text(unit.read_text(encoding="utf-8").replace("serve --web", "serve --webb"),
+                    encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(tmp_path / "deploy" / "verify.py"), "wiring"],
+    proc = subprocess.run([sys.executable, str(tmp_path / "deploy" / "verify.py"), "all"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "compose.yaml: service digest does not pass DIGEST_SECRET" in proc.stdout
     assert "serve.yaml: Deployment: store /data/store is not on the PVC" in proc.stdout
+    assert "docker/digest.toml: [web] host '127.0.0.1' is unreachable" in proc.stdout
+    assert "systemd/digest.service: `digest serve --webb` does not parse" in proc.stdout
 
 
 # --------------------------------------------------------------------------- behaviour
