@@ -1,0 +1,207 @@
+"""I/O edge: benchmark, end to end: `digest run` against a floor of plain smtplib.
+
+    python bench/e2e.py [--quick] [--sizes 1000,10000] [--profile]
+
+For each N: N synthetic subscribers (real paper vocabulary, bench/_common.py) in a fresh
+TinyDB store; the recorded HF day 2026-03-10 served by a local HTTP server; a counting
+aiosmtpd sink in a SEPARATE process (bench/smtpsink.py). Then, in one run:
+
+  floor  the same messages the bot sends, built beforehand with the product's own path
+         (pipeline.gather/plan/build_all, a dry run that writes nothing) and spooled to a
+         file, pushed by plain smtplib over the same number of SMTP connections as the bot.
+  bot    the REAL CLI in a subprocess: `python -m digest --config C run --date 2026-03-10`
+         (interpreter start, imports, fetch, diff, rank, render, build, send, journal with
+         fsync, fold), timed from spawn to exit.
+  floor  again (the machine is shared and noisy; the floor is the mean of both).
+
+msgs/s of the bot = messages / whole wall time of the subprocess; "send-phase" msgs/s
+= messages / (last - first acceptance seen by the sink). Target: bot >= 80% of the floor
+at 10,000 subscribers. `--profile` runs the bot in-process under cProfile instead (and
+prints where the time goes); the subprocess figure is the honest one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import shutil
+import smtplib
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    E2E_DAY,
+    HF_DIR,
+    ROOT,
+    HFServer,
+    SmtpSink,
+    load_day,
+    make_subscribers,
+    save,
+    seed_store,
+    table,
+    write_config,
+)
+
+TARGET = 0.80
+
+
+def spool_messages(cfg: Any, spool: Path) -> tuple[int, int]:
+    """Build the run's messages with the product's own path, on a COPY of the store (the
+    real one is left for the bot), and append them to `spool` as (len, envelope-from, to,
+    data) records. Returns (count, bytes)."""
+    from digest.mail.smtp import SmtpSender
+    from digest.models import RunReport
+    from digest.pipeline import build_all, gather, plan, subscribers_due, utcnow
+    from digest.store import open_store
+
+    copy = Path(cfg.store.path).with_name("data-floor")
+    shutil.copytree(cfg.store.path, copy)
+    store = open_store(replace(cfg.store, path=copy))
+    count = size = 0
+    try:
+        report = RunReport(day=E2E_DAY)
+        gathered = gather(cfg, E2E_DAY, store, report, write=True)
+        todo = subscribers_due(store, E2E_DAY, report, None)
+        digests = [d for d in plan(cfg, E2E_DAY, store, gathered, todo) if d.picks]
+        papers = {p.id: p for p in gathered.papers}
+        env_from = SmtpSender(cfg.smtp).envelope_from.encode()
+        with spool.open("wb") as f:
+            for msg in build_all(cfg, store, digests, papers, utcnow):
+                to = msg.to.encode()
+                f.write(struct.pack("<HHI", len(env_from), len(to), len(msg.data)))
+                f.write(env_from + to + msg.data)
+                count += 1
+                size += len(msg.data)
+    finally:
+        store.close()
+    return count, size
+
+
+def floor(spool: Path, port: int, connections: int, count: int) -> float:
+    """Plain smtplib over `connections` connections (split evenly). Seconds."""
+    per = -(-count // max(connections, 1))
+    t0 = time.perf_counter()
+    with spool.open("rb") as f:
+        sent = 0
+        while sent < count:
+            smtp = smtplib.SMTP("127.0.0.1", port)
+            smtp.ehlo()
+            for _ in range(min(per, count - sent)):
+                lf, lt, ld = struct.unpack("<HHI", f.read(8))
+                env_from, to, data = f.read(lf).decode(), f.read(lt).decode(), f.read(ld)
+                smtp.sendmail(env_from, [to], data)
+                sent += 1
+            smtp.quit()
+    return time.perf_counter() - t0
+
+
+def bot_subprocess(config: Path) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "digest", "--config", str(config), "run",
+           "--date", E2E_DAY.isoformat(), "--no-progress"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"digest run failed ({proc.returncode}): {proc.stderr.strip()}")
+    return wall, proc.stdout
+
+
+def bot_profiled(config: Path, top: int = 25) -> tuple[float, str]:
+    from digest.config import load_config
+    from digest.pipeline import run_daily
+
+    cfg = load_config(config)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    report = run_daily(cfg, E2E_DAY, progress=False)
+    prof.disable()
+    wall = time.perf_counter() - t0
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(top)
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    print(out.getvalue())
+    return wall, "\n".join(report.lines())
+
+
+def one_size(n: int, profile: bool) -> dict[str, Any]:
+    day_items = load_day(HF_DIR / f"{E2E_DAY.isoformat()}.json")
+    with tempfile.TemporaryDirectory(prefix="digest-bench-e2e-") as tmp, \
+            HFServer({E2E_DAY.isoformat(): day_items}) as hf, SmtpSink() as sink:
+        folder = Path(tmp)
+        config = write_config(folder, hf_url=hf.base_url, smtp_port=sink.port)
+        from digest.config import load_config
+
+        cfg = load_config(config)
+        t0 = time.perf_counter()
+        seed_store(cfg, make_subscribers(n))
+        spool = folder / "spool.bin"
+        count, size = spool_messages(cfg, spool)
+        prep = time.perf_counter() - t0
+        print(f"  N={n:,}: {count:,} messages to send ({size / count / 1024:.1f} KiB mean), "
+              f"prepared in {prep:.1f}s", flush=True)
+
+        sink.reset()
+        floor1 = floor(spool, sink.port, 1, count)
+        st = sink.stats()
+        assert st["messages"] == count, f"floor: sink got {st['messages']} of {count}"
+
+        sink.reset()
+        wall, out = (bot_profiled if profile else bot_subprocess)(config)
+        bot = sink.stats()
+        if bot["messages"] != count:
+            raise SystemExit(f"bot: sink got {bot['messages']} of {count} messages\n{out}")
+        conns = max(int(bot["connections"]), 1)
+
+        sink.reset()
+        floor2 = floor(spool, sink.port, conns, count)
+        assert sink.stats()["messages"] == count
+    floor_s = (floor1 + floor2) / 2
+    send_phase = (bot["last"] - bot["first"]) if bot["first"] else wall
+    res = {
+        "subscribers": n, "messages": count, "mean_message_bytes": size // count,
+        "smtp_connections": conns, "bot_mode": "in-process cProfile" if profile else
+        "subprocess: python -m digest run", "floor_seconds": [round(floor1, 3),
+                                                              round(floor2, 3)],
+        "floor_msgs_per_s": count / floor_s, "bot_wall_seconds": round(wall, 3),
+        "bot_msgs_per_s": count / wall, "bot_send_phase_msgs_per_s": count / max(
+            send_phase, 1e-9), "ratio": (count / wall) / (count / floor_s),
+        "send_phase_ratio": (count / max(send_phase, 1e-9)) / (count / floor_s),
+        "bot_report": out.strip().splitlines(),
+    }
+    res["meets_target"] = res["ratio"] >= TARGET
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1,000 subscribers only")
+    ap.add_argument("--sizes", default=None, help="comma-separated subscriber counts")
+    ap.add_argument("--profile", action="store_true", help="bot in-process under cProfile")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
+        [1000] if args.quick else [1000, 10000])
+    print(f"e2e: digest run vs plain smtplib floor; sizes {sizes}", flush=True)
+    results = [one_size(n, args.profile) for n in sizes]
+    table(["subscribers", "messages", "floor msg/s", "bot msg/s", "ratio",
+           "send-phase msg/s", "send-phase ratio", "target 80%"],
+          [(r["subscribers"], r["messages"], r["floor_msgs_per_s"], r["bot_msgs_per_s"],
+            f"{r['ratio']:.0%}", r["bot_send_phase_msgs_per_s"],
+            f"{r['send_phase_ratio']:.0%}", "met" if r["meets_target"] else "MISSED")
+           for r in results])
+    save("e2e", {"target": f"bot >= {TARGET:.0%} of the smtplib floor at 10,000 subscribers",
+                 "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
