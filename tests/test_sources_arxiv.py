@@ -181,7 +181,8 @@ def test_requests_are_paced_by_min_interval_retries_included(srv: FixtureServer)
     clock = FakeClock()
     stamps: list[float] = []
     cfg = srv.configure(hf_enabled=False, min_interval=3.0, backoff=0.0)
-    client = httpx.Client(event_hooks={"request": [lambda request: stamps.append(clock())]})
+    hooks = {"request": [lambda request: stamps.append(clock())]}
+    client = httpx.Client(trust_env=False, event_hooks=hooks)
     with client:
         [result] = fetch_all(cfg, DAY, client=client, sleep=clock.sleep, clock=clock)
     assert result.ok and len(stamps) == 3 == len(srv.requests)

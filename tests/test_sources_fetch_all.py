@@ -103,7 +103,7 @@ def test_a_crashing_source_is_isolated(srv: FixtureServer, monkeypatch) -> None:
 
 
 def test_a_given_client_is_used_and_not_closed(srv: FixtureServer) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(trust_env=False) as client:
         results = fetch_all(srv.configure(categories=()), DAY, client=client)
         assert results[0].ok and not client.is_closed
     # The configured User-Agent is sent even on a client made elsewhere.
@@ -152,3 +152,20 @@ def test_retry_after(value: str | None, expected: float | None) -> None:
 ])
 def test_ratelimit_headers(headers: dict[str, str], expected: float | None) -> None:
     assert ratelimit_seconds(httpx.Headers(headers)) == expected
+
+
+def test_loopback_never_goes_through_an_environment_proxy(srv: FixtureServer,
+                                                          monkeypatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", unused_url())
+    monkeypatch.setenv("http_proxy", unused_url())
+    [result] = fetch_all(srv.configure(categories=()), DAY)
+    assert result.ok and len(result.papers) == 28
+
+
+def test_an_oversized_answer_is_an_error_not_a_crash(srv: FixtureServer, monkeypatch) -> None:
+    from digest.sources import http
+
+    monkeypatch.setattr(http, "MAX_BODY", 10_000)
+    [result] = fetch_all(srv.configure(categories=()), DAY, sleep=lambda s: None)
+    assert result.error is not None and result.error.endswith("response larger than 10000 bytes")
+    assert len(srv.requests) == 1  # not retried

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import httpx
@@ -68,17 +69,25 @@ def fetch_all(
     """
     own = client is None
     http_client = make_client(cfg.http) if client is None else client
-    outcomes: list[tuple[FetchResult, bool]] = []
+    hfc, axc = cfg.sources.huggingface, cfg.sources.arxiv
+    jobs: list[tuple[str, Fetcher, Callable[[Fetcher], FetchResult]]] = []
+    if hfc.enabled:
+        jobs.append((hf.SOURCE, Fetcher(http_client, cfg.http, hf.SOURCE, sleep=sleep),
+                     lambda f: hf.fetch(f, hfc, day)))
+    if axc.categories:
+        # arXiv's 3-second rule: one request per min_interval, retries included.
+        limiter = arxiv.RateLimiter(axc.min_interval, clock=clock, sleep=sleep)
+        jobs.append((arxiv.SOURCE, Fetcher(http_client, cfg.http, arxiv.SOURCE, sleep=sleep,
+                                           pace=limiter.wait),
+                     lambda f: arxiv.fetch(f, axc)))
     try:
-        hfc, axc = cfg.sources.huggingface, cfg.sources.arxiv
-        if hfc.enabled:
-            f = Fetcher(http_client, cfg.http, hf.SOURCE, sleep=sleep)
-            outcomes.append(_isolated(hf.SOURCE, f, lambda: hf.fetch(f, hfc, day)))
-        if axc.categories:
-            # arXiv's 3-second rule: one request per min_interval, retries included.
-            limiter = arxiv.RateLimiter(axc.min_interval, clock=clock, sleep=sleep)
-            g = Fetcher(http_client, cfg.http, arxiv.SOURCE, sleep=sleep, pace=limiter.wait)
-            outcomes.append(_isolated(arxiv.SOURCE, g, lambda: arxiv.fetch(g, axc)))
+        # The sources talk to different hosts: fetch them side by side (httpx.Client is
+        # thread-safe), so a slow or retrying source does not delay the other.
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs)),
+                                thread_name_prefix="digest-source") as pool:
+            futures = [pool.submit(_isolated, name, f, lambda f=f, run=run: run(f))
+                       for name, f, run in jobs]
+            outcomes = [fu.result() for fu in futures]
     finally:
         if own:
             http_client.close()

@@ -35,6 +35,7 @@ from digest.errors import FetchError
 
 Sleep = Callable[[float], None]
 
+MAX_BODY = 32 * 2**20  # bytes; a day of HF papers is ~200 KB, 2000 arXiv entries ~6 MB
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
 
 
@@ -58,6 +59,9 @@ def make_client(http: HttpConfig) -> httpx.Client:
         timeout=httpx.Timeout(http.timeout),
         headers={"User-Agent": http.user_agent},
         follow_redirects=True,
+        # Proxy settings from the environment apply, except to the loopback: a local
+        # mirror or test server is never reached through a proxy.
+        mounts={"all://127.0.0.1": None, "all://localhost": None, "all://[::1]": None},
     )
 
 
@@ -170,12 +174,29 @@ class Fetcher:
         if self.pace is not None:
             self.pace()
         self.requests += 1
-        response = self.client.get(
+        request = self.client.build_request(
+            "GET",
             url,
             params=params,
             headers={"User-Agent": self.http.user_agent},
             timeout=httpx.Timeout(self.http.timeout),
         )
+        streamed = self.client.send(request, stream=True)
+        try:
+            # Read at most MAX_BODY decoded bytes: a runaway or gzip-bombed answer is an
+            # error, not an out-of-memory crash.
+            body = bytearray()
+            for chunk in streamed.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise FetchError(f"{self.source}: GET {streamed.request.url}: response "
+                                     f"larger than {MAX_BODY} bytes")
+        finally:
+            streamed.close()
+        headers = [(k, v) for k, v in streamed.headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        response = httpx.Response(streamed.status_code, headers=headers, content=bytes(body),
+                                  request=streamed.request)
         if response.status_code in RETRY_STATUSES:
             raise _RetryableStatus(response, server_wait_hint(response, self.now()))
         return response
