@@ -108,12 +108,13 @@ misfire_grace_hours = 6
     return cfg
 
 
-def start_serve(cfg: Path, log: Path) -> subprocess.Popen:
+def start_serve(cfg: Path, log: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, DIGEST_E2E_SECRET="e2e-secret-not-for-production",
                PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg), "serve"],
-                            cwd=cfg.parent, env=env, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT)
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg), "serve",
+                                 *extra], cwd=cfg.parent, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
 def status_json(cfg: Path) -> dict[str, Any]:
@@ -262,11 +263,7 @@ def test_serve_web_runs_the_web_service_in_the_same_process(tmp_path, smtp):
         later = (datetime.now(UTC) + timedelta(hours=3)).strftime("%H:%M")
         cfg_path = write_config(tmp_path, srv.url, smtp.port, later, web_port=port)
         log = tmp_path / "serve.log"
-        env = dict(os.environ, DIGEST_E2E_SECRET="e2e-secret-not-for-production",
-                   PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg_path),
-                                 "serve", "--web"], cwd=tmp_path, env=env,
-                                stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        proc = start_serve(cfg_path, log, "--web")
         try:
             wait_for(lambda: "web service on" in log.read_text(), "the web service", proc, log)
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
