@@ -165,7 +165,7 @@ def test_api_http_400_reports_the_error_entry_and_is_not_retried(srv: FixtureSer
 
 
 def test_fixture_server_answers_a_bad_id_list_like_arxiv(srv: FixtureServer) -> None:
-    r = httpx.get(f"{srv.api_base_url}?id_list=abc")
+    r = httpx.get(f"{srv.api_base_url}?id_list=abc", trust_env=False)
     assert r.status_code == 400 and b"incorrect id format for abc" in r.content
 
 

@@ -140,7 +140,8 @@ def test_wrong_types_in_optional_fields_are_ignored_not_fatal() -> None:
 
 def test_markup_in_title_is_kept_as_text_and_control_chars_dropped() -> None:
     [p], _ = parse_daily_papers([item(
-        title="<script>alert('x')</script>\x00 Fast\x07 &amp; <b>Bold</b>\r\nTitle\u0085",
+        title="<script>alert('x')</script>\x00 Fast\x07 &amp; <b>Bold</b>\r\nTitle\u0085"
+              "\u202e\ud800",  # a bidi override and a lone surrogate (valid JSON) go too
         authors=[{"name": "Eve\x1b[31m"}, {"name": 7}, "x"],
         ai_keywords=["LLM", "LLM", 3, " rag\n"],
     )])
@@ -260,12 +261,12 @@ def test_a_failed_day_is_a_note_and_the_other_days_go_on(srv: FixtureServer) -> 
 
 
 def test_timeouts_are_retried_then_reported(srv: FixtureServer) -> None:
-    srv.delay_next(1, seconds=2.0)
-    result, waits = hf_only(srv, timeout=0.3)
+    srv.delay_next(1, seconds=5.0)  # far beyond the timeout; the server thread just waits
+    result, waits = hf_only(srv, timeout=0.5)
     assert result.ok and len(result.papers) == 28 and len(waits) == 1
     srv.clear()
-    srv.delay_next(3, seconds=2.0)
-    result, _ = hf_only(srv, timeout=0.3)
+    srv.delay_next(3, seconds=5.0)
+    result, _ = hf_only(srv, timeout=0.5)
     assert result.error and result.error.endswith("timed out (read) after 3 attempts")
 
 
