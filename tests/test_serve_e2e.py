@@ -270,6 +270,14 @@ def test_serve_web_runs_the_web_service_in_the_same_process(tmp_path, smtp):
                 assert client.get("/healthz").status_code == 200
                 page = client.get("/")
                 assert page.status_code == 200 and "<form" in page.text
+            # One serve per store: a second one refuses at once, in one line.
+            second = subprocess.run(
+                [sys.executable, "-m", "digest", "--config", str(cfg_path), "serve"],
+                cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                text=True, timeout=WAIT)
+            assert second.returncode == 75  # StoreLocked: EX_TEMPFAIL
+            assert "another `digest serve` is already running" in second.stderr
+            assert len(second.stderr.strip().splitlines()) == 1, second.stderr
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(WAIT) == 0, log.read_text()
         finally:

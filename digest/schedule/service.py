@@ -22,12 +22,15 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
+from filelock import FileLock, Timeout
 
 from digest.config import Config
 from digest.errors import AllSourcesFailed, DigestError, StoreLocked
@@ -194,45 +197,66 @@ def _ago(delta: timedelta) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
-def serve(cfg: Config, *, web: bool = False, clock: Clock = utcnow,
-          ready: Callable[[Service], None] | None = None) -> int:
+def serve(cfg: Config, *, web: bool = False, clock: Clock = utcnow) -> int:
     """Run until SIGTERM/SIGINT; return the exit code (0 on a clean stop)."""
-    from digest.pipeline import seed_subscribers
+    from digest.mail import make_sender
     from digest.store import open_store
 
+    make_sender(cfg)  # a bad [smtp] setup fails the start, not every tick thereafter
     store: Store = LockedStore(open_store(cfg.store))  # type: ignore[assignment]
     shutdown = threading.Event()
     try:
-        seed_subscribers(cfg, store, clock)
-        service = Service(cfg, store, clock=clock)
-
-        def on_signal(signum: int, _frame: object) -> None:
-            if shutdown.is_set():
-                log.info("already stopping; waiting for the message in flight")
-            # Both at once: the run stops after the message in flight, the loop exits.
-            service.stop.set()
-            shutdown.set()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        sched = service.build_scheduler()
-        web_thread = start_web(cfg, store) if web else None
-        sched.start()
-        log.info("serving: %s; next send time %s", ", ".join(sorted(s.label for s in
-                 service.slots())), next_send(clock(), service.slots()).isoformat())
-        if ready is not None:
-            ready(service)
-        while not shutdown.wait(1.0):
-            pass
-        log.info("stopping: no new work; finishing the message in flight")
-        sched.shutdown(wait=True)  # waits for a running tick, which returns after `stop`
-        if web_thread is not None:
-            web_thread.stop()
-        for s, h in previous.items():
-            signal.signal(s, h)
-        log.info("stopped cleanly")
-        return 0
+        with serve_lock(cfg):
+            return _serve(cfg, store, shutdown, web=web, clock=clock)
     finally:
         store.close()
+
+
+@contextmanager
+def serve_lock(cfg: Config) -> Iterator[None]:
+    """One `digest serve` per store: a second would fetch and tick twice for nothing."""
+    lock = FileLock(str(Path(cfg.store.path) / "serve.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise StoreLocked(f"{lock.lock_file}: another `digest serve` is already running "
+                          "on this store") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _serve(cfg: Config, store: Store, shutdown: threading.Event, *, web: bool,
+           clock: Clock) -> int:
+    from digest.pipeline import seed_subscribers
+
+    seed_subscribers(cfg, store, clock)
+    service = Service(cfg, store, clock=clock)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if shutdown.is_set():
+            log.info("already stopping; waiting for the message in flight")
+        # Both at once: the run stops after the message in flight, the loop exits.
+        service.stop.set()
+        shutdown.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    sched = service.build_scheduler()
+    web_thread = start_web(cfg, store) if web else None
+    sched.start()
+    log.info("serving: %s; next send time %s", ", ".join(sorted(s.label for s in
+             service.slots())), next_send(clock(), service.slots()).isoformat())
+    while not shutdown.wait(1.0):
+        pass
+    log.info("stopping: no new work; finishing the message in flight")
+    sched.shutdown(wait=True)  # waits for a running tick, which returns after `stop`
+    if web_thread is not None:
+        web_thread.stop()
+    for s, h in previous.items():
+        signal.signal(s, h)
+    log.info("stopped cleanly")
+    return 0
 
 
 class LockedStore:
