@@ -243,10 +243,11 @@ def test_500_forever_fails_the_source_with_one_line(srv: FixtureServer) -> None:
     assert len(srv.requests) == 4 and result.requests == 4
 
 
-def test_other_4xx_is_not_retried(srv: FixtureServer) -> None:
-    srv.fail_next(5, status=404)
+@pytest.mark.parametrize("status", [400, 403, 404, 501])
+def test_other_4xx_and_501_are_not_retried(srv: FixtureServer, status: int) -> None:
+    srv.fail_next(5, status=status)
     result, waits = hf_only(srv)
-    assert result.error and result.error.endswith("HTTP 404")
+    assert result.error and result.error.endswith(f"HTTP {status}")
     assert len(srv.requests) == 1 and waits == []
 
 

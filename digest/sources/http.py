@@ -3,7 +3,8 @@
 `make_client(cfg.http)` builds the httpx.Client (explicit timeouts, a descriptive
 User-Agent). `Fetcher.get(url, params)` sends one GET with bounded retries:
 
-* retried: connect / read / write errors, timeouts, a dropped connection, HTTP 429 and 5xx;
+* retried: connect / read / write errors, timeouts, a dropped connection, HTTP 408, 429
+  and 5xx (but 501);
 * the wait is exponential with jitter (first `backoff`, doubled each retry, capped at
   `max_backoff`), unless the server says how long to wait: `Retry-After` (RFC 9110 §10.2.3,
   seconds or an HTTP-date) or the IETF RateLimit headers Hugging Face sends on 429
@@ -36,7 +37,8 @@ from digest.errors import FetchError
 Sleep = Callable[[float], None]
 
 MAX_BODY = 32 * 2**20  # bytes; a day of HF papers is ~200 KB, 2000 arXiv entries ~6 MB
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+# 408/429 and 5xx may pass; 501 Not Implemented will not (RFC 9110 §15.6.2).
+RETRY_STATUSES = frozenset({408, 429, 500}) | frozenset(range(502, 600))
 
 
 class Unreachable(FetchError):
