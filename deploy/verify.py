@@ -11,7 +11,8 @@ check each file's own syntax. This checks the recipes against the product and ea
                secret) is provided by the runner that uses that config; the config is
                mounted where DIGEST_CONFIG points; the store is on the persistent volume
                (or under the systemd units' ReadWritePaths); in containers the web service
-               listens on all interfaces, on the port that is published and health-checked.
+               listens on all interfaces, on the port that is published and health-checked;
+               the Dockerfile copies existing files, enough for `pip install .` and templates.
   cli          every `digest ...` command line in the recipes parses with digest's own
                argument parser (the commands and flags exist).
 
@@ -225,6 +226,20 @@ def check_wiring() -> list[str]:
                                       for p in svc.get("ports", [])):
             errors.append(f"compose.yaml: service {name} publishes a port other than "
                           f"[web] port {cfg.web.port}")
+
+    # The image build: what the Dockerfile copies from the context exists, and the build
+    # stage has what `pip install .` needs (pyproject's readme, the package).
+    build_copies: list[str] = []
+    for line in dockerfile.replace("\\\n", " ").splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            for src in words[1:-1]:
+                if not (ROOT / src).exists():
+                    errors.append(f"Dockerfile: COPY {src}: no such file in the repository")
+                build_copies.append(src.rstrip("/"))
+    for needed in ("pyproject.toml", "README.md", "digest", "templates"):
+        if needed not in build_copies:
+            errors.append(f"Dockerfile: {needed} is not copied into the image build")
 
     # Kubernetes: env from the Secret, ConfigMap mounted at DIGEST_CONFIG, store on the PVC.
     cfg = cfgs["k8s/cronjob.yaml ConfigMap"]
