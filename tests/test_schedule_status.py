@@ -54,6 +54,9 @@ def test_collect_and_lines_after_a_run():
     assert st["pending_retries"][0]["retry"].startswith("no: beyond the misfire grace")
     text = "\n".join(lines(st))
     assert "schedule: 07:00 Europe/Berlin" in text
+    assert st["day"] == {"day": "2026-01-15", "sent": 1, "empty": 0, "failed": 0,
+                         "deferred": 0, "none yet": 1}  # b@x's 09:00 has not come
+    assert "digests for 2026-01-15: sent 1, empty 0, failed 0, deferred 0, none yet 1" in text
     assert "next run: 2026-01-15T14:00:00+00:00" in text
     assert "waiting for retry: 1" in text and "451 try later" in text
     row = next(line for line in text.splitlines() if line.startswith("a@x"))

@@ -203,6 +203,8 @@ def test_serve_sigterm_mid_send_then_restart_sends_each_digest_once(tmp_path, sm
     assert all(mid.startswith(f"<{day.isoformat()}-") for mid in mids)  # the day's digest
     st = status_json(cfg_path)
     assert st["owed_now"] == [] and st["pending_retries"] == []
+    assert st["day"] == {"day": day.isoformat(), "sent": N_SUBSCRIBERS, "empty": 0,
+                         "failed": 0, "deferred": 0, "none yet": 0}
     assert {p["last"]["state"] for p in st["subscribers"]} == {"sent"}
     assert {p["last"]["day"] for p in st["subscribers"]} == {day.isoformat()}
     text = log.read_text()

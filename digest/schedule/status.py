@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from digest.config import Config
-from digest.models import ACTIVE
+from digest.models import ACTIVE, DEFERRED, EMPTY, FAILED, SENT
+from digest.schedule.clock import last_fire
 from digest.schedule.plan import catch_up_plan, next_send, slot_for, slots
 from digest.store.base import Store
 
@@ -41,8 +42,18 @@ def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5) -> d
             "send_time": slot_for(s, cfg.schedule).label,
             "last": last[0] if last else None,
         })
+    # The latest day of the configured send time: how far along is it?
+    last_day, _ = last_fire(now_utc, cfg.schedule.time, cfg.schedule.timezone)
+    states = store.digests_for_day(last_day)
+    active = [s.email for s in subs if s.status == ACTIVE]
+    counts = {k: 0 for k in (SENT, EMPTY, FAILED, DEFERRED)}
+    for e in active:
+        if states.get(e) in counts:
+            counts[states[e]] += 1
+    counts["none yet"] = sum(1 for e in active if e not in states)
     return {
         "now": now_utc.isoformat(timespec="seconds"),
+        "day": {"day": last_day.isoformat(), **counts},
         "schedule": {"time": cfg.schedule.time, "timezone": cfg.schedule.timezone,
                      "misfire_grace_hours": cfg.schedule.misfire_grace_hours,
                      "send_empty": cfg.schedule.send_empty},
@@ -98,6 +109,9 @@ def lines(status: Mapping[str, Any]) -> list[str]:
         out.append(f"next run: now (owed: {owed})")
     else:
         out.append(f"next run: {status['next_run']}")
+    d = status["day"]
+    out.append(f"digests for {d['day']}: " + ", ".join(
+        f"{k} {v}" for k, v in d.items() if k != "day"))
     out.append("")
     out.append("last runs:")
     if not status["runs"]:
@@ -139,7 +153,3 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths))] + [
         fmt.format(*map(str, row)).rstrip() for row in rows]
-
-
-def active_count(status: Mapping[str, Any]) -> int:
-    return sum(1 for p in status["subscribers"] if p["status"] == ACTIVE)
