@@ -19,6 +19,7 @@ check() {
   checks=$((checks + 1))
   if "$@" >"$work/out" 2>&1; then
     echo "PASS $name: $what"
+    [[ "$name" != systemd-security ]] || sed 's/^/    /' "$work/out"
   else
     echo "FAIL $name: $what"
     sed 's/^/    /' "$work/out"
@@ -33,18 +34,36 @@ quiet() {
   [[ -z "$out" ]] || { printf '%s\n' "$out"; return 1; }
 }
 
-# systemd-analyze verify wants ExecStart= binaries to exist: verify inside a scratch root
-# holding the system's own units, the recipe's units and a stand-in digest executable.
-systemd_verify() {
+# systemd-analyze wants ExecStart= binaries to exist: it works inside a scratch root
+# holding the system's own units, the recipe's units and a stand-in digest executable,
+# so nothing on this machine changes.
+systemd_root() {
   local root="$work/root"
-  mkdir -p "$root/etc/systemd/system" "$root/usr/lib/systemd" "$root/opt/digest/venv/bin"
-  cp -a /lib/systemd/system "$root/usr/lib/systemd/"
-  printf '#!/bin/sh\nexit 0\n' >"$root/opt/digest/venv/bin/digest"
-  chmod +x "$root/opt/digest/venv/bin/digest"
-  cp deploy/systemd/*.service deploy/systemd/*.timer "$root/etc/systemd/system/"
+  if [[ ! -d "$root" ]]; then
+    mkdir -p "$root/etc/systemd/system" "$root/usr/lib/systemd" "$root/opt/digest/venv/bin"
+    cp -a /lib/systemd/system "$root/usr/lib/systemd/"
+    printf '#!/bin/sh\nexit 0\n' >"$root/opt/digest/venv/bin/digest"
+    chmod +x "$root/opt/digest/venv/bin/digest"
+    cp deploy/systemd/*.service deploy/systemd/*.timer "$root/etc/systemd/system/"
+  fi
+  echo "$root"
+}
+
+systemd_verify() {
+  local root
+  root=$(systemd_root)
   (cd "$root/etc/systemd/system" &&
     quiet systemd-analyze verify --root="$root" --man=no \
       digest.service digest-run.service digest-run.timer)
+}
+
+# Exposure score of the sandbox, 0 (locked down) to 10 (none); fail above 2.5.
+systemd_security() {
+  local root
+  root=$(systemd_root)
+  (cd "$root/etc/systemd/system" &&
+    systemd-analyze security --offline=true --root="$root" --threshold=25 --no-pager \
+      digest.service digest-run.service | grep -F "Overall exposure level")
 }
 
 shellcheck_cron() {
@@ -60,6 +79,8 @@ check crontab "deploy/cron/crontab: fields, calls digest run" "$PYTHON" deploy/v
 check crontab-shell "deploy/cron/crontab command (shellcheck -s sh)" shellcheck_cron
 check systemd "systemd-analyze verify digest.service digest-run.service digest-run.timer" \
   systemd_verify
+check systemd-security "systemd-analyze security: exposure at most 2.5 of 10" \
+  systemd_security
 check hadolint "deploy/docker/Dockerfile" hadolint deploy/docker/Dockerfile
 check compose "deploy/docker/compose.yaml vs deploy/schemas/compose-spec.json" \
   check-jsonschema --schemafile deploy/schemas/compose-spec.json deploy/docker/compose.yaml

@@ -26,8 +26,9 @@ DEPLOY = ROOT / "deploy"
 WORKFLOW = ROOT / ".github" / "workflows" / "digest.yml"
 TOOLS = ("hadolint", "actionlint", "shellcheck", "check-jsonschema", "kubernetes-validate",
          "systemd-analyze")
-CHECKS = ("shellcheck", "crontab", "crontab-shell", "systemd", "hadolint", "compose",
-          "k8s-1.27.0", "k8s-1.37.0", "actionlint", "workflow-schema", "configs", "wiring", "cli")
+CHECKS = ("shellcheck", "crontab", "crontab-shell", "systemd", "systemd-security", "hadolint",
+          "compose", "k8s-1.27.0", "k8s-1.37.0", "actionlint", "workflow-schema", "configs",
+          "wiring", "cli")
 
 
 def _missing(what: str) -> None:
