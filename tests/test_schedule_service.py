@@ -139,6 +139,24 @@ def test_trigger_fires_at_local_send_time_across_dst():
     assert all(f.astimezone(only.tz).hour == 7 for f in fires)
 
 
+@pytest.mark.parametrize("tz, hhmm, start, expected", [
+    # Berlin spring forward: 02:30 does not exist on Mar 29 -> the transition, 03:00 CEST.
+    ("Europe/Berlin", "02:30", utc(2026, 3, 28, 12), [utc(2026, 3, 29, 1, 0),
+                                                     utc(2026, 3, 30, 0, 30)]),
+    # Berlin fall back: 02:30 happens twice on Oct 25 -> only the first (CEST, 00:30 UTC).
+    ("Europe/Berlin", "02:30", utc(2026, 10, 24, 12), [utc(2026, 10, 25, 0, 30),
+                                                      utc(2026, 10, 26, 1, 30)]),
+    # New York spring forward: 02:30 missing on Mar 8 -> 03:00 EDT (07:00 UTC).
+    ("America/New_York", "02:30", utc(2026, 3, 7, 12), [utc(2026, 3, 8, 7, 0),
+                                                       utc(2026, 3, 9, 6, 30)]),
+])
+def test_trigger_across_transitions(tz, hhmm, start, expected):
+    slot = default_slot(ScheduleConfig(time=hhmm, timezone=tz))
+    trig = SendTimesTrigger(lambda: {slot}, recheck=timedelta(days=7))
+    first = trig.get_next_fire_time(None, start)
+    assert [first, trig.get_next_fire_time(first, start)] == expected
+
+
 def test_trigger_fall_back_and_new_york_fire_once_per_day():
     ny = Slot(datetime(2000, 1, 1, 1, 30).time(), default_slot(
         ScheduleConfig(timezone="America/New_York")).tz)
