@@ -210,6 +210,7 @@ class Renderer:
         self._matched_head, self._matched_tail = _split_slot(matched.strip(), "_matched.html")
         # paper id -> (paper, summary limit, (html head, html tail), text)
         self._cards: dict[tuple[str, int, int], tuple[Paper, tuple[str, str], str]] = {}
+        self._matched_lines: dict[tuple[str, ...], tuple[str, str]] = {}
         # Render a probe card now: a broken card template fails at start, not mid-run.
         try:
             self._card(_PROBE, (SUMMARY_CHARS, TITLE_CHARS))
@@ -289,17 +290,29 @@ class Renderer:
         text = self._text.render(ctx, cards="\n\n".join(text_cards))
         return Rendered(subject=subject, text=text, html=html)
 
+    def _matched_line(self, matched: tuple[str, ...]) -> tuple[str, str]:
+        """(HTML, text) of a "matched:" line; cached, as subscribers share terms."""
+        terms = _terms(matched)
+        lines = (self._matched_head + str(escape(terms)) + self._matched_tail,
+                 f"\n   matched: {terms}") if terms else ("", "")
+        if len(self._matched_lines) > 50_000:
+            self._matched_lines.clear()
+        self._matched_lines[matched] = lines
+        return lines
+
     def _cards_for(self, picks: list[tuple[Pick, Paper]], limit: tuple[int, int]
                    ) -> tuple[list[str], list[str]]:
         html_cards: list[str] = []
         text_cards: list[str] = []
+        matched_lines = self._matched_lines
         for i, (pick, paper) in enumerate(picks, 1):
             (head, tail), text = self._card(paper, limit)
-            terms = _terms(pick.matched)
-            if terms:
-                html_cards.append(head + self._matched_head + str(escape(terms))
-                                  + self._matched_tail + tail)
-                text_cards.append(f"{i}. {text}\n   matched: {terms}")
+            lines = matched_lines.get(pick.matched)
+            if lines is None:
+                lines = self._matched_line(pick.matched)
+            if lines[0]:
+                html_cards.append(head + lines[0] + tail)
+                text_cards.append(f"{i}. {text}{lines[1]}")
             else:
                 html_cards.append(head + tail)
                 text_cards.append(f"{i}. {text}")
