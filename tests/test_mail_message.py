@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import os
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from itsdangerous.timed import TimestampSigner
 
 from digest.errors import InputError
-from digest.mail.message import build_message
+from digest.mail.message import _qp, build_message
 from digest.models import Digest, Paper, Pick, Subscriber, digest_id
 from digest.render import Rendered, Renderer
 from digest.tokens import links
@@ -214,3 +215,15 @@ def test_golden_message(monkeypatch: pytest.MonkeyPatch) -> None:
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_bytes(out.data)
     assert out.data == path.read_bytes(), "digest_email.eml differs from the golden file"
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=_text)
+def test_line_by_line_qp_equals_whole_body_qp(text: str) -> None:
+    # The per-line cache must not change a byte of what binascii would produce.
+    norm = text.replace("\r\n", "\n").replace("\r", "\n")
+    if norm.endswith("\n"):
+        norm = norm[:-1]
+    whole = binascii.b2a_qp((norm.replace("\n", "\r\n") + "\r\n").encode("utf-8"),
+                            quotetabs=False, istext=True, header=False)
+    assert _qp(text) == whole

@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, date, datetime
 
 import pytest
-from smtpserver import SmtpServer, free_port
+from smtpserver import SmtpServer, SmtpServerProcess, free_port
 
 from digest.config import SmtpConfig
 from digest.errors import (
@@ -235,3 +235,15 @@ def test_concurrent_senders_each_deliver(srv: SmtpServer) -> None:
     for t in threads:
         t.join(timeout=30)
     assert srv.received == 10 and srv.connections == 2
+
+
+def test_server_in_its_own_process() -> None:
+    # The benchmark mode of the helper: a spawned process, queried for its count.
+    with SmtpServerProcess(reply_for={"gone@example.org": "550 5.1.1 no such user"}) as srv:
+        c = SmtpConfig(host=srv.host, port=srv.port, security="none", sender=SENDER)
+        with SmtpSender(c) as sender:
+            for i in range(3):
+                sender.send(message(f"user{i}@example.org"))
+            with pytest.raises(PermanentDeliveryError):
+                sender.send(message("gone@example.org"))
+        assert srv.wait_for(3) == 3
