@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from digest.config import Config, ScheduleConfig
-from digest.errors import AllSourcesFailed, StoreLocked
+from digest.errors import AllSourcesFailed, StoreError, StoreLocked
 from digest.models import ACTIVE, DONE_STATES, SENT, RunReport, Subscriber, digest_id
 from digest.schedule.plan import Slot, default_slot
 from digest.schedule.service import JOB_ID, SendTimesTrigger, Service, next_recheck
@@ -321,3 +321,24 @@ def test_locked_store_holds_one_lock_around_each_call():
     assert [s.email for s in proxy.subscribers()] == ["a@x"]
     assert proxy.run_lock() == "the store's own inter-process lock"
     assert proxy.run_lock.__self__ is inner  # not wrapped: held for a whole run
+
+
+def test_trigger_survives_an_unreadable_store_and_rechecks(caplog):
+    def broken() -> set[Slot]:
+        raise StoreError("data/subscribers.json: store is busy")
+
+    trig = SendTimesTrigger(broken, recheck=timedelta(hours=1))
+    assert trig.get_next_fire_time(None, utc(2026, 1, 15, 6, 10)) == utc(2026, 1, 15, 7, 0)
+    assert "cannot read the send times" in caplog.text
+
+
+def test_store_error_in_a_tick_is_one_line_not_a_traceback(caplog):
+    svc, store, run, _ = make([sub("a@x")], utc(2026, 1, 15, 6, 0))
+
+    def unreadable(day: date) -> dict[str, str]:
+        raise StoreError("data/history.json: cannot read: permission denied")
+
+    store.digests_for_day = unreadable  # type: ignore[method-assign]
+    assert svc.tick() == []
+    assert "permission denied; retrying at the next tick" in caplog.text
+    assert "Traceback" not in caplog.text

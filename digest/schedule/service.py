@@ -67,7 +67,16 @@ class SendTimesTrigger(BaseTrigger):
         start = (previous_fire_time or now).astimezone(UTC)
         if previous_fire_time is None:  # inclusive of `now` for the first computation
             start -= timedelta(microseconds=1)
-        return min(next_send(start, self.slots_fn()), next_recheck(start, self.recheck))
+        recheck = next_recheck(start, self.recheck)
+        try:
+            slot_set = set(self.slots_fn())
+        except Exception as e:
+            # An exception here would kill the scheduler thread: APScheduler 3 computes
+            # fire times outside any job's error handling.
+            log.warning("cannot read the send times (%s); checking again at %s", e,
+                        recheck.isoformat())
+            return recheck
+        return min(next_send(start, slot_set), recheck)
 
     def __str__(self) -> str:
         return f"send times, rechecked every {self.recheck}"
@@ -84,14 +93,12 @@ class Service:
     """The tick and its scheduler. Construct with a store; `clock` and `run` are injectable."""
 
     def __init__(self, cfg: Config, store: Store, *, clock: Clock = utcnow,
-                 run: RunDaily | None = None, sender_factory: Callable[[], Any] | None = None,
-                 recheck: timedelta = RECHECK):
+                 run: RunDaily | None = None, recheck: timedelta = RECHECK):
         if run is None:
             from digest.pipeline import run_daily
 
             run = run_daily
         self.cfg, self.store, self.clock, self.run = cfg, store, clock, run
-        self.sender_factory = sender_factory
         self.recheck = recheck
         self.stop = threading.Event()  # set on SIGTERM: run_daily finishes the message in flight
         self._busy = threading.Lock()
@@ -119,6 +126,9 @@ class Service:
             return []
         try:
             return self._tick()
+        except DigestError as e:  # e.g. the store unreadable: one line, retried
+            log.warning("the scheduled run failed: %s; retrying at the next tick", e)
+            return []
         except Exception:  # the process must outlive one bad run; the next tick retries
             log.exception("the scheduled run failed unexpectedly; retrying at the next tick")
             return []
@@ -139,12 +149,9 @@ class Service:
             late = self.clock() - g.since
             log.info("run for %s: %d subscriber(s) owed%s", g.day.isoformat(), len(g.emails),
                      f" (catching up, {_ago(late)} late)" if late > timedelta(minutes=5) else "")
-            kwargs: dict[str, Any] = dict(now=self.clock, store=self.store, only=g.only(),
-                                          stop=self.stop)
-            if self.sender_factory is not None:
-                kwargs["sender"] = self.sender_factory()
             try:
-                report = self.run(self.cfg, g.day, **kwargs)
+                report = self.run(self.cfg, g.day, now=self.clock, store=self.store,
+                                  only=g.only(), stop=self.stop)
             except StoreLocked as e:
                 log.warning("%s; retrying at the next tick", e)
                 break
