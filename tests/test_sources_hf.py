@@ -257,8 +257,9 @@ def test_a_failed_day_is_a_note_and_the_other_days_go_on(srv: FixtureServer) -> 
     [result] = fetch_all(cfg, DAY, sleep=lambda s: None)
     assert result.ok and len(result.papers) == 28
     assert len(result.notes) == 1
-    assert result.notes[0].startswith("huggingface 2026-03-08: huggingface: GET ")
-    assert "HTTP 502 after 3 attempts" in result.notes[0]
+    assert result.notes[0] == (
+        f"huggingface: GET {srv.url}/api/daily_papers?date=2026-03-08&limit=50&p=0: "
+        "HTTP 502 after 3 attempts (listing 2026-03-08 incomplete)")
 
 
 def test_timeouts_are_retried_then_reported(srv: FixtureServer) -> None:

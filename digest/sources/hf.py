@@ -202,12 +202,12 @@ def fetch(fetcher: Fetcher, cfg: HuggingFaceConfig, day: date) -> FetchResult:
         any_good = any_good or listing.good_pages > 0
         if listing.error is not None:
             errors.append(listing.error)
-            notes.append(f"{SOURCE} {label}: {listing.error}")
+            notes.append(f"{listing.error} (listing {label} incomplete)")
             if isinstance(listing.error, Unreachable):
                 break
         elif listing.good_pages == max_pages and cfg.mode == "daily":
             # trending is bounded on purpose; a day this long means `p` is being ignored
-            notes.append(f"{SOURCE} {label}: stopped after {max_pages} pages")
+            notes.append(f"{SOURCE}: listing {label} stopped after {max_pages} pages")
     if errors and not any_good:
         first = errors[0]
         more = f" (and {len(errors) - 1} more failed requests)" if len(errors) > 1 else ""
