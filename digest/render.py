@@ -230,7 +230,7 @@ class Renderer:
             if summary_chars else ""
         ctx = {
             "p": paper,
-            "title": shorten(paper.title, title_chars),
+            "title": shorten(paper.title, title_chars) or paper.id,
             "authors": short_authors(paper.authors),
             "summary": summary,
             "github_url": safe_url(paper.github_repo),
@@ -268,7 +268,8 @@ class Renderer:
             "keywords": keywords,
             "email": digest.subscriber.email,
             "links": links,
-            "top_title": shorten(picks[0][1].title, SUBJECT_TITLE_CHARS) if picks else "",
+            "top_title": (shorten(picks[0][1].title, SUBJECT_TITLE_CHARS) or picks[0][1].id)
+            if picks else "",
         }
         subject = _WS.sub(" ", self._subject.render(ctx)).strip()
         for limit in _levels(count):
