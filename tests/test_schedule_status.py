@@ -57,7 +57,7 @@ def test_collect_and_lines_after_a_run():
     assert st["day"] == {"day": "2026-01-15", "sent": 1, "empty": 0, "failed": 0,
                          "deferred": 0, "none yet": 1}  # b@x's 09:00 has not come
     assert "digests for 2026-01-15: sent 1, empty 0, failed 0, deferred 0, none yet 1" in text
-    assert "next run: 2026-01-15T14:00:00+00:00" in text
+    assert "next run: 2026-01-15T14:00:00+00:00 (in 7 h 30 min)" in text
     assert "waiting for retry: 1" in text and "451 try later" in text
     row = next(line for line in text.splitlines() if line.startswith("a@x"))
     assert row.split() == ["a@x", "active", "07:00", "Europe/Berlin", "2026-01-15", "sent", "1"]
@@ -94,3 +94,11 @@ def test_status_explains_a_quiet_day():
 def test_run_line_shows_failures():
     assert "failed: boom" in run_line(report() | {"error": "boom"})
     assert "sent 2" in run_line(report(sent=2, fetched={"huggingface": 10}))
+
+
+def test_status_caps_subscriber_rows():
+    store = FakeStore([sub(f"u{i:02d}@x") for i in range(12)])
+    st = collect(Config(), store, utc(2026, 1, 15, 3, 0), people=5)
+    assert [p["email"] for p in st["subscribers"]] == [f"u{i:02d}@x" for i in range(5)]
+    assert st["subscribers_total"] == 12
+    assert "... and 7 more (--all lists everyone)" in lines(st)

@@ -120,7 +120,7 @@ def start_serve(cfg: Path, log: Path, *extra: str) -> subprocess.Popen:
 def status_json(cfg: Path) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "status",
-                          "--json", "--runs", "10"], cwd=cfg.parent, env=env,
+                          "--json", "--runs", "10", "--all"], cwd=cfg.parent, env=env,
                          capture_output=True, text=True, timeout=WAIT, check=True)
     return json.loads(out.stdout)
 
@@ -209,7 +209,8 @@ def test_serve_sigterm_mid_send_then_restart_sends_each_digest_once(tmp_path, sm
     assert {p["last"]["day"] for p in st["subscribers"]} == {day.isoformat()}
     text = log.read_text()
     assert "stopped cleanly" in text and "Traceback" not in text
-    human = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg_path), "status"],
+    human = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg_path), "status",
+                            "--all"],
                            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                            capture_output=True, text=True, timeout=WAIT, check=True).stdout
     assert "schedule: " + sent_at.strftime("%H:%M") + " UTC" in human

@@ -10,6 +10,8 @@ from typing import Any
 
 from digest.config import Config
 
+STATUS_ROWS = 50  # subscriber rows `digest status` shows without --all
+
 
 def register(subparsers: Any) -> None:
     s = subparsers.add_parser(
@@ -27,6 +29,8 @@ def register(subparsers: Any) -> None:
         "status", help="last runs, next run, each subscriber's last digest, pending retries")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--runs", type=int, default=5, help="how many recent runs (default 5)")
+    st.add_argument("--all", action="store_true",
+                    help="list every subscriber (default: the first 50 by address)")
     st.set_defaults(func=cmd_status)
 
 
@@ -50,7 +54,8 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
         raise InputError(f"--runs: expected a positive number, got {args.runs}")
     store = open_store(cfg.store)
     try:
-        status = collect(cfg, store, utcnow(), runs=args.runs)
+        status = collect(cfg, store, utcnow(), runs=args.runs,
+                         people=None if args.all else STATUS_ROWS)
     finally:
         store.close()
     if args.json:

@@ -17,8 +17,10 @@ from digest.schedule.plan import catch_up_plan, next_send, slot_for, slots
 from digest.store.base import Store
 
 
-def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5) -> dict[str, Any]:
-    """Everything `digest status` shows, as plain JSON-ready data."""
+def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5,
+            people: int | None = None) -> dict[str, Any]:
+    """Everything `digest status` shows, as plain JSON-ready data. `people` caps the
+    per-subscriber rows (each is a history lookup); None lists everyone."""
     subs = sorted(store.subscribers(), key=lambda s: s.email)
     plan = catch_up_plan(now_utc, subs, cfg.schedule, store.digests_for_day)
     nxt = next_send(now_utc, slots(subs, cfg.schedule))
@@ -33,10 +35,10 @@ def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5) -> d
         retries.append(dict(r) | {"retry": "at the next tick" if again else
                                   "no: beyond the misfire grace; its papers go into the "
                                   "next digest"})
-    people = []
-    for s in subs:
+    rows = []
+    for s in subs if people is None else subs[:people]:
         last = store.history(s.email, limit=1)
-        people.append({
+        rows.append({
             "email": s.email,
             "status": s.status,
             "send_time": slot_for(s, cfg.schedule).label,
@@ -62,7 +64,8 @@ def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5) -> d
         "owed_now": [{"day": g.day.isoformat(), "subscribers": len(g.emails)} for g in plan],
         "runs": recent,
         "why_quiet": why_quiet(recent[0]) if recent else "no run yet",
-        "subscribers": people,
+        "subscribers": rows,
+        "subscribers_total": len(subs),
         "pending_retries": retries,
     }
 
@@ -108,7 +111,9 @@ def lines(status: Mapping[str, Any]) -> list[str]:
         owed = ", ".join(f"{o['day']}: {o['subscribers']}" for o in status["owed_now"])
         out.append(f"next run: now (owed: {owed})")
     else:
-        out.append(f"next run: {status['next_run']}")
+        nxt = datetime.fromisoformat(status["next_run"])
+        wait = int((nxt - datetime.fromisoformat(status["now"])).total_seconds() // 60)
+        out.append(f"next run: {status['next_run']} (in {wait // 60} h {wait % 60} min)")
     d = status["day"]
     out.append(f"digests for {d['day']}: " + ", ".join(
         f"{k} {v}" for k, v in d.items() if k != "day"))
@@ -129,6 +134,9 @@ def lines(status: Mapping[str, Any]) -> list[str]:
           str(len(p["last"].get("papers") or ())) if p["last"] else "-")
          for p in status["subscribers"]],
     ) if status["subscribers"] else ["no subscribers"]
+    hidden = status["subscribers_total"] - len(status["subscribers"])
+    if hidden > 0:
+        out.append(f"... and {hidden} more (--all lists everyone)")
     out.append("")
     retries = status["pending_retries"]
     out.append(f"waiting for retry: {len(retries)}")
