@@ -251,3 +251,21 @@ def test_confirmation_mail_text_names_the_keywords(site):
         site.subscribe(c, "k@example.org", "graph neural networks")
     site.drain()
     assert "graph neural networks" in text_of(site.inbox.wait_for("k@example.org")[0])
+
+
+def test_a_broken_store_gives_503_health_and_a_500_page_with_security_headers(site):
+    from digest.errors import StoreError
+
+    def broken(*a, **k):
+        raise StoreError("data/subscribers.json: corrupt store file")
+
+    site.add("z@example.org")
+    manage = tokens.links(site.url, site.ctx.secret, "z@example.org").manage_url
+    site.store.get_subscriber = broken  # the store object the app holds, failing
+    r = httpx.get(site.url + "/healthz", timeout=30)
+    assert r.status_code == 503 and "store unreadable" in r.text
+    r = httpx.get(manage, timeout=30)
+    assert r.status_code == 500 and "Something went wrong" in r.text
+    assert "corrupt" not in r.text  # no internals leak to the visitor
+    assert r.headers["x-frame-options"] == "DENY" and "nonce-" in r.headers[
+        "content-security-policy"]

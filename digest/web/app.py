@@ -138,6 +138,22 @@ def ctx_of(request: Request) -> WebContext:
     return request.app.state.web  # type: ignore[no-any-return]
 
 
+def security_headers(nonce: str) -> dict[str, str]:
+    """No script or style but our own (nonce), no framing (clickjacking of the unsubscribe
+    and manage buttons), and no Referer: page URLs carry the subscriber's tokens."""
+    return {
+        "content-security-policy": (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            "connect-src 'self'; img-src 'self' data:; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "x-frame-options": "DENY",
+        "referrer-policy": "no-referrer",
+        "x-content-type-options": "nosniff",
+        "cache-control": "no-store",
+    }
+
+
 class SecurityMiddleware:
     """Security headers on every response (CSP with a per-response nonce, no framing, no
     Referer: page URLs carry tokens) and a hard cap on request bodies (413)."""
@@ -156,18 +172,8 @@ class SecurityMiddleware:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                extra = {
-                    b"content-security-policy": (
-                        f"default-src 'none'; script-src 'nonce-{nonce}'; "
-                        f"style-src 'nonce-{nonce}'; connect-src 'self'; img-src 'self' data:; "
-                        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-                    ).encode(),
-                    b"x-frame-options": b"DENY",
-                    b"referrer-policy": b"no-referrer",
-                    b"x-content-type-options": b"nosniff",
-                    b"cache-control": b"no-store",
-                }
-                headers += [(k, v) for k, v in extra.items() if k not in names]
+                headers += [(k.encode(), v.encode()) for k, v in security_headers(nonce).items()
+                            if k.encode() not in names]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -221,8 +227,12 @@ class SecurityMiddleware:
 
 async def healthz(request: Request) -> Response:
     ctx = ctx_of(request)
+    def probe() -> None:  # both files: subscribers and history (each re-read if changed)
+        ctx.store.get_subscriber("healthz@healthz.invalid")
+        ctx.store.runs(1)
+
     try:
-        await ctx.db(ctx.store.runs, 1)
+        await ctx.db(probe)
     except Exception as e:  # noqa: BLE001 - any failure means "not healthy"
         return PlainTextResponse(f"store unreadable: {type(e).__name__}", status_code=503)
     return PlainTextResponse("ok")
@@ -240,9 +250,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _crash(request: Request, exc: Exception) -> Response:
     log.exception("web request crashed", exc_info=exc)
+    # Starlette answers a crash outside the middleware stack: add the headers here.
     return ctx_of(request).error(request, 500, "Something went wrong",
-                                 "The server could not handle this request. Nothing was "
-                                 "changed; try again later.")
+                                 "The server could not handle this request; try again later.",
+                                 headers=security_headers(nonce_of(request)))
 
 
 def make_app(
@@ -288,14 +299,20 @@ def make_app(
     return app
 
 
+def uvicorn_options(settings: WebSettings) -> dict[str, Any]:
+    """uvicorn settings every host of the app should use (`serve`, `digest serve --web`).
+
+    Behind a reverse proxy, uvicorn trusts X-Forwarded-For/-Proto only from the listed
+    addresses, so the rate limiter sees the real client, not the proxy."""
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips,
+            "server_header": False}
+
+
 def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None:
     """Run the web service under uvicorn until interrupted."""
     import uvicorn
 
     settings = WebSettings.from_env()
     app = make_app(cfg, settings=settings)
-    # Behind a reverse proxy: trust its X-Forwarded-For/-Proto (only from the listed
-    # addresses) so rate limits see the real client and generated URLs keep https.
     uvicorn.run(app, host=host or cfg.web.host, port=port or cfg.web.port,
-                proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
-                server_header=False, log_level="info")
+                log_level="info", **uvicorn_options(settings))

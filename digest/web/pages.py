@@ -152,7 +152,7 @@ async def subscribe_post(request: Request) -> Response:
         max_papers = check_max(values["max"], ctx.cfg.ranking.default_max_papers)
     except InputError as e:
         return subscribe_page(ctx, request, 400, values=values, started=started, error=str(e))
-    wait = ctx.limit_email.hit(email)
+    wait = ctx.limit_email.hit(email.lower())  # the store matches addresses caseless
     if wait is not None:
         return too_many(ctx, request, wait)
     ctx.jobs.submit(lambda: subscribe_job(ctx, email, keywords, max_papers))
