@@ -249,6 +249,10 @@ def test_example_configs_load_and_wiring_holds() -> None:
     assert set(configs) == {"docker/digest.toml", "systemd/digest.toml", "github/digest.toml",
                             "k8s/cronjob.yaml ConfigMap"}
     assert verify.check_wiring() == []
+    # The workflow checks the digest-state branch out at <repository>/.state.
+    github = configs["github/digest.toml"]
+    assert github.store.path.resolve() == ROOT / ".state" / "store"
+    assert github.outbox.path.resolve() == ROOT / ".state" / "outbox"
 
 
 def test_recipe_command_lines_parse_with_the_cli() -> None:
