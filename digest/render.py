@@ -11,8 +11,9 @@ Speed: a run renders thousands of digests of the same few dozen papers. So
   * each paper's card (HTML and text) is rendered once per Renderer and cached; per
     subscriber only the "matched:" line, the header, the links and the subject are rendered.
 
-Size: Gmail clips messages whose HTML exceeds ~102 KB; summaries are capped and digests
-with many picks use shorter ones (see `_summary_limit`), tested at 100 papers.
+Size: Gmail clips messages whose HTML exceeds ~102 KB; summaries are capped, digests with
+many picks use shorter ones, and absurd source data falls back further (see `_levels`);
+tested at 100 papers.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from digest.tokens import Links
 # Templates whose source gets the stylesheet inlined at load time.
 _INLINED = frozenset({"digest_email.html", "_paper.html", "_matched.html"})
 _STYLE = "_style.css"
-_SLOT = "\x00SLOT\x00"  # stands for the per-subscriber part of a cached card
+# Stands for the per-subscriber part of a cached card. Autoescaped source text can never
+# contain "<", so no title or abstract can fake it.
+_SLOT = "<digest-slot/>"
 # Jinja tags and HTML tag names, in order: inlining must not move or alter any of them.
 _STRUCTURE = re.compile(r"{{.*?}}|{%.*?%}|</?[a-zA-Z][a-zA-Z0-9]*", re.S)
 _CLASS_ATTR = re.compile(r' class="[^"{}%]*"')
@@ -94,7 +97,8 @@ def short_authors(authors: tuple[str, ...], n: int = MAX_AUTHORS) -> str:
 
 
 def safe_url(url: str | None) -> str | None:
-    """Only http(s) URLs become links: a `javascript:` URL from a source stays text-free."""
+    """The URL if it is a plain http(s) URL, else None: a `javascript:` URL or one that
+    would break out of the attribute is never linked."""
     if not url:
         return None
     url = url.strip()
@@ -155,14 +159,14 @@ class _InliningLoader(jinja2.FileSystemLoader):
         structure = _STRUCTURE.findall(source)
         try:
             # minify_css: "a:b;c:d" instead of "a: b;c: d" on every element (Gmail's clip).
-            inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False,
-                                            minify_css=True)
             if source.lower().startswith("<!doctype") or "<html" in source[:200].lower():
                 out = css_inline.CSSInliner(
                     keep_style_tags=False, load_remote_stylesheets=False, minify_css=True,
                     extra_css=self.css()).inline(source)
             else:
-                out = inliner.inline_fragment(source, self.css())
+                out = css_inline.CSSInliner(
+                    keep_style_tags=False, load_remote_stylesheets=False, minify_css=True,
+                ).inline_fragment(source, self.css())
         except (css_inline.InlineError, ValueError) as e:
             raise ConfigError(f"templates: cannot inline CSS into {name}: {e}") from e
         # The HTML parser must not have moved or escaped any Jinja tag (e.g. text in <head>
@@ -208,7 +212,7 @@ class Renderer:
         except jinja2.TemplateError as e:
             raise ConfigError(f"templates: {folder}: {e}") from e
         self._matched_head, self._matched_tail = _split_slot(matched.strip(), "_matched.html")
-        # paper id -> (paper, summary limit, (html head, html tail), text)
+        # (paper id, summary chars, title chars) -> (paper, (html head, html tail), text)
         self._cards: dict[tuple[str, int, int], tuple[Paper, tuple[str, str], str]] = {}
         self._matched_lines: dict[tuple[str, ...], tuple[str, str]] = {}
         # Render a probe card now: a broken card template fails at start, not mid-run.

@@ -180,6 +180,15 @@ def test_everything_from_sources_is_escaped(renderer: Renderer) -> None:
     assert evil in out.text
 
 
+def test_source_text_cannot_fake_the_card_slot(renderer: Renderer) -> None:
+    fake = "<digest-slot/>"
+    p = Paper(id="2601.77777", title=f"A {fake} B", abstract=f"{fake} {fake}",
+              authors=(fake,))
+    out = renderer.render(digest_for((Pick(p.id, 1.0, (fake,)),)), {p.id: p}, LINKS)
+    assert fake not in out.html and "&lt;digest-slot/&gt;" in out.html
+    assert "matched: &lt;digest-slot/&gt;" in out.html
+
+
 def test_cached_cards_do_not_leak_between_subscribers(renderer: Renderer) -> None:
     papers = papers_sample()
     a = renderer.render(digest_for(SAMPLE_PICKS, email="a@example.org"), papers, LINKS)
