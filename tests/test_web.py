@@ -4,13 +4,18 @@ and a real SMTP server: subscribe -> confirm -> manage -> unsubscribe, the feed,
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ET
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
-from browser import hidden, link_in, text_of
+from browser import free_port, hidden, link_in, text_of
 from websupport import DAY, make_site, paper
 
 from digest import tokens
@@ -269,3 +274,44 @@ def test_a_broken_store_gives_503_health_and_a_500_page_with_security_headers(si
     assert "corrupt" not in r.text  # no internals leak to the visitor
     assert r.headers["x-frame-options"] == "DENY" and "nonce-" in r.headers[
         "content-security-policy"]
+
+
+def test_digest_web_command_serves_and_trusts_only_the_configured_proxy(tmp_path):
+    """`digest web` as a real process: /healthz answers, and X-Forwarded-For is believed
+    only from DIGEST_WEB_FORWARDED_ALLOW_IPS (the rate limiter keys on the client IP)."""
+    port = free_port()
+    config = tmp_path / "digest.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "data"}"\n[web]\nport = {port}\n'
+                      f'base_url = "http://127.0.0.1:{port}"\n', encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "DIGEST_WEB_RATE_IP": "1/3600",
+           "DIGEST_WEB_MIN_FILL": "0", "DIGEST_WEB_FORWARDED_ALLOW_IPS": "127.0.0.1"}
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(config), "web"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).text == "ok":
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "digest web died"
+            time.sleep(0.1)
+
+        def attempt(client_ip: str) -> int:
+            with httpx.Client(base_url=url, timeout=30) as c:
+                page = c.get("/")
+                return c.post("/", headers={"X-Forwarded-For": client_ip}, data={
+                    "csrf": hidden(page.text, "csrf"), "t": hidden(page.text, "t"),
+                    "email": f"p{client_ip.replace('.', '')}@example.org",
+                    "keywords": "agents", "action": "subscribe"}).status_code
+
+        # Two different clients behind the (trusted, local) proxy: one allowance each.
+        assert attempt("203.0.113.7") == 200
+        assert attempt("203.0.113.8") == 200
+        assert attempt("203.0.113.7") == 429
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
