@@ -168,6 +168,13 @@ def test_non_ascii_sender_name_and_idn_domain() -> None:
     assert_wire_safe(build(sender="Papier-Übersicht <digest@example.org>"))
 
 
+def test_subject_that_looks_encoded_stays_literal() -> None:
+    r = sample_rendered()
+    subject = "Paper Digest: =?utf-8?q?not_encoded?="
+    assert parse(build(Rendered(subject=subject, text=r.text, html=r.html)))["Subject"] == \
+        subject
+
+
 def test_long_ascii_subject_folds_and_round_trips() -> None:
     r = sample_rendered()
     subject = "Paper Digest - " + " ".join(f"word{i}" for i in range(120))

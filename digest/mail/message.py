@@ -77,9 +77,9 @@ def _from_header(sender: str) -> tuple[str, str]:
 @lru_cache(maxsize=4096)
 def _subject_header(subject: str) -> str:
     # Subjects repeat across subscribers (same count and top paper): cache the encoding.
-    if subject.isascii() and len(subject) <= 68:
-        return subject
-    charset = "us-ascii" if subject.isascii() else "utf-8"
+    if subject.isascii() and len(subject) <= 68 and "=?" not in subject:
+        return subject  # "=?" would read as the start of an RFC 2047 encoded word
+    charset = "us-ascii" if subject.isascii() and "=?" not in subject else "utf-8"
     # Header folds long values with CRLF + space (RFC 5322 2.2.3) and encodes non-ASCII
     # text as RFC 2047 encoded words.
     return Header(subject, charset, header_name="Subject").encode(linesep=CRLF)
