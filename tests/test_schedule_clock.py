@@ -141,3 +141,14 @@ def test_next_fire_is_after_now_and_within_a_day_or_so(naive, tzname, hh, mm):
     # And it is the send instant of its own local day (never of a neighbouring day).
     wall = nxt.astimezone(tz)
     assert send_instant(wall.date(), time(hh, mm), tz) == nxt
+
+
+def test_a_day_that_does_not_exist_locally_still_gets_its_one_digest():
+    # Samoa skipped 2011-12-30 entirely (UTC-10 -> UTC+14 at midnight): the digest of the
+    # 30th goes out at the first instant after, 00:00 on the 31st; the 31st's at 07:00.
+    apia = ZoneInfo("Pacific/Apia")
+    d30 = send_instant(date(2011, 12, 30), time(7, 0), apia)
+    d31 = send_instant(date(2011, 12, 31), time(7, 0), apia)
+    assert d30.astimezone(apia).replace(tzinfo=None) == datetime(2011, 12, 31, 0, 0)
+    assert d31.astimezone(apia).replace(tzinfo=None) == datetime(2011, 12, 31, 7, 0)
+    assert d30 < d31

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from digest.config import ScheduleConfig
 from digest.models import DEFERRED, EMPTY, FAILED, PAUSED, SENT, Subscriber
+from digest.schedule.clock import fires_within, send_instant
 from digest.schedule.plan import (
     catch_up_plan,
     due,
@@ -181,3 +185,46 @@ def test_next_send_over_slots():
     assert next_send(utc(2026, 1, 15, 7, 0), s) == utc(2026, 1, 15, 14, 0)
     assert next_send(utc(2026, 1, 15, 15, 0), s) == utc(2026, 1, 16, 6, 0)
     assert time(7) == slot_for(subs[0], CFG).at.replace(hour=7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    people=st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 23)),
+                              st.sampled_from([None, "Europe/Berlin", "America/New_York",
+                                               "Asia/Kolkata", "Australia/Lord_Howe"])),
+                    min_size=1, max_size=5),
+    grace_h=st.sampled_from([1, 6, 30]),
+    start=st.datetimes(min_value=datetime(2026, 3, 5), max_value=datetime(2026, 11, 5)),
+    gaps=st.lists(st.floats(0.01, 0.99), min_size=20, max_size=120),
+)
+def test_property_ticks_closer_than_grace_serve_every_day_exactly_once(people, grace_h, start,
+                                                                      gaps):
+    """Ticks at random moments, never further apart than the grace: every send instant
+    between the first and the last tick is served exactly once, never early, never later
+    than the grace."""
+    cfg = ScheduleConfig(time="07:00", timezone="Europe/Berlin", misfire_grace_hours=grace_h)
+    subs = [sub(f"p{i}@x", send_hour=h, timezone=z) for i, (h, z) in enumerate(people)]
+    records: dict[tuple[str, date], str] = {}
+    served: list[tuple[str, date, datetime]] = []
+    t = start.replace(tzinfo=UTC)
+    ticks = [t]
+    for g in gaps:
+        t += timedelta(hours=g * grace_h)
+        ticks.append(t)
+    for now in ticks:
+        for grp in catch_up_plan(now, subs, cfg, records):
+            for e in grp.emails:
+                served.append((e, grp.day, now))
+                records[(e, grp.day)] = SENT
+    keys = [(e, d) for e, d, _ in served]
+    assert len(keys) == len(set(keys))  # never twice
+    by_email = {s.email: s for s in subs}
+    for e, d, when in served:
+        slot = slot_for(by_email[e], cfg)
+        inst = send_instant(d, slot.at, slot.tz)
+        assert inst <= when < inst + timedelta(hours=grace_h)  # never early, never too late
+    for s in subs:  # every send instant inside the ticked span was served
+        slot = slot_for(s, cfg)
+        for d, inst in fires_within(ticks[-1], slot.at, slot.tz, ticks[-1] - ticks[0]):
+            if inst >= ticks[0]:
+                assert (s.email, d) in set(keys), (s, d, inst)
