@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.errors import ConfigError
@@ -296,6 +296,7 @@ def test_short_authors_and_shorten() -> None:
     assert shorten("one  two\nthree four", 12) == "one two…"
 
 
+@settings(deadline=None)
 @given(st.text(max_size=600), st.integers(min_value=10, max_value=400))
 def test_shorten_properties(text: str, limit: int) -> None:
     out = shorten(text, limit)
