@@ -102,3 +102,9 @@ def test_status_caps_subscriber_rows():
     assert [p["email"] for p in st["subscribers"]] == [f"u{i:02d}@x" for i in range(5)]
     assert st["subscribers_total"] == 12
     assert "... and 7 more (--all lists everyone)" in lines(st)
+
+
+def test_status_flags_an_unknown_subscriber_zone():
+    store = FakeStore([sub("a@x", timezone="Nowhere/Atlantis")])
+    st = collect(Config(), store, utc(2026, 1, 15, 3, 0))
+    assert st["subscribers"][0]["send_time"] == "07:00 UTC (unknown zone 'Nowhere/Atlantis')"

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from digest.config import Config
-from digest.models import ACTIVE, DEFERRED, EMPTY, FAILED, SENT
+from digest.models import ACTIVE, DEFERRED, EMPTY, FAILED, SENT, Subscriber
 from digest.schedule.clock import last_fire
 from digest.schedule.plan import catch_up_plan, next_send, slot_for, slots
 from digest.store.base import Store
@@ -41,7 +41,7 @@ def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5,
         rows.append({
             "email": s.email,
             "status": s.status,
-            "send_time": slot_for(s, cfg.schedule).label,
+            "send_time": _send_time(s, cfg),
             "last": last[0] if last else None,
         })
     # The latest day of the configured send time: how far along is it?
@@ -68,6 +68,13 @@ def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5,
         "subscribers_total": len(subs),
         "pending_retries": retries,
     }
+
+
+def _send_time(sub: Subscriber, cfg: Config) -> str:
+    label = slot_for(sub, cfg.schedule).label
+    if sub.timezone and not label.endswith(f" {sub.timezone}"):
+        label += f" (unknown zone {sub.timezone!r})"  # slot_for fell back to [schedule]
+    return label
 
 
 def why_quiet(run: Mapping[str, Any]) -> str | None:
