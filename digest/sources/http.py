@@ -21,6 +21,7 @@ Connection-level failures (DNS, connection refused, network unreachable) raise
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from digest.config import HttpConfig
 from digest.errors import FetchError
 
 Sleep = Callable[[float], None]
+log = logging.getLogger(__name__)
 
 MAX_BODY = 32 * 2**20  # bytes; a day of HF papers is ~200 KB, 2000 arXiv entries ~6 MB
 # 408/429 and 5xx may pass; 501 Not Implemented will not (RFC 9110 §15.6.2).
@@ -222,6 +224,10 @@ class Fetcher:
             wait=self._wait,
             retry=tenacity.retry_if_exception(_retryable),
             sleep=self.sleep,
+            before_sleep=lambda st: log.info(
+                "%s: GET %s: %s; retry %d in %.1fs", self.source, shown,
+                _describe(st.outcome.exception()) if st.outcome else "?",
+                st.attempt_number, st.upcoming_sleep),
             reraise=True,
         )
         start = self.requests
