@@ -31,8 +31,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
+from digest.errors import ConfigError
 from digest.mail.base import Sender
 from digest.models import Paper
+from digest.render import default_templates_dir
 from digest.store import Store, open_store
 from digest.web.mails import JobQueue, make_send
 from digest.web.security import CSRF_COOKIE, FormGuard, SlidingWindow, new_cookie_value
@@ -41,7 +43,6 @@ from digest.web.settings import WebSettings
 log = logging.getLogger("digest.web")
 T = TypeVar("T")
 Clock = Callable[[], datetime]
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 PREVIEW_CACHE_SECONDS = 60.0
 
 
@@ -54,7 +55,13 @@ class WebContext:
     form guard, rate limiters and the background job queue."""
 
     def __init__(self, cfg: Config, store: Store, sender: Sender | None, now: Clock,
-                 settings: WebSettings, templates_dir: Path = TEMPLATES):
+                 settings: WebSettings, templates_dir: Path | None = None):
+        # The renderer's folder ($DIGEST_TEMPLATES or templates/ beside the package): the
+        # pages share the digest's stylesheet, templates/_style.css.
+        templates_dir = templates_dir or default_templates_dir()
+        if not (templates_dir / "web" / "base.html").is_file():
+            raise ConfigError(f"{templates_dir}: web page templates not found (web/base.html); "
+                              "set $DIGEST_TEMPLATES to the project's templates/ folder")
         self.cfg, self.store, self.now, self.settings = cfg, store, now, settings
         # The pipeline signs its links with the same fallback, so both agree on the secret.
         self.secret = cfg.secret() or store.secret()
