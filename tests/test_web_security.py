@@ -189,6 +189,9 @@ def test_oversized_bodies_get_413(site):
         r = c.post("/", content=chunks(),
                    headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert r.status_code == 413
+        r = c.post("/", content=b"garbage", headers={"Content-Type": "multipart/form-data"})
+        assert r.status_code == 400 and "could not be read" in r.text
+        assert c.put("/").status_code == 405
     site.drain()
     assert site.store.subscribers() == []
 

@@ -252,6 +252,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return ctx.error(request, 404, "Not found", "There is no page at this address.")
     if status == 405:
         return ctx.error(request, 405, "Not allowed", "This page does not accept that request.")
+    if status == 400:  # e.g. a multipart body python-multipart cannot parse
+        return ctx.error(request, 400, "Bad request", "The form could not be read. Nothing "
+                         "was changed: go back, reload the page and send it again.")
     return ctx.error(request, status, "Error", "The request could not be handled.")
 
 
