@@ -2,7 +2,9 @@
 
     python bench/render_mail.py [--subscribers 5000] [--picks 10] [--smtp 2000]
 
-Stages timed separately, on the recorded HF papers of 2026-03-10 and January 2026:
+Stages timed separately (all digests through one stage, then the next), and then the
+pipeline's shape (one digest at a time through all three, nothing kept), on the
+recorded HF papers of 2026-03-10 and January 2026:
   links    digest.tokens.links (3 signed tokens per subscriber)
   render   Renderer.render (cards cached per paper; per subscriber only header, matched
            lines, footer, subject)
@@ -94,6 +96,19 @@ def main() -> None:
                       unsubscribe_url=lk.unsubscribe_url, now=NOW)
         for r, d, lk in zip(rendered, ds, lks, strict=True)])
 
+    # The pipeline's shape: one digest at a time (links, render, build), nothing kept.
+    def interleaved() -> int:
+        total = 0
+        for d in ds:
+            lk = links("https://digest.example.org", SECRET, d.subscriber.email)
+            r = renderer.render(d, by_id, lk)
+            total += len(build_message(r, to=d.subscriber.email, sender=sender,
+                                       digest_id=d.id, unsubscribe_url=lk.unsubscribe_url,
+                                       now=NOW).data)
+        return total
+
+    _, w_all, c_all = timed(interleaved)
+
     n = len(ds)
     sizes = sorted(len(m.data) for m in msgs)
     html_sizes = sorted(len(r.html.encode()) for r in rendered)
@@ -102,7 +117,8 @@ def main() -> None:
               ("build_message", w_msg, c_msg),
               ("render + build_message", w_render + w_msg, c_render + c_msg),
               ("links + render + build_message", w_links + w_render + w_msg,
-               c_links + c_render + c_msg)]
+               c_links + c_render + c_msg),
+              ("same, one digest at a time (pipeline)", w_all, c_all)]
     print(f"{n} digests of {args.picks} picks from {len(pool)} papers; one core; "
           f"renderer init (templates + CSS inlining) {t_init:.3f}s")
     table(("stage", "wall s", "digests/s wall", "cpu s", "digests/s cpu"),
