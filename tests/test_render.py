@@ -337,3 +337,15 @@ def test_bad_templates_fail_at_construction(tmp_path: Path) -> None:
     (folder / "_paper.html").write_text("<div>{% if %}</div>", encoding="utf-8")
     with pytest.raises(ConfigError, match="templates"):
         Renderer(folder)
+
+
+@pytest.mark.parametrize("missing,message", [("_style.css", "cannot read"),
+                                             ("digest_email.html", "digest_email.html"),
+                                             ("subject.txt", "subject.txt")])
+def test_missing_template_files(tmp_path: Path, missing: str, message: str) -> None:
+    folder = tmp_path / "tpl"
+    shutil.copytree(default_templates_dir(), folder)
+    (folder / missing).unlink()
+    with pytest.raises(ConfigError, match=message) as info:
+        Renderer(folder)
+    assert "\n" not in str(info.value)
