@@ -315,3 +315,30 @@ def test_digest_web_command_serves_and_trusts_only_the_configured_proxy(tmp_path
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_manage_sets_the_subscribers_own_send_hour_and_time_zone(site):
+    site.add("tz@example.org")
+    url = tokens.links(site.url, site.ctx.secret, "tz@example.org").manage_url
+    with site.client() as c:
+        csrf = site.form(c, url)["csrf"]
+
+        def save(hour: str, zone: str) -> httpx.Response:
+            return c.post(url, data={"csrf": csrf, "action": "save", "keywords": "agents",
+                                     "max": "5", "send_hour": hour, "timezone": zone})
+
+        r = save("6", "Europe/Berlin")
+        assert r.status_code == 200
+        sub = site.store.get_subscriber("tz@example.org")
+        assert (sub.send_hour, sub.timezone) == (6, "Europe/Berlin")
+        assert '<option value="6" selected>06:00</option>' in r.text
+        for hour, zone, message in (("24", "", "send hour"), ("x", "", "send hour"),
+                                    ("6", "Mars/Olympus", "not a known time zone"),
+                                    ("6", "../../etc/passwd", "not a time zone name")):
+            r = save(hour, zone)
+            assert r.status_code == 400 and message in r.text
+        sub = site.store.get_subscriber("tz@example.org")
+        assert (sub.send_hour, sub.timezone) == (6, "Europe/Berlin")
+        assert save("", "").status_code == 200  # back to the site's schedule
+        sub = site.store.get_subscriber("tz@example.org")
+        assert (sub.send_hour, sub.timezone) == (None, None)

@@ -9,7 +9,9 @@ Store writes are immediate, so an unsubscribe takes effect before the next run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -83,7 +85,8 @@ async def manage(request: Request) -> Response:
 
     def page(status: int = 200, **values: object) -> Response:
         return ctx.page(request, "web/manage.html", status, sub=sub, links=lk,
-                        action=request.url.path, **values)
+                        action=request.url.path, default_time=ctx.cfg.schedule.time,
+                        default_zone=ctx.cfg.schedule.timezone, **values)
 
     if request.method in ("GET", "HEAD"):
         return page(values=current_values(sub))
@@ -92,7 +95,8 @@ async def manage(request: Request) -> Response:
     if denied:
         return denied
     action = field(form, "action")
-    values = {"keywords": field(form, "keywords"), "max": field(form, "max")[:20]}
+    values = {"keywords": field(form, "keywords"), "max": field(form, "max")[:20],
+              "send_hour": field(form, "send_hour")[:20], "timezone": field(form, "timezone")[:80]}
     if action == "preview":
         preview = await preview_values(ctx, values["keywords"], values["max"])
         return page(values=values, **preview)
@@ -100,6 +104,8 @@ async def manage(request: Request) -> Response:
         try:
             keywords = parse_keywords(values["keywords"])
             max_papers = check_max(values["max"], sub.max_papers)
+            send_hour = check_hour(values["send_hour"])
+            timezone = check_timezone(values["timezone"])
         except InputError as e:
             return page(400, values=values, error=str(e))
 
@@ -107,7 +113,8 @@ async def manage(request: Request) -> Response:
             cur = ctx.store.get_subscriber(email)  # re-read under the lock: no lost update
             if cur is None:
                 return None
-            new = replace(cur, keywords=keywords, max_papers=max_papers)
+            new = replace(cur, keywords=keywords, max_papers=max_papers, send_hour=send_hour,
+                          timezone=timezone)
             ctx.store.put_subscribers([new])
             return new
 
@@ -135,7 +142,39 @@ async def manage(request: Request) -> Response:
 
 def current_values(sub: Subscriber) -> dict[str, str]:
     return {"keywords": ", ".join(_quote(k) for k in sub.keywords),
-            "max": str(sub.max_papers)}
+            "max": str(sub.max_papers),
+            "send_hour": "" if sub.send_hour is None else str(sub.send_hour),
+            "timezone": sub.timezone or ""}
+
+
+def check_hour(value: str) -> int | None:
+    """The subscriber's own send hour (0-23), or None for the site's [schedule] time."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 <= int(value) <= 23:
+        raise InputError(f"send hour: expected a whole hour from 0 to 23, got {value!r}")
+    return int(value)
+
+
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*")
+
+
+def check_timezone(value: str) -> str | None:
+    """An IANA time zone name, or None for the site's [schedule] timezone. Only names
+    ZoneInfo knows are kept (never a path: ZoneInfo reads files named by its argument)."""
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > 64 or not _ZONE_NAME.fullmatch(value):
+        raise InputError(f"time zone: {value[:64]!r} is not a time zone name like "
+                         f"Europe/Berlin")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InputError(f"time zone: {value!r} is not a known time zone (like "
+                         f"Europe/Berlin or America/New_York)") from None
+    return value
 
 
 def _quote(term: str) -> str:
