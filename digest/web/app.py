@@ -314,8 +314,10 @@ def uvicorn_options(settings: WebSettings) -> dict[str, Any]:
 
     Behind a reverse proxy, uvicorn trusts X-Forwarded-For/-Proto only from the listed
     addresses, so the rate limiter sees the real client, not the proxy."""
+    # No access log: every lifecycle URL carries a subscriber's token (a manage token lets
+    # its holder change the subscription), so paths must not land in log files.
     return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips,
-            "server_header": False}
+            "server_header": False, "access_log": False}
 
 
 def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None:
