@@ -10,11 +10,14 @@ the raw text, not on stems: a subscriber who excludes "driving" gets what they t
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
 _SEP = "\x00"  # between papers in the joined text; keywords never contain control chars
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def exclusion_pattern(term: str) -> re.Pattern[str]:
@@ -24,28 +27,46 @@ def exclusion_pattern(term: str) -> re.Pattern[str]:
 def term_hits(terms: Sequence[str], texts: Sequence[str]) -> np.ndarray:
     """Bool matrix terms x texts: True where the exclusion term occurs in the text.
 
-    One regex scan per distinct term over all texts joined (the regex engine skips ahead
-    on the literal), jumping to the next text after each hit."""
+    A lookbehind-first regex cannot use the engine's fast literal scan, so candidates are
+    found with str.find on an ASCII-lower-cased copy of all texts joined, and only those
+    papers are checked with the exact regex. For an ASCII term this is a superset: a
+    case-insensitive match is either all-ASCII (then the lower-cased copy contains it) or
+    uses a character like the Kelvin sign or a long s, and papers containing such
+    characters are always checked."""
     out = np.zeros((len(terms), len(texts)), dtype=bool)
     if not texts:
         return out
-    joined = _SEP.join(texts)
+    joined = _SEP.join(texts).translate(_ASCII_LOWER)
     starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
     ends = starts + np.array([len(t) for t in texts])
+    exotic = [i for i, t in enumerate(texts) if not t.isascii() and _exotic().search(t)]
     for ti, term in enumerate(terms):
         pat = exclusion_pattern(term)
-        pos = 0
-        while True:
-            m = pat.search(joined, pos)
-            if m is None:
-                break
-            doc = int(np.searchsorted(starts, m.start(), side="right")) - 1
-            if m.end() <= ends[doc]:
+        if not term.isascii():
+            cand: set[int] | range = range(len(texts))
+        else:
+            cand = set(exotic)
+            needle = term.translate(_ASCII_LOWER)
+            pos = joined.find(needle)
+            while pos >= 0:
+                doc = int(np.searchsorted(starts, pos, side="right")) - 1
+                cand.add(doc)
+                pos = joined.find(needle, int(ends[doc]) + 1)
+        for doc in cand:
+            if pat.search(texts[doc]):
                 out[ti, doc] = True
-            elif pat.search(texts[doc]):  # the match ran into the next paper: check alone
-                out[ti, doc] = True
-            pos = int(ends[doc]) + 1
     return out
+
+
+@lru_cache(maxsize=1)
+def _exotic() -> re.Pattern[str]:
+    """Non-ASCII characters whose case mappings include an ASCII letter or digit."""
+    chars = [
+        ch
+        for ch in map(chr, range(0x80, 0x10000))
+        if any(x.isascii() and x.isalnum() for x in ch.lower() + ch.upper() + ch.casefold())
+    ]
+    return re.compile("[" + re.escape("".join(chars)) + "]")
 
 
 def excluded(terms: Sequence[str], text: str) -> bool:

@@ -13,7 +13,6 @@ cell holds idf(f) * tf'/(k1 + tf'), so a subscriber's relevance is a sparse dot 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -98,29 +97,24 @@ def build_index(papers: Sequence[Paper], *, k1: float = K1) -> DocIndex:
     """Analyse every paper once and build the BM25F matrices."""
     papers = sorted(papers, key=lambda p: p.id)
     vocab: dict[str, int] = {}
-    per_field: dict[str, list[Counter[str]]] = {f.name: [] for f in FIELDS}
-    lengths = {f.name: np.zeros(len(papers)) for f in FIELDS}
+    n = len(papers)
+    per_field: dict[str, tuple[list[int], list[int]]] = {f.name: ([], []) for f in FIELDS}
+    lengths = {f.name: np.zeros(n) for f in FIELDS}
     for i, p in enumerate(papers):
         texts = field_texts(p)
         for f in FIELDS:
             a = analyse(texts[f.name])
-            c: Counter[str] = Counter(a.unigrams)
-            for bg in a.bigrams:
-                c[bg] += 1
-            for feat in c:
-                if feat not in vocab:
-                    vocab[feat] = len(vocab)
-            per_field[f.name].append(c)
+            rows, cols = per_field[f.name]
+            feats = a.unigrams + a.bigrams
+            cols.extend([vocab.setdefault(t, len(vocab)) for t in feats])
+            rows.extend([i] * len(feats))
             lengths[f.name][i] = a.length
-    n, v = len(papers), len(vocab)
+    v = len(vocab)
     tf = sp.csr_matrix((n, v))
     for f in FIELDS:
-        rows, cols, vals = [], [], []
-        for i, c in enumerate(per_field[f.name]):
-            rows.extend([i] * len(c))
-            cols.extend(vocab[t] for t in c)
-            vals.extend(c.values())
-        m = sp.csr_matrix((np.array(vals, dtype=np.float64), (rows, cols)), shape=(n, v))
+        rows, cols = per_field[f.name]
+        # COO -> CSR sums the duplicate (paper, feature) entries: term frequencies.
+        m = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, v))
         avg = lengths[f.name].mean() if n else 0.0
         if avg <= 0:
             continue
@@ -134,12 +128,12 @@ def build_index(papers: Sequence[Paper], *, k1: float = K1) -> DocIndex:
     idf = np.log1p((n - df + 0.5) / (df + 0.5))
     sat = tf.copy()
     sat.data = sat.data / (k1 + sat.data)
-    weights = (sat @ sp.diags(idf)).tocsr()
+    weights = (sat @ sp.diags(idf)).tocsr().astype(np.float32)
     return DocIndex(
         ids=tuple(p.id for p in papers),
         vocab=vocab,
         weights=weights,
-        presence=presence.tocsr(),
+        presence=presence.tocsr().astype(np.float32),
         idf=idf,
         df=df,
         popularity=popularity(papers),

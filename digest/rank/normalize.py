@@ -33,12 +33,15 @@ STOPWORDS = frozenset(
     toward across along among amongst""".split()
 )
 
-# Clause boundaries: a bigram never spans them.
-_CLAUSE = re.compile(r"[.,;:!?()\[\]{}\"<>|]+|\s[-–—]\s|\n")
-# A word: letters/digits, possibly hyphen- or slash-free compounds joined by "-".
-_WORD = re.compile(r"[a-z0-9]+(?:[-_'][a-z0-9]+)*")
+# One scan finds words (letters/digits, compounds joined by "-", "_" or "'") and clause
+# breaks (punctuation, a free-standing dash, a line break): a bigram never spans a break.
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-_'][a-z0-9]+)*|[.,;:!?()\[\]{}\"<>|\n-]")
+_BREAKS = frozenset('.,;:!?()[]{}"<>|\n-')
+_PARTS = re.compile(r"[-_']")
 _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2212\ufe63\uff0d"), "-")
 _QUOTES = dict.fromkeys(map(ord, "\u2018\u2019\u02bc\u0060\u00b4"), "'")
+# Combining diacritics (the blocks Latin, Greek and Cyrillic accents decompose into).
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 _STEMMER = snowballstemmer.stemmer("english")
 _VOWEL = re.compile(r"[aeiouy]")
@@ -46,9 +49,10 @@ _VOWEL = re.compile(r"[aeiouy]")
 
 def fold(text: str) -> str:
     """Lower-case, strip accents and unify dashes/apostrophes ("Café–Bar" -> "cafe-bar")."""
+    if text.isascii():
+        return text.lower()
     text = text.translate(_DASHES).translate(_QUOTES)
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).lower()
 
 
 @lru_cache(maxsize=200_000)
@@ -72,43 +76,53 @@ class Analysed:
     length: int  # number of content words (for BM25 length normalisation)
 
 
-def _clause_words(clause: str) -> tuple[list[str], list[str]]:
-    """Content stems of one clause in order, and the extra joined-compound stems."""
-    seq: list[str] = []
-    extra: list[str] = []
-    for m in _WORD.finditer(clause):
-        word = m.group(0)
-        if word.endswith("'s"):
-            word = word[:-2]
-        parts = [p for p in re.split(r"[-_']", word) if p]
+@lru_cache(maxsize=300_000)
+def _word(word: str) -> tuple[tuple[str, ...], str | None]:
+    """(content stems in order, joined-compound stem or None) of one folded word."""
+    if word.endswith("'s"):
+        word = word[:-2]
+    if "-" in word or "_" in word or "'" in word:
+        parts = [p for p in _PARTS.split(word) if p]
         if len(parts) > 1:
             # "pre-training" -> pre, train (+ "pretrain"): meets "pretraining" and "pre training".
-            joined = stem("".join(parts))
-            extra.append(joined)
-            for p in parts:
-                if p not in STOPWORDS:
-                    seq.append(stem(p))
-        elif parts and parts[0] not in STOPWORDS:
-            seq.append(stem(parts[0]))
-    return seq, extra
+            seq = tuple(stem(p) for p in parts if p not in STOPWORDS)
+            return seq, stem("".join(parts))
+        word = parts[0] if parts else ""
+    if not word or word in STOPWORDS:
+        return (), None
+    return (stem(word),), None
 
 
 def analyse(text: str) -> Analysed:
     """Features of a text (paper field or keyword): unigrams, bigrams and length."""
     uni: list[str] = []
     bi: list[str] = []
-    for clause in _CLAUSE.split(fold(text)):
-        seq, extra = _clause_words(clause)
-        uni.extend(seq)
-        uni.extend(e for e in extra if e not in seq)
-        bi.extend(f"{a} {b}" for a, b in zip(seq, seq[1:], strict=False) if a != b)
-    return Analysed(tuple(uni), tuple(bi), len(uni))
+    extra: list[str] = []
+    prev = ""
+    for tok in _TOKEN.findall(fold(text)):
+        if tok in _BREAKS:
+            prev = ""
+            continue
+        seq, joined = _word(tok)
+        for s in seq:
+            uni.append(s)
+            if prev and prev != s:
+                bi.append(f"{prev} {s}")
+            prev = s
+        if joined is not None and joined not in seq:
+            extra.append(joined)
+    return Analysed(tuple(uni + extra), tuple(bi), len(uni) + len(extra))
 
 
+analyse_term = lru_cache(maxsize=100_000)(analyse)  # keywords repeat across subscribers
+
+
+@lru_cache(maxsize=100_000)
 def key(text: str) -> str:
     """A canonical key of a phrase: its content stems joined by spaces ("Pre-Trained
     Models" -> "pre train model"). Used to look terms up in the synonym tables."""
     words: list[str] = []
-    for clause in _CLAUSE.split(fold(text)):
-        words.extend(_clause_words(clause)[0])
+    for tok in _TOKEN.findall(fold(text)):
+        if tok not in _BREAKS:
+            words.extend(_word(tok)[0])
     return " ".join(words)

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from digest.rank.expand import alternatives
 from digest.rank.features import DocIndex
-from digest.rank.normalize import analyse, key
+from digest.rank.normalize import analyse_term, key
 
 ALT_WEIGHT = 0.9  # an abbreviation match is nearly as good as the typed words
 BIGRAM_WEIGHT = 1.0  # relative to a unigram; the bigram's own IDF adds the phrase bonus
@@ -46,7 +46,7 @@ class Unit:
 
 
 def _form_from_text(text: str, weight: float = 1.0) -> Form | None:
-    a = analyse(text)
+    a = analyse_term(text)
     k = key(text)
     if not a.unigrams:
         return None
@@ -108,11 +108,11 @@ def score_units(
     (TTS)" is not a match."""
     n_docs = index.n
     if not units:
-        return UnitScores(np.zeros((0, n_docs)), np.zeros((0, n_docs), dtype=bool))
+        return UnitScores(np.zeros((0, n_docs), np.float32), np.zeros((0, n_docs), dtype=bool))
     unseen_idf = float(np.log1p((n_docs + 0.5) / 0.5))
     rows, cols, vals = [], [], []
     rrows, rcols = [], []
-    n_req, form_w, starts, swaps = [], [], [], []
+    n_req, starts, swaps = [], [], []
     fi = 0
     for u in units:
         starts.append(fi)
@@ -126,21 +126,21 @@ def score_units(
             for col, w in entries:
                 rows.append(fi)
                 cols.append(col)
-                vals.append(w / z)
+                vals.append(f.weight * w / z)
             for feat in f.required:
                 col = index.vocab.get(feat)
                 if col is not None:
                     rrows.append(fi)
                     rcols.append(col)
             n_req.append(len(f.required))
-            form_w.append(f.weight)
             swaps.append(f)
             fi += 1
     shape = (fi, len(index.vocab))
-    fmat = sp.csr_matrix((vals, (rows, cols)), shape=shape)
-    rmat = sp.csr_matrix((np.ones(len(rrows)), (rrows, rcols)), shape=shape)
-    form_score = np.asarray((fmat @ index.weights.T).todense()) * np.array(form_w)[:, None]
-    hits = np.asarray((rmat @ index.presence.T).todense())
+    f32 = np.float32  # unit-level matrices are the big ones; float32 halves them
+    fmat = sp.csr_matrix((np.array(vals, dtype=f32), (rows, cols)), shape=shape)
+    rmat = sp.csr_matrix((np.ones(len(rrows), dtype=f32), (rrows, rcols)), shape=shape)
+    form_score = (fmat @ index.weights.T).toarray()
+    hits = (rmat @ index.presence.T).toarray()
     full = hits >= np.maximum(np.array(n_req), 1)[:, None]
     for i, f in enumerate(swaps):
         if not f.swapped:
