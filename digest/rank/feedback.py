@@ -18,9 +18,10 @@ import scipy.sparse as sp
 
 from digest.rank.features import DocIndex
 
-FEEDBACK_WEIGHT = 0.3  # expansion score (0..1) is added to the keyword's score times this
+FEEDBACK_WEIGHT = 0.5  # expansion score (0..1) is added to the keyword's score times this
 FEEDBACK_DOCS = 8  # top papers per keyword taken as relevant
-KEEP_FRACTION = 0.2  # expansion keeps features weighing >= this fraction of the top one
+FEEDBACK_TERMS = 20  # expansion features kept per keyword
+SHARED = 0.25  # a feature must occur in this share of the feedback papers
 MIN_SCORE = 0.2  # a paper must match the keyword at least this well to serve as feedback
 DOC_TERMS = 40  # strongest features per feedback paper
 MIN_DF = 2  # an expansion feature must occur in at least two papers of the day
@@ -35,19 +36,23 @@ def feedback_scores(unit_score: np.ndarray, index: DocIndex) -> np.ndarray:
     m = min(FEEDBACK_DOCS, n_docs)
     top = np.argpartition(-unit_score, m - 1, axis=1)[:, :m]
     w = np.take_along_axis(unit_score, top, axis=1)
-    w = np.where(w >= MIN_SCORE, w, 0.0)
-    sums = w.sum(axis=1, keepdims=True)
-    w = np.divide(w, sums, out=np.zeros_like(w), where=sums > 0)
+    rows_fb = np.repeat(np.arange(n_units), m)[w.ravel() >= MIN_SCORE]
+    cols_fb = top.ravel()[w.ravel() >= MIN_SCORE]
     p = sp.csr_matrix(
-        (w.ravel(), (np.repeat(np.arange(n_units), m), top.ravel())), shape=(n_units, n_docs)
+        (np.ones(len(rows_fb), dtype=np.float32), (rows_fb, cols_fb)), shape=(n_units, n_docs)
     )
-    p.eliminate_zeros()
-    # p(f | paper): the paper's DOC_TERMS strongest BM25F features, normalised to sum 1,
-    # among features shared by several papers (a word of one paper cannot generalise).
-    doc_w = _top_per_row(index.weights.multiply((index.df >= MIN_DF)[None, :]).tocsr(), DOC_TERMS)
-    row_sum = np.asarray(doc_w.sum(axis=1)).ravel()
-    doc_w = sp.diags(np.divide(1.0, row_sum, out=np.zeros_like(row_sum), where=row_sum > 0)) @ doc_w
-    model = _strongest((p @ doc_w).tocsr(), KEEP_FRACTION)  # the relevance model
+    n_fb = np.asarray(p.sum(axis=1)).ravel()
+    # How many of the keyword's feedback papers contain each feature. A feature counts
+    # when at least SHARED of them (and two) share it: what the top papers have in
+    # common, not what one of them happens to say.
+    shared = (p @ index.presence).tocsr()
+    row_of = np.repeat(np.arange(n_units), np.diff(shared.indptr))
+    need = np.maximum(2.0, SHARED * n_fb)[row_of]
+    share = shared.data / np.maximum(n_fb[row_of], 1.0)
+    keep = shared.data >= need
+    weight = (share * index.idf[shared.indices])[keep]
+    model = sp.csr_matrix((weight, (row_of[keep], shared.indices[keep])), shape=shared.shape)
+    model = _top_per_row(model, FEEDBACK_TERMS)  # the expansion query
     rows = np.repeat(np.arange(n_units), np.diff(model.indptr))
     cols, data = model.indices, model.data
     z = np.bincount(rows, weights=data * index.idf[cols], minlength=n_units)

@@ -12,6 +12,12 @@ A form's score on a paper is sum(w_f * bm25f(paper, f)) / sum(w_f * idf_f), in [
 1 would be every feature present and saturated. The unit's score is the best form's.
 Dividing by the keyword's *own* maximum (never by the whole query) keeps each keyword's
 contribution independent of the others: adding a keyword can only add.
+
+Phrases: a multi-word keyword also scores its adjacent-word bigrams, at BIGRAM_WEIGHT per
+bigram. The sequential dependence model (Metzler & Croft, SIGIR 2005) weighs exact
+phrase matches far below the words themselves (0.1 vs 0.85); a bigram's own IDF already
+makes it count, so a heavy weight would let one exact phrase outrank papers that discuss
+the topic in other words.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from digest.rank.features import DocIndex
 from digest.rank.normalize import analyse_term, key
 
 ALT_WEIGHT = 0.9  # an abbreviation match is nearly as good as the typed words
-BIGRAM_WEIGHT = 1.0  # relative to a unigram; the bigram's own IDF adds the phrase bonus
+BIGRAM_WEIGHT = 0.25  # per bigram, relative to a unigram (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
