@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 
+from digest.errors import InputError
 from digest.models import Paper, Pick, Subscriber
 from digest.rank import rank
+from digest.rank.cli import register
 from digest.rank.exclusions import excluded, term_hits
 from digest.rank.expand import definitions
 from digest.rank.normalize import analyse, fold, key, stem
@@ -182,3 +188,123 @@ def test_empty_inputs() -> None:
     assert rank([], []) == {}
     assert rank([], [sub("x")]) == {"a@example.org": ()}
     assert rank(PAPERS, [sub("zzzqqq")]) == {"a@example.org": ()}
+
+
+def test_matched_lists_only_terms_that_occur() -> None:
+    s = sub("speech recognition", "text-to-speech", "world models")
+    picks = {p.paper_id: p for p in rank(PAPERS, [s])[s.email]}
+    assert picks["2601.00002"].matched == ("speech recognition",)  # via "ASR" too
+    assert picks["2601.00003"].matched == ("text-to-speech",)  # "text to speech" spaced
+
+
+def test_abbreviation_defined_as_something_else_does_not_match() -> None:
+    tts = paper(
+        "2601.20001",
+        "Test-time scaling for reasoning",
+        "We study test-time scaling (TTS) of LLMs. TTS improves accuracy.",
+    )
+    real = paper("2601.20002", "A new TTS voice", "Our TTS model speaks.")
+    out = rank([tts, real], [sub("text-to-speech")])
+    assert [p.paper_id for p in out["a@example.org"]] == ["2601.20002"]
+
+
+def test_definitions_mined_from_the_days_abstracts() -> None:
+    define = paper("2601.30001", "Quokka nets", "We propose quokka wombat networks (QWN).")
+    use = paper("2601.30002", "Scaling QWN", "We scale QWN to many GPUs.")
+    out = rank([define, use], [sub("quokka wombat networks")])
+    assert {p.paper_id for p in out["a@example.org"]} == {"2601.30001", "2601.30002"}
+
+
+# --- `digest rank` on the relevance dev set ---------------------------------------------
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "relevance-dev"
+
+
+def _rank_cli(*argv: str) -> None:
+    ap = argparse.ArgumentParser()
+    register(ap.add_subparsers())
+    args = ap.parse_args(["rank", *argv])
+    assert args.func(args) == 0
+
+
+def _evaluate_module():
+    spec = importlib.util.spec_from_file_location("relevance_evaluate", DEV / "evaluate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_digest_rank_writes_run_file(tmp_path: Path) -> None:
+    out = tmp_path / "run.tsv"
+    _rank_cli(
+        "--corpus",
+        str(DEV / "corpus.jsonl"),
+        "--profiles",
+        str(DEV / "profiles.json"),
+        "--top",
+        "20",
+        "--out",
+        str(out),
+    )
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "profile_id\tpaper_id\trank"
+    rows = [line.split("\t") for line in lines[1:]]
+    profiles = {p["id"] for p in json.loads((DEV / "profiles.json").read_text())}
+    assert {r[0] for r in rows} == profiles
+    for pid in profiles:
+        ranks = [int(r[2]) for r in rows if r[0] == pid]
+        assert ranks == list(range(1, 21))
+    # P15 excludes "autonomous driving": none of its papers may mention it.
+    corpus = {}
+    for line in (DEV / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+        obj = json.loads(line)
+        corpus[obj["id"]] = f"{obj['title']}\n{obj['abstract']}"
+    assert not any(excluded(["autonomous driving"], corpus[r[1]]) for r in rows if r[0] == "P15")
+
+
+def test_regression_product_ranker_beats_bm25_baseline_on_dev_set(tmp_path: Path) -> None:
+    """Regression guard, not a tuning target: the product's ranker (popularity blend
+    included) must stay clearly above the dev set's BM25 baseline (README: 0.879)."""
+    out = tmp_path / "run.tsv"
+    _rank_cli(
+        "--corpus",
+        str(DEV / "corpus.jsonl"),
+        "--profiles",
+        str(DEV / "profiles.json"),
+        "--top",
+        "100",
+        "--out",
+        str(out),
+    )
+    ev = _evaluate_module()
+    qrels = ev.read_qrels(str(DEV / "qrels.tsv"))
+    ids = sorted(qrels)
+    _, ours = ev.evaluate(ev.read_run(str(out)), qrels, ids, 1)
+    _, bm25 = ev.evaluate(ev.read_run(str(DEV / "runs" / "bm25.tsv")), qrels, ids, 1)
+    assert ours["nDCG@10"] >= bm25["nDCG@10"] + 0.02
+    assert ours["R@20"] >= bm25["R@20"]
+
+
+def test_digest_rank_bad_corpus_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"id": "1", "title": "t", "abstract": "a"}\n{not json\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"c.jsonl:2: not JSON") as e:
+        _rank_cli(
+            "--corpus",
+            str(bad),
+            "--profiles",
+            str(DEV / "profiles.json"),
+            "--out",
+            str(tmp_path / "r.tsv"),
+        )
+    assert "\n" not in str(e.value)
+    bad.write_text('{"id": "1", "title": 3, "abstract": "a"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="must be strings"):
+        _rank_cli(
+            "--corpus",
+            str(bad),
+            "--profiles",
+            str(DEV / "profiles.json"),
+            "--out",
+            str(tmp_path / "r.tsv"),
+        )

@@ -4,6 +4,6 @@ Public API: `rank(papers, subscribers, *, exclude={}, popularity_weight=0.15)`; 
 digest/rank/model.py for the score scale (0..100) and the model.
 """
 
-from digest.rank.model import rank
+from digest.rank.model import paper_scores, rank
 
-__all__ = ["rank"]
+__all__ = ["paper_scores", "rank"]

@@ -1,10 +1,16 @@
 """Pure: no I/O. Pseudo-relevance feedback per keyword (RM3-style, from the same day).
 
-Relevance model RM1 (Lavrenko & Croft, SIGIR 2001; RM3 = RM1 interpolated with the query,
-Abdul-Jaleel et al., TREC 2004): the papers a keyword ranks highest are assumed relevant,
-and the features they share become an expansion query. It bridges vocabulary: papers
-about "LLM serving" that rank high also say "KV cache", "speculative decoding", "prefill",
-so papers using only those words still surface.
+In the spirit of RM3 (Lavrenko & Croft, SIGIR 2001; Abdul-Jaleel et al., TREC 2004): the
+papers a keyword ranks highest are assumed relevant, and what they have in common becomes
+an expansion query, interpolated with the keyword at FEEDBACK_WEIGHT. Unlike RM1, which
+averages the feedback papers' term distributions, a feature is kept only when several
+feedback papers share it (weight = share of feedback papers x IDF): with a handful of
+short abstracts, RM1's mass goes to words of single papers. It bridges vocabulary: papers
+about "LLM serving" that rank high also say "KV cache" or "prefill", so papers using only
+those words still surface.
+
+Measured on shared/relevance-dev (bench/rank_quality.py), the gain is small but positive
+(nDCG@10 +0.005..0.01); it is kept because it is general and cheap, not because it is big.
 
 Feedback runs per keyword *unit*, not per subscriber: a keyword's expansion depends only
 on that keyword and the day's papers, so adding another keyword cannot change it (scores
@@ -45,7 +51,9 @@ def feedback_scores(unit_score: np.ndarray, index: DocIndex) -> np.ndarray:
     # How many of the keyword's feedback papers contain each feature. A feature counts
     # when at least SHARED of them (and two) share it: what the top papers have in
     # common, not what one of them happens to say.
-    shared = (p @ index.presence).tocsr()
+    salient = _top_per_row(index.weights.multiply((index.df >= MIN_DF)[None, :]).tocsr(), DOC_TERMS)
+    salient.data[:] = 1.0
+    shared = (p @ salient).tocsr()
     row_of = np.repeat(np.arange(n_units), np.diff(shared.indptr))
     need = np.maximum(2.0, SHARED * n_fb)[row_of]
     share = shared.data / np.maximum(n_fb[row_of], 1.0)
@@ -72,17 +80,4 @@ def _top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     order = np.lexsort((-m.data, row_of))
     rank_in_row = np.arange(len(order)) - np.repeat(m.indptr[:-1], counts)
     keep = np.sort(order[rank_in_row < k])
-    return sp.csr_matrix((m.data[keep], (row_of[keep], m.indices[keep])), shape=m.shape)
-
-
-def _strongest(m: sp.csr_matrix, fraction: float) -> sp.csr_matrix:
-    """Keep the entries of every row that weigh at least `fraction` of the row's largest."""
-    counts = np.diff(m.indptr)
-    if not m.nnz:
-        return m
-    nonempty = counts > 0
-    row_max = np.zeros(m.shape[0], dtype=m.data.dtype)
-    row_max[nonempty] = np.maximum.reduceat(m.data, m.indptr[:-1][nonempty])
-    keep = m.data >= fraction * np.repeat(row_max, counts)
-    row_of = np.repeat(np.arange(m.shape[0]), counts)
     return sp.csr_matrix((m.data[keep], (row_of[keep], m.indices[keep])), shape=m.shape)

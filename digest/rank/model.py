@@ -36,7 +36,7 @@ from digest.rank.exclusions import term_hits
 from digest.rank.expand import definitions, mine_definitions, synonym_table
 from digest.rank.features import DocIndex, build_index
 from digest.rank.feedback import FEEDBACK_WEIGHT, feedback_scores
-from digest.rank.normalize import key
+from digest.rank.normalize import fold
 from digest.rank.query import Unit, build_unit, score_units
 from digest.rank.select import top_rows
 
@@ -44,53 +44,50 @@ REL_SCALE = 1.0  # raw 1.0 (one keyword fully matched) -> relevance 0.63
 
 
 class _Queries:
-    """Distinct queries of the subscribers and the distinct keyword units they use."""
+    """Distinct queries of the subscribers and the distinct keyword units they use.
+
+    Units are numbered in sorted order of their keyword, so a query's score sums its
+    units in the same order whoever else subscribes: results never depend on the
+    order (or presence) of other subscribers, down to the last floating-point bit."""
 
     def __init__(self, subscribers: Sequence[Subscriber], table: Mapping[str, set[str]]):
+        lists = list(dict.fromkeys(s.keywords for s in subscribers))
+        parsed = {kws: Subscriber(email="-", keywords=kws).query for kws in lists}
+        terms = {_unit_key(t): t for q in parsed.values() for t in q.includes}
         self.units: list[Unit] = []
         unit_of_key: dict[str, int] = {}
-        self.excl_terms: list[str] = []
-        excl_of: dict[str, int] = {}
-        self.sig_row: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
-        self.row_of_sub: list[int] = []
-        # per subscriber: (unit index, the term as typed) pairs, for "why" in the mail
-        self.typed: list[list[tuple[int, str]]] = []
-        seen: dict[tuple[str, ...], tuple[list[tuple[int, str]], int]] = {}
-        for s in subscribers:
-            if s.keywords in seen:  # many subscribers share a keyword list
-                typed, row = seen[s.keywords]
-            else:
-                typed, sig = self._parse(s, table, unit_of_key, excl_of)
-                row = self.sig_row.setdefault(sig, len(self.sig_row))
-                seen[s.keywords] = (typed, row)
-            self.row_of_sub.append(row)
-            self.typed.append(typed)
-
-    def _parse(self, s: Subscriber, table, unit_of_key, excl_of):
-        q = s.query
-        typed: list[tuple[int, str]] = []
-        for term in dict.fromkeys(q.includes):
-            k = key(term) or term.strip().lower()
-            if k not in unit_of_key:
-                unit = build_unit(term, table)
-                if unit is None:
-                    continue
-                unit_of_key[k] = len(self.units)
+        for uk in sorted(terms):
+            unit = build_unit(terms[uk], table)
+            if unit is not None:
+                unit_of_key[uk] = len(self.units)
                 self.units.append(unit)
-            typed.append((unit_of_key[k], term))
-        ex = []
-        for term in q.excludes:
-            t = term.lower()
-            if t not in excl_of:
-                excl_of[t] = len(self.excl_terms)
-                self.excl_terms.append(t)
-            ex.append(excl_of[t])
-        return typed, (tuple(sorted({u for u, _ in typed})), tuple(sorted(set(ex))))
+        self.excl_terms = sorted({t.lower() for q in parsed.values() for t in q.excludes})
+        excl_of = {t: i for i, t in enumerate(self.excl_terms)}
+        # (units, exclusion terms, has include keywords) -> query row
+        self.sig_row: dict[tuple[tuple[int, ...], tuple[int, ...], bool], int] = {}
+        per_list: dict[tuple[str, ...], tuple[list[tuple[int, str]], int]] = {}
+        for kws, q in parsed.items():
+            # (unit index, the term as typed) pairs, for "why" in the mail
+            typed = [
+                (unit_of_key[_unit_key(t)], t)
+                for t in dict.fromkeys(q.includes)
+                if _unit_key(t) in unit_of_key
+            ]
+            sig = (
+                tuple(sorted({u for u, _ in typed})),
+                tuple(sorted({excl_of[t.lower()] for t in q.excludes})),
+                # Keywords made only of stopwords ("the") match nothing, but they still
+                # make this a keyword subscriber: no popularity-only fallback.
+                bool(q.includes),
+            )
+            per_list[kws] = (typed, self.sig_row.setdefault(sig, len(self.sig_row)))
+        self.typed = [per_list[s.keywords][0] for s in subscribers]
+        self.row_of_sub = [per_list[s.keywords][1] for s in subscribers]
 
     def matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """(queries x units, queries x exclusion terms), 0/1."""
         ur, uc, er, ec = [], [], [], []
-        for (units, excl), row in self.sig_row.items():
+        for (units, excl, _), row in self.sig_row.items():
             ur += [row] * len(units)
             uc += units
             er += [row] * len(excl)
@@ -98,7 +95,13 @@ class _Queries:
         n = len(self.sig_row)
         a = sp.csr_matrix((np.ones(len(ur)), (ur, uc)), shape=(n, len(self.units)))
         e = sp.csr_matrix((np.ones(len(er)), (er, ec)), shape=(n, len(self.excl_terms)))
+        a.sort_indices()  # sum each query's units in unit order (see the class docstring)
         return a, e
+
+
+def _unit_key(term: str) -> str:
+    """Keywords typed the same up to case, accents and spacing share one unit."""
+    return " ".join(fold(term).split())
 
 
 def _definitions(index: DocIndex, papers: Sequence[Paper]):
@@ -132,7 +135,9 @@ def score_matrix(
     scores *= -1.0 / REL_SCALE
     np.expm1(scores, out=scores)
     scores *= (-100.0 * (1.0 - w + w * pop))[None, :]
-    has_kw = np.asarray(a.sum(axis=1)).ravel() > 0
+    has_kw = np.zeros(a.shape[0], dtype=bool)
+    for (_, _, inc), row in qs.sig_row.items():
+        has_kw[row] = inc
     if not has_kw.all():
         scores[~has_kw] = 100.0 * pop[None, :]
         eligible[~has_kw] = True
@@ -168,6 +173,20 @@ def rank(
     finally:
         if paused:
             gc.enable()
+
+
+def paper_scores(
+    papers: Sequence[Paper], subscriber: Subscriber, *, popularity_weight: float = 0.15
+) -> dict[str, float]:
+    """Every eligible paper's score (0..100) for one subscriber, before max_papers,
+    min_score and already-delivered filtering: the number rank() orders by. Papers the
+    subscriber can never get (excluded, or no keyword match) are absent."""
+    if not papers:
+        return {}
+    papers = list({p.id: p for p in papers}.values())
+    index, qs, scores, _ = score_matrix(papers, [subscriber], popularity_weight)
+    row = scores[qs.row_of_sub[0]]
+    return {pid: float(v) for pid, v in zip(index.ids, row.tolist(), strict=True) if v >= 0}
 
 
 def _rank(papers, subscribers, exclude, popularity_weight) -> dict[str, tuple[Pick, ...]]:

@@ -1,0 +1,186 @@
+"""Property tests of the ranker (Hypothesis): invariants that must hold for any input."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from digest.models import Paper, Subscriber
+from digest.rank import paper_scores, rank
+from digest.rank.exclusions import excluded
+
+WORDS = [
+    "speech",
+    "recognition",
+    "text-to-speech",
+    "pre-training",
+    "pretraining",
+    "pretrained",
+    "language",
+    "model",
+    "models",
+    "LLM",
+    "LLMs",
+    "large",
+    "retrieval",
+    "augmented",
+    "generation",
+    "RAG",
+    "world",
+    "video",
+    "survey",
+    "surveys",
+    "diffusion",
+    "agent",
+    "KV",
+    "cache",
+    "latency",
+    "serving",
+    "the",
+    "of",
+    "for",
+    "Café",
+    "naïve",
+    "3D",
+]
+DAY = date(2026, 1, 15)
+
+phrase = st.lists(st.sampled_from(WORDS), min_size=1, max_size=3).map(" ".join)
+text = st.lists(st.sampled_from(WORDS + [",", "."]), min_size=0, max_size=30).map(" ".join)
+
+
+@st.composite
+def papers(draw, min_size=1, max_size=12):
+    n = draw(st.integers(min_size, max_size))
+    ids = draw(st.lists(st.integers(1, 99_999), min_size=n, max_size=n, unique=True))
+    return [
+        Paper(
+            id=f"2601.{i:05d}",
+            title=draw(text),
+            abstract=draw(text),
+            ai_keywords=tuple(draw(st.lists(phrase, max_size=3))),
+            upvotes=draw(st.none() | st.integers(0, 500)),
+            github_stars=draw(st.none() | st.integers(0, 5000)),
+            listed_on=draw(st.sampled_from([DAY, date(2026, 1, 16)])),
+        )
+        for i in ids
+    ]
+
+
+@st.composite
+def subscribers(draw, min_size=1, max_size=6):
+    n = draw(st.integers(min_size, max_size))
+    out = []
+    for i in range(n):
+        inc = draw(st.lists(phrase, max_size=4, unique_by=str.lower))
+        exc = draw(st.lists(st.sampled_from(WORDS), max_size=2))
+        out.append(
+            Subscriber(
+                email=f"s{i}@example.org",
+                keywords=tuple(inc) + tuple("-" + e for e in exc),
+                max_papers=draw(st.integers(0, 8)),
+                min_score=draw(st.none() | st.floats(0, 100, allow_nan=False)),
+            )
+        )
+    return out
+
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(papers(), subscribers(), st.randoms(use_true_random=False))
+def test_deterministic_under_reordering(ps, subs, rnd: random.Random) -> None:
+    first = rank(ps, subs)
+    assert rank(ps, subs) == first
+    shuffled_p, shuffled_s = ps[:], subs[:]
+    rnd.shuffle(shuffled_p)
+    rnd.shuffle(shuffled_s)
+    assert rank(shuffled_p, shuffled_s) == first
+    # Each subscriber alone gets the same as in company: no cross-talk between them.
+    for s in subs:
+        assert rank(ps, [s])[s.email] == first[s.email]
+
+
+@SETTINGS
+@given(papers(), subscribers())
+def test_limits_order_and_exclusions(ps, subs) -> None:
+    by_id = {p.id: p for p in ps}
+    out = rank(ps, subs)
+    assert set(out) == {s.email for s in subs}
+    for s in subs:
+        picks = out[s.email]
+        assert len(picks) <= max(s.max_papers, 0)
+        assert len({p.paper_id for p in picks}) == len(picks)
+        keys = [(-p.score, p.paper_id) for p in picks]
+        assert keys == sorted(keys)
+        for p in picks:
+            if s.min_score is not None:
+                assert p.score >= s.min_score
+            paper = by_id[p.paper_id]
+            assert not excluded(s.query.excludes, f"{paper.title}\n{paper.abstract}")
+            assert set(p.matched) <= set(s.query.includes)
+            if s.query.includes:
+                assert p.score > 0 or p.matched or p.paper_id in paper_scores(ps, s)
+
+
+@SETTINGS
+@given(papers(), subscribers(), st.data())
+def test_already_delivered_never_picked(ps, subs, data) -> None:
+    ids = [p.id for p in ps]
+    exclude = {s.email: set(data.draw(st.lists(st.sampled_from(ids)))) for s in subs}
+    out = rank(ps, subs, exclude=exclude)
+    for s in subs:
+        assert not {p.paper_id for p in out[s.email]} & exclude[s.email]
+
+
+@SETTINGS
+@given(papers(), subscribers(max_size=1), phrase)
+def test_adding_a_keyword_never_lowers_a_score(ps, subs, extra) -> None:
+    s = subs[0]
+    if not s.query.includes:
+        s = Subscriber(email=s.email, keywords=("model", *s.keywords))
+    before = paper_scores(ps, s)
+    after = paper_scores(ps, Subscriber(email=s.email, keywords=(*s.keywords, extra)))
+    for pid, score in before.items():
+        assert after[pid] >= score
+
+
+@SETTINGS
+@given(papers(), st.integers(1, 12))
+def test_no_keyword_subscriber_gets_most_popular(ps, k) -> None:
+    s = Subscriber(email="p@example.org", max_papers=k)
+    picks = rank(ps, [s])[s.email]
+    assert len(picks) == min(k, len(ps))
+    scores = paper_scores(ps, s)
+    best = sorted(scores, key=lambda pid: (-scores[pid], pid))[:k]
+    assert [p.paper_id for p in picks] == best
+    # Same day: more upvotes (without stars) never ranks below fewer.
+    ranked = {p.paper_id: i for i, p in enumerate(picks)}
+    by_id = {p.id: p for p in ps}
+    for a in ranked:
+        for b in ranked:
+            pa, pb = by_id[a], by_id[b]
+            if (
+                pa.listed_on == pb.listed_on
+                and not pa.github_stars
+                and not pb.github_stars
+                and (pa.upvotes or 0) > (pb.upvotes or 0)
+            ):
+                assert scores[a] >= scores[b]
+
+
+@SETTINGS
+@given(papers(), subscribers(max_size=1))
+def test_keyword_subscriber_needs_a_match(ps, subs) -> None:
+    """Popularity never creates relevance: a paper sharing no word with the keywords is
+    never picked, however popular."""
+    s = subs[0]
+    if not s.query.includes:
+        return
+    lonely = Paper(id="2601.99999x", title="zebra quokka", abstract="axolotl", upvotes=10**6)
+    out = rank([*ps, lonely], [s])[s.email]
+    assert lonely.id not in {p.paper_id for p in out}
