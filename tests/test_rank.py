@@ -224,7 +224,7 @@ def _rank_cli(*argv: str) -> None:
     ap = argparse.ArgumentParser()
     register(ap.add_subparsers())
     args = ap.parse_args(["rank", *argv])
-    assert args.func(args) == 0
+    assert args.func(None, args) == 0
 
 
 def _evaluate_module():
@@ -308,3 +308,24 @@ def test_digest_rank_bad_corpus_is_one_line_error(tmp_path: Path) -> None:
             "--out",
             str(tmp_path / "r.tsv"),
         )
+
+
+def test_digest_rank_through_the_main_cli(tmp_path: Path, capsys) -> None:
+    from digest.cli import main
+
+    out = tmp_path / "run.tsv"
+    argv = [
+        "rank",
+        "--corpus",
+        str(DEV / "corpus.jsonl"),
+        "--profiles",
+        str(DEV / "profiles.json"),
+        "--top",
+        "5",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 4 * 5
+    assert main([*argv, "--popularity-weight", "2"]) == 2
+    assert "popularity-weight must be within 0..1" in capsys.readouterr().err

@@ -17,9 +17,12 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
+from digest.config import Config
 from digest.errors import InputError
 from digest.models import Paper, Subscriber
 from digest.rank.model import rank
+
+DEFAULT_POPULARITY = 0.15  # rank()'s own default, when there is no config at all
 
 
 def _str_list(value: object, what: str) -> tuple[str, ...]:
@@ -110,13 +113,21 @@ def run_lines(picks: dict[str, tuple], profiles: list[tuple[str, Subscriber]]) -
             yield f"{pid}\t{pick.paper_id}\t{r}"
 
 
-def cli_rank(args: argparse.Namespace) -> int:
-    """Handler of `digest rank`: rank the corpus for every profile, write the run file."""
+def cli_rank(args: argparse.Namespace, cfg: Config | None = None) -> int:
+    """Handler of `digest rank`: rank the corpus for every profile, write the run file.
+
+    The popularity blend is the daily run's (cfg.ranking.popularity_weight) unless
+    --popularity-weight overrides it."""
     if args.top < 1:
         raise InputError("rank: --top must be at least 1")
+    weight = args.popularity_weight
+    if weight is None:
+        weight = cfg.ranking.popularity_weight if cfg is not None else DEFAULT_POPULARITY
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"rank: --popularity-weight must be within 0..1, got {weight}")
     papers = read_corpus(Path(args.corpus))
     profiles = read_profiles(Path(args.profiles), args.top)
-    picks = rank(papers, [s for _, s in profiles], popularity_weight=args.popularity_weight)
+    picks = rank(papers, [s for _, s in profiles], popularity_weight=weight)
     text = "\n".join(run_lines(picks, profiles)) + "\n"
     try:
         Path(args.out).write_text(text, encoding="utf-8")
@@ -125,6 +136,11 @@ def cli_rank(args: argparse.Namespace) -> int:
     n = sum(len(v) for v in picks.values())
     print(f"ranked {len(papers)} papers for {len(profiles)} profiles: {n} rows -> {args.out}")
     return 0
+
+
+def _handler(cfg: Config | None, args: argparse.Namespace) -> int:
+    """digest/cli.py calls every handler as func(cfg, args)."""
+    return cli_rank(args, cfg)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -140,7 +156,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=20, help="papers per profile (default 20)")
     p.add_argument("--out", required=True, help="run file to write (TSV)")
     p.add_argument(
-        "--popularity-weight", type=float, default=0.15, help="popularity blend (default 0.15)"
+        "--popularity-weight",
+        type=float,
+        default=None,
+        help="popularity blend 0..1 (default: the config's ranking.popularity_weight)",
     )
-    p.set_defaults(func=cli_rank)
+    p.set_defaults(func=_handler)
     return p
