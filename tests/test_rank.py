@@ -329,3 +329,29 @@ def test_digest_rank_through_the_main_cli(tmp_path: Path, capsys) -> None:
     assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 4 * 5
     assert main([*argv, "--popularity-weight", "2"]) == 2
     assert "popularity-weight must be within 0..1" in capsys.readouterr().err
+
+
+def test_exclusion_matches_like_re_ignorecase_on_odd_characters() -> None:
+    # The Kelvin sign and the long s case-fold to ASCII letters under re.IGNORECASE;
+    # the fast prefilter must not miss them, and "\x00" must not join two papers.
+    texts = ["\u212aelvin scale", "\u017furvey of x", "plain", "surv", "ey later"]
+    hits = term_hits(["kelvin", "survey", "plain"], texts)
+    assert hits.tolist() == [
+        [True, False, False, False, False],
+        [False, True, False, False, False],
+        [False, False, True, False, False],
+    ]
+
+
+def test_stopword_only_keywords_match_nothing_and_do_not_fall_back_to_popular() -> None:
+    out = rank(PAPERS, [sub("the", "of")])
+    assert out["a@example.org"] == ()
+
+
+def test_subscriber_order_and_company_do_not_change_picks() -> None:
+    a = sub("speech recognition", "-survey", email="a@example.org")
+    b = sub("Text-to-Speech", email="b@example.org")
+    c = sub("text to speech", email="c@example.org")
+    together = rank(PAPERS, [a, b, c])
+    assert rank(PAPERS, [c, b, a]) == together
+    assert rank(PAPERS, [c])[c.email] == together[c.email]
