@@ -355,3 +355,9 @@ def test_subscriber_order_and_company_do_not_change_picks() -> None:
     together = rank(PAPERS, [a, b, c])
     assert rank(PAPERS, [c, b, a]) == together
     assert rank(PAPERS, [c])[c.email] == together[c.email]
+
+
+def test_exclusion_uses_the_term_as_typed() -> None:
+    p = paper("2601.40001", "İstanbul speech corpus", "Speech recognition data.")
+    out = rank([p], [sub("speech", "-İstanbul")])
+    assert out["a@example.org"] == ()

@@ -65,7 +65,9 @@ class _Queries:
             if unit is not None:
                 unit_of_key[uk] = len(self.units)
                 self.units.append(unit)
-        self.excl_terms = sorted({t.lower() for q in parsed.values() for t in q.excludes})
+        # Exactly as typed: the rule is re.IGNORECASE on the term, and lower-casing first
+        # is not the same for every character ("İ".lower() is two characters).
+        self.excl_terms = sorted({t for q in parsed.values() for t in q.excludes})
         excl_of = {t: i for i, t in enumerate(self.excl_terms)}
         # (units, exclusion terms, has include keywords) -> query row
         self.sig_row: dict[tuple[tuple[int, ...], tuple[int, ...], bool], int] = {}
@@ -79,7 +81,7 @@ class _Queries:
             ]
             sig = (
                 tuple(sorted({u for u, _ in typed})),
-                tuple(sorted({excl_of[t.lower()] for t in q.excludes})),
+                tuple(sorted({excl_of[t] for t in q.excludes})),
                 # Keywords made only of stopwords ("the") match nothing, but they still
                 # make this a keyword subscriber: no popularity-only fallback.
                 bool(q.includes),
