@@ -44,6 +44,7 @@ from digest.models import (
     RunReport,
     Subscriber,
 )
+from digest.overlap import Prefetch, Recorder
 from digest.rank import rank
 from digest.render import Renderer
 from digest.sources import fetch_all, merge
@@ -207,21 +208,25 @@ def deliver(
         report.sent = len(to_send) if dry_run else 0
         return
     papers = {p.id: p for p in gathered_papers}
-    messages = build_all(cfg, store, to_send, papers, now)
     sender = sender or make_sender(cfg)
     transient_in_row = 0
-    with sender, _progress_bar(len(to_send), progress) as bar:
+    # Messages are built one thread ahead and records written one thread behind, while
+    # this thread waits on the SMTP server (digest/overlap.py; speed: bench/e2e.py).
+    with sender, _progress_bar(len(to_send), progress) as bar, \
+            Prefetch(build_all(cfg, store, to_send, papers, now)) as messages, \
+            Recorder(store.record_digest) as recorder:
         for digest, msg in zip(to_send, messages, strict=True):
             if stop is not None and stop.is_set():
                 report.notes.append("stopped: the rest is left for the next run")
                 break
+            recorder.check()  # a record that failed stops the run before the next send
             ids = [p.paper_id for p in digest.picks]
             email = digest.subscriber.email
             try:
                 sender.send(msg)
             except TransientDeliveryError as e:
                 report.deferred += 1
-                store.record_digest(digest.id, email, day, DEFERRED, ids, str(e))
+                recorder.put(digest.id, email, day, DEFERRED, ids, str(e))
                 transient_in_row += 1
                 if transient_in_row >= MAX_CONSECUTIVE_TRANSIENT:
                     raise DeliveryError(f"SMTP keeps failing ({e}); the rest is left "
@@ -229,11 +234,11 @@ def deliver(
             except PermanentDeliveryError as e:
                 report.failed += 1
                 transient_in_row = 0
-                store.record_digest(digest.id, email, day, FAILED, ids, str(e))
+                recorder.put(digest.id, email, day, FAILED, ids, str(e))
             else:
                 report.sent += 1
                 transient_in_row = 0
-                store.record_digest(digest.id, email, day, SENT, ids)
+                recorder.put(digest.id, email, day, SENT, ids)
             if bar is not None:
                 bar.update(1)
 
