@@ -7,7 +7,8 @@ only wires them and keeps the run report.
 Exactly-once: a digest is recorded SENT (durably, in the store's journal) right after
 the SMTP server accepted it, and the papers in SENT digests are excluded from every
 later pick. A crash between the server's 250 and the record is the only window in
-which a message can go out twice (the in-flight one).
+which a message can go out twice: records are written one message behind the sends
+(digest/overlap.py), so that is at most two messages, re-sent with the same Message-ID.
 """
 
 from __future__ import annotations
