@@ -45,7 +45,7 @@ from digest.models import (
     RunReport,
     Subscriber,
 )
-from digest.overlap import Prefetch, Recorder
+from digest.overlap import Prefetch, Recorder, short_switch_interval
 from digest.rank import rank
 from digest.render import Renderer
 from digest.sources import fetch_all, merge
@@ -213,7 +213,7 @@ def deliver(
     transient_in_row = 0
     # Messages are built one thread ahead and records written one thread behind, while
     # this thread waits on the SMTP server (digest/overlap.py; speed: bench/e2e.py).
-    with sender, _progress_bar(len(to_send), progress) as bar, \
+    with sender, _progress_bar(len(to_send), progress) as bar, short_switch_interval(), \
             Prefetch(build_all(cfg, store, to_send, papers, now)) as messages, \
             Recorder(store.record_digest) as recorder:
         for digest, msg in zip(to_send, messages, strict=True):

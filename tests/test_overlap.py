@@ -179,3 +179,15 @@ def test_a_failing_record_stops_the_run_within_the_documented_window(tmp_path):
             assert len(real.digests_for_day(day)) == 4
         finally:
             real.close()
+
+
+def test_short_switch_interval_is_restored_even_on_error():
+    import sys
+
+    from digest.overlap import short_switch_interval
+
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError), short_switch_interval(0.0005):
+        assert sys.getswitchinterval() <= 0.0005
+        raise RuntimeError("x")
+    assert sys.getswitchinterval() == before
