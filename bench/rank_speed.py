@@ -1,8 +1,9 @@
 """I/O edge (benchmark): speed and memory of rank() at 10,000 subscribers x 500 papers.
 
 Papers: the first 500 papers of shared/relevance-dev/corpus.jsonl (real titles, abstracts,
-ai_keywords, upvotes). Subscribers: synthetic, seeded; 1-5 keywords each drawn from the
-papers' own vocabulary (ai_keywords phrases and title bigrams), 15% with an exclusion
+ai_keywords, upvotes). Subscribers: synthetic, seeded; 1-5 keywords each drawn from real paper
+vocabulary (ai_keywords of the 500 papers and of the recorded days in
+shared/fixtures/hf_daily_papers, plus title bigrams), 15% with an exclusion
 term, 5% without include keywords, a few with min_score or already-delivered papers.
 
 Reported: best-of-N wall time of one rank() call over everyone, peak traced memory
@@ -72,9 +73,25 @@ def load_papers(n: int) -> list[Paper]:
     ]
 
 
+def fixture_keywords() -> list[str]:
+    """ai_keywords of the recorded Hugging Face days in shared/fixtures (other days than
+    the ranked papers: subscribers do not type the day's exact phrases)."""
+    found: set[str] = set()
+    for path in sorted((SHARED / "fixtures" / "hf_daily_papers").rglob("*.json")):
+        try:
+            items = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for it in items if isinstance(items, list) else []:
+            paper = it.get("paper") if isinstance(it, dict) else None
+            kws = paper.get("ai_keywords") if isinstance(paper, dict) else None
+            found.update(k.strip() for k in kws or () if isinstance(k, str) and k.strip())
+    return sorted(found)
+
+
 def synthetic_subscribers(papers: list[Paper], n: int, seed: int = 7) -> list[Subscriber]:
     rnd = random.Random(seed)
-    vocab = sorted({k for p in papers for k in p.ai_keywords})
+    vocab = sorted({k for p in papers for k in p.ai_keywords}) + fixture_keywords()
     for p in papers:
         words = re.findall(r"[A-Za-z][A-Za-z0-9-]+", p.title)
         vocab += [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)][:3]

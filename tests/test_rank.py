@@ -361,3 +361,12 @@ def test_exclusion_uses_the_term_as_typed() -> None:
     p = paper("2601.40001", "İstanbul speech corpus", "Speech recognition data.")
     out = rank([p], [sub("speech", "-İstanbul")])
     assert out["a@example.org"] == ()
+
+
+def test_papers_without_any_text() -> None:
+    empty = [paper("2601.50001", ""), paper("2601.50002", "", upvotes=3)]
+    assert rank(empty, [sub("speech")]) == {"a@example.org": ()}
+    assert [p.paper_id for p in rank(empty, [sub()])["a@example.org"]] == [
+        "2601.50002",
+        "2601.50001",
+    ]

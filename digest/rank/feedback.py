@@ -31,14 +31,35 @@ SHARED = 0.25  # a feature must occur in this share of the feedback papers
 MIN_SCORE = 0.2  # a paper must match the keyword at least this well to serve as feedback
 DOC_TERMS = 40  # strongest features per feedback paper
 MIN_DF = 2  # an expansion feature must occur in at least two papers of the day
+BLOCK = 2048  # keywords per block when scoring the expansion queries
 
 
-def feedback_scores(unit_score: np.ndarray, index: DocIndex) -> np.ndarray:
-    """units x papers expansion scores in 0..1 (0 for keywords without feedback papers)."""
-    n_units, n_docs = unit_score.shape
-    out = np.zeros_like(unit_score)
-    if n_units == 0 or n_docs < 2:
+def add_feedback(unit_score: np.ndarray, index: DocIndex, weight: float) -> np.ndarray:
+    """unit_score + weight * expansion score (0..1; 0 for keywords without feedback
+    papers), units x papers, computed in blocks of keywords to bound memory."""
+    out = unit_score.copy()
+    if weight == 0 or index.n < 2:
         return out
+    salient = _top_per_row(index.weights.multiply((index.df >= MIN_DF)[None, :]).tocsr(), DOC_TERMS)
+    salient.data[:] = 1.0
+    for u0 in range(0, out.shape[0], BLOCK):
+        expansion = expansion_queries(unit_score[u0 : u0 + BLOCK], index, salient)
+        if expansion is not None:
+            part = (expansion @ index.weights.T).toarray()
+            part *= weight
+            out[u0 : u0 + BLOCK] += part
+    return out
+
+
+def expansion_queries(
+    unit_score: np.ndarray, index: DocIndex, salient: sp.csr_matrix
+) -> sp.csr_matrix | None:
+    """units x features: each keyword's expansion query, normalised so that a paper
+    containing all of it (saturated) would score 1; None when nothing qualifies.
+    `salient` marks each paper's DOC_TERMS strongest features (papers x features, 0/1)."""
+    n_units, n_docs = unit_score.shape
+    if n_units == 0 or n_docs < 2:
+        return None
     m = min(FEEDBACK_DOCS, n_docs)
     top = np.argpartition(-unit_score, m - 1, axis=1)[:, :m]
     w = np.take_along_axis(unit_score, top, axis=1)
@@ -51,8 +72,6 @@ def feedback_scores(unit_score: np.ndarray, index: DocIndex) -> np.ndarray:
     # How many of the keyword's feedback papers contain each feature. A feature counts
     # when at least SHARED of them (and two) share it: what the top papers have in
     # common, not what one of them happens to say.
-    salient = _top_per_row(index.weights.multiply((index.df >= MIN_DF)[None, :]).tocsr(), DOC_TERMS)
-    salient.data[:] = 1.0
     shared = (p @ salient).tocsr()
     row_of = np.repeat(np.arange(n_units), np.diff(shared.indptr))
     need = np.maximum(2.0, SHARED * n_fb)[row_of]
@@ -66,9 +85,8 @@ def feedback_scores(unit_score: np.ndarray, index: DocIndex) -> np.ndarray:
     z = np.bincount(rows, weights=data * index.idf[cols], minlength=n_units)
     vals = data / np.where(z > 0, z, 1.0)[rows]
     if not len(rows):
-        return out
-    expansion = sp.csr_matrix((vals, (rows, cols)), shape=(n_units, len(index.vocab)))
-    return (expansion @ index.weights.T).toarray()
+        return None
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n_units, len(index.vocab)))
 
 
 def _top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

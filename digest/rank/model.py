@@ -39,7 +39,7 @@ from digest.models import Paper, Pick, Subscriber
 from digest.rank.exclusions import term_hits
 from digest.rank.expand import definitions, mine_definitions, synonym_table
 from digest.rank.features import DocIndex, build_index
-from digest.rank.feedback import FEEDBACK_WEIGHT, feedback_scores
+from digest.rank.feedback import FEEDBACK_WEIGHT, add_feedback
 from digest.rank.normalize import fold
 from digest.rank.query import Unit, build_unit, score_units
 from digest.rank.select import top_rows
@@ -57,7 +57,9 @@ class _Queries:
     def __init__(self, subscribers: Sequence[Subscriber], table: Mapping[str, set[str]]):
         lists = list(dict.fromkeys(s.keywords for s in subscribers))
         parsed = {kws: Subscriber(email="-", keywords=kws).query for kws in lists}
-        terms = {_unit_key(t): t for q in parsed.values() for t in q.includes}
+        ukey = {t: _unit_key(t) for q in parsed.values() for t in q.includes}
+        # Variants of one key fold to the same text, so they build the same unit.
+        terms = {uk: t for t, uk in ukey.items()}
         self.units: list[Unit] = []
         unit_of_key: dict[str, int] = {}
         for uk in sorted(terms):
@@ -75,9 +77,9 @@ class _Queries:
         for kws, q in parsed.items():
             # (unit index, the term as typed) pairs, for "why" in the mail
             typed = [
-                (unit_of_key[_unit_key(t)], t)
+                (unit_of_key[ukey[t]], t)
                 for t in dict.fromkeys(q.includes)
-                if _unit_key(t) in unit_of_key
+                if ukey[t] in unit_of_key
             ]
             sig = (
                 tuple(sorted({u for u, _ in typed})),
@@ -128,8 +130,7 @@ def score_matrix(
     table, defined = _definitions(index, papers)
     qs = _Queries(subscribers, table)
     units = score_units(qs.units, index, defined)
-    fb = feedback_scores(units.score, index)
-    unit_raw = units.score + FEEDBACK_WEIGHT * fb
+    unit_raw = add_feedback(units.score, index, FEEDBACK_WEIGHT)
     a, e = qs.matrices()
     w = min(max(float(popularity_weight), 0.0), 1.0)
     pop = index.popularity

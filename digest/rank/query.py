@@ -34,6 +34,7 @@ from digest.rank.normalize import analyse_term, key
 
 ALT_WEIGHT = 0.9  # an abbreviation match is nearly as good as the typed words
 BIGRAM_WEIGHT = 0.25  # per bigram, relative to a unigram (see the module docstring)
+UNIT_BLOCK = 2048  # keywords scored per block
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,46 +117,59 @@ def score_units(
     if not units:
         return UnitScores(np.zeros((0, n_docs), np.float32), np.zeros((0, n_docs), dtype=bool))
     unseen_idf = float(np.log1p((n_docs + 0.5) / 0.5))
-    rows, cols, vals = [], [], []
-    rrows, rcols = [], []
-    n_req, starts, swaps = [], [], []
+    feat_form, feats, feat_w, req_form, reqs = [], [], [], [], []
+    n_req, starts, swaps, form_w = [], [], [], []
     fi = 0
     for u in units:
         starts.append(fi)
         for f in u.forms:
-            z, entries = 0.0, []
             for feat, w in f.feats:
-                col = index.vocab.get(feat)
-                z += w * (index.idf[col] if col is not None else unseen_idf)
-                if col is not None:
-                    entries.append((col, w))
-            for col, w in entries:
-                rows.append(fi)
-                cols.append(col)
-                vals.append(f.weight * w / z)
-            for feat in f.required:
-                col = index.vocab.get(feat)
-                if col is not None:
-                    rrows.append(fi)
-                    rcols.append(col)
+                feat_form.append(fi)
+                feats.append(feat)
+                feat_w.append(w)
+            req_form.extend([fi] * len(f.required))
+            reqs.extend(f.required)
             n_req.append(len(f.required))
             swaps.append(f)
+            form_w.append(f.weight)
             fi += 1
-    shape = (fi, len(index.vocab))
+    vocab = index.vocab
+    cols = np.array([vocab.get(x, -1) for x in feats], dtype=np.int64)
+    rows = np.array(feat_form, dtype=np.int64)
+    w = np.array(feat_w)
+    seen = cols >= 0
+    idf = np.full(len(cols), unseen_idf)
+    idf[seen] = index.idf[cols[seen]]
+    # A form's normaliser: its score if every feature were present and saturated.
+    z = np.bincount(rows, weights=w * idf, minlength=fi)
+    vals = (np.array(form_w)[rows] * w / z[rows])[seen]
+    rcols = np.array([vocab.get(x, -1) for x in reqs], dtype=np.int64)
+    rrows = np.array(req_form, dtype=np.int64)[rcols >= 0]
+    shape = (fi, len(vocab))
     f32 = np.float32  # unit-level matrices are the big ones; float32 halves them
-    fmat = sp.csr_matrix((np.array(vals, dtype=f32), (rows, cols)), shape=shape)
-    rmat = sp.csr_matrix((np.ones(len(rrows), dtype=f32), (rrows, rcols)), shape=shape)
-    form_score = (fmat @ index.weights.T).toarray()
-    hits = (rmat @ index.presence.T).toarray()
-    full = hits >= np.maximum(np.array(n_req), 1)[:, None]
+    fmat = sp.csr_matrix((vals.astype(f32), (rows[seen], cols[seen])), shape=shape)
+    rmat = sp.csr_matrix((np.ones(len(rrows), dtype=f32), (rrows, rcols[rcols >= 0])), shape=shape)
+    need = np.maximum(np.array(n_req), 1)[:, None]
+    bad: dict[int, list[int]] = {}
     for i, f in enumerate(swaps):
-        if not f.swapped:
-            continue
-        meant = set(f.replaced)
-        bad = [row for row, lf in defined.get(f.swapped, ()) if not meant & set(lf.split())]
-        form_score[i, bad] = 0.0
-        full[i, bad] = False
-    idx = np.array(starts)
-    score = np.maximum.reduceat(form_score, idx, axis=0)
-    matched = np.maximum.reduceat(full.astype(np.uint8), idx, axis=0).astype(bool)
+        if f.swapped:
+            meant = set(f.replaced)
+            bad[i] = [r for r, lf in defined.get(f.swapped, ()) if not meant & set(lf.split())]
+    score = np.zeros((len(units), n_docs), dtype=f32)
+    matched = np.zeros((len(units), n_docs), dtype=bool)
+    starts.append(fi)
+    # Blocks of units bound the dense forms x papers intermediates (memory stays flat
+    # however many distinct keywords there are).
+    for u0 in range(0, len(units), UNIT_BLOCK):
+        u1 = min(u0 + UNIT_BLOCK, len(units))
+        f0, f1 = starts[u0], starts[u1]
+        form_score = (fmat[f0:f1] @ index.weights.T).toarray()
+        full = (rmat[f0:f1] @ index.presence.T).toarray() >= need[f0:f1]
+        for i in range(f0, f1):
+            if bad.get(i):
+                form_score[i - f0, bad[i]] = 0.0
+                full[i - f0, bad[i]] = False
+        idx = np.array(starts[u0:u1]) - f0
+        score[u0:u1] = np.maximum.reduceat(form_score, idx, axis=0)
+        matched[u0:u1] = np.logical_or.reduceat(full, idx, axis=0)
     return UnitScores(score, matched)
