@@ -370,3 +370,9 @@ def test_papers_without_any_text() -> None:
         "2601.50002",
         "2601.50001",
     ]
+
+
+@pytest.mark.parametrize("w", [-0.1, 1.5, float("nan")])
+def test_bad_popularity_weight_is_refused(w: float) -> None:
+    with pytest.raises(InputError, match="popularity_weight must be within 0..1"):
+        rank(PAPERS, [sub("speech")], popularity_weight=w)

@@ -3,13 +3,14 @@
 Score scale (what `Subscriber.min_score` is compared with): 0..100.
 
 * Subscriber with include keywords:
-      raw  = sum over their keywords of unit score (each 0..1, see query.py)
-             + FEEDBACK_WEIGHT * pseudo-relevance-feedback score (see feedback.py)
+      raw  = sum over their keywords of (keyword score, 0..1, see query.py
+             + FEEDBACK_WEIGHT * the keyword's feedback score, 0..1, see feedback.py)
       rel  = 1 - exp(-raw / REL_SCALE)                              (0..1)
       score = 100 * rel * (1 - w + w * popularity)                   (w = popularity_weight)
-  A paper needs raw > 0 (some keyword word occurs in it) to be picked: popularity only
-  scales relevance (by at most w), it never creates it. No normalisation by the number of
-  keywords or by the day's best paper, so adding a keyword never lowers any score.
+  A paper needs raw > 0 (a keyword's word, or its feedback expansion, occurs in it) to
+  be picked: popularity only scales relevance (by at most w), it never creates it. No
+  normalisation by the number of keywords or by the day's best paper, so adding a
+  keyword never lowers any score.
   What the numbers mean in practice (relevance-dev corpus): a paper squarely on one
   keyword scores about 45-70, on two or three keywords 70-90; papers sharing only a
   common word ("model", "decoding") stay below about 25-35. A min_score of 30-40 keeps
@@ -35,6 +36,7 @@ from itertools import compress
 import numpy as np
 import scipy.sparse as sp
 
+from digest.errors import InputError
 from digest.models import Paper, Pick, Subscriber
 from digest.rank.exclusions import term_hits
 from digest.rank.expand import definitions, mine_definitions, synonym_table
@@ -132,7 +134,7 @@ def score_matrix(
     units = score_units(qs.units, index, defined)
     unit_raw = add_feedback(units.score, index, FEEDBACK_WEIGHT)
     a, e = qs.matrices()
-    w = min(max(float(popularity_weight), 0.0), 1.0)
+    w = float(popularity_weight)
     pop = index.popularity
     # One (queries x papers) float64 array, transformed in place to bound memory.
     scores = (
@@ -166,7 +168,10 @@ def rank(
     exclude: Mapping[str, set[str]] = {},  # noqa: B006 - read only, the shared interface
     popularity_weight: float = 0.15,
 ) -> dict[str, tuple[Pick, ...]]:
-    """Pick papers for every subscriber: email -> picks, best first (see module doc)."""
+    """Pick papers for every subscriber: email -> picks, best first (see module doc).
+
+    Raises InputError when popularity_weight is not a number within 0..1."""
+    _check_weight(popularity_weight)
     if not subscribers:
         return {}
     if not papers:
@@ -188,12 +193,18 @@ def paper_scores(
     """Every eligible paper's score (0..100) for one subscriber, before max_papers,
     min_score and already-delivered filtering: the number rank() orders by. Papers the
     subscriber can never get (excluded, or no keyword match) are absent."""
+    _check_weight(popularity_weight)
     if not papers:
         return {}
     papers = list({p.id: p for p in papers}.values())
     index, qs, scores, _ = score_matrix(papers, [subscriber], popularity_weight)
     row = scores[qs.row_of_sub[0]]
     return {pid: float(v) for pid, v in zip(index.ids, row.tolist(), strict=True) if v >= 0}
+
+
+def _check_weight(w: float) -> None:
+    if not isinstance(w, int | float) or not 0.0 <= w <= 1.0:  # also refuses NaN
+        raise InputError(f"ranking: popularity_weight must be within 0..1, got {w!r}")
 
 
 def _rank(papers, subscribers, exclude, popularity_weight) -> dict[str, tuple[Pick, ...]]:
