@@ -39,7 +39,6 @@ FIELDS = (
     Field("ai_summary", 0.5, 0.5),
 )
 K1 = 1.2
-BIGRAM_BOOST = 1.0  # a bigram's IDF already rewards it; this scales it further
 
 
 def field_texts(p: Paper) -> dict[str, str]:

@@ -9,6 +9,10 @@ Features are plain strings: a unigram is a stem ("pretrain"), a bigram is two st
 joined by a space ("speech recognit"). Bigrams link adjacent content words inside one
 clause (stopwords are skipped, punctuation breaks the chain), so the keyword
 "text-to-speech" and the text "text to speech" share the bigram "text speech".
+
+snowballstemmer runs PyStemmer's C implementation of the same algorithm when that
+package is installed (identical stems, ~4x faster on a cold start); word-level results
+are cached, since the same words recur across papers and days.
 """
 
 from __future__ import annotations
