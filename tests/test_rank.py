@@ -376,3 +376,16 @@ def test_papers_without_any_text() -> None:
 def test_bad_popularity_weight_is_refused(w: float) -> None:
     with pytest.raises(InputError, match="popularity_weight must be within 0..1"):
         rank(PAPERS, [sub("speech")], popularity_weight=w)
+
+
+def test_top_rows_breaks_ties_at_the_cut_by_column() -> None:
+    import numpy as np
+
+    from digest.rank.select import top_rows
+
+    scores = np.array([[5.0, 7.0, 5.0, 5.0, -1.0, 5.0]])
+    rows = np.array([0, 0, 0])
+    got = top_rows(scores, rows, np.array([2, 3, 9]), np.array([0.0, 0.0, 6.0]), [[], [0], []])
+    assert got[0].tolist() == [1, 0]
+    assert got[1].tolist() == [1, 2, 3]  # column 0 is blocked (already delivered)
+    assert got[2].tolist() == [1]  # min score 6
