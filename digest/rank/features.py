@@ -39,6 +39,9 @@ FIELDS = (
     Field("ai_summary", 0.5, 0.5),
 )
 K1 = 1.2
+# Stars count less than upvotes: a repository's stars often predate the paper (a big
+# project's new report), while upvotes measure interest in this paper today.
+STAR_WEIGHT = 0.25
 
 
 def field_texts(p: Paper) -> dict[str, str]:
@@ -70,12 +73,13 @@ class DocIndex:
 
 
 def popularity(papers: Sequence[Paper]) -> np.ndarray:
-    """0..1 popularity: log(1 + upvotes) + 0.5 log(1 + stars), divided by the maximum of
-    the paper's listing day (papers without a day form one group). Log scale because
+    """0..1 popularity: log(1 + upvotes) + STAR_WEIGHT log(1 + stars), divided by the
+    maximum of the paper's listing day (papers without a day form one group). Log scale:
     upvotes are heavy-tailed: 400 vs 40 upvotes is "more popular", not "ten times better"."""
     raw = np.array(
         [
-            math.log1p(max(p.upvotes or 0, 0)) + 0.5 * math.log1p(max(p.github_stars or 0, 0))
+            math.log1p(max(p.upvotes or 0, 0))
+            + STAR_WEIGHT * math.log1p(max(p.github_stars or 0, 0))
             for p in papers
         ],
         dtype=np.float64,
