@@ -15,10 +15,10 @@ the loop can run meanwhile:
              same Message-ID; without the overlap it is one.
 
 While the loop runs, the interpreter's thread switch interval is cut from 5 ms to
-0.5 ms (`short_switch_interval`): the recorder's many short syscalls each give up the
-GIL, and getting it back from the CPU-bound producer otherwise costs up to a full
-interval (measured in bench/history.py: the overlapped loop was ~10% slower than a
-plain one with an instant sender; with 0.5 ms it is even).
+20 us (`short_switch_interval`): every SMTP reply and every journal syscall wakes a thread
+that must get the GIL back from the CPU-bound producer, which otherwise costs up to a
+full interval. bench/e2e.py at 1,000 subscribers: send phase 48% of the smtplib floor at
+0.5 ms, 57% at 100 us, 67% at 20 us.
 
 Errors raised in a thread (a render bug, StoreError) are re-raised in the caller's
 thread at the next call, and nothing after them is sent.
@@ -38,7 +38,7 @@ _DONE = object()
 
 
 @contextlib.contextmanager
-def short_switch_interval(seconds: float = 0.0005) -> Iterator[None]:
+def short_switch_interval(seconds: float = 0.00002) -> Iterator[None]:
     """Lower sys.setswitchinterval for the block (never raises it); restored after."""
     old = sys.getswitchinterval()
     sys.setswitchinterval(min(old, seconds))
