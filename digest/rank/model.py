@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from digest.errors import InputError
-from digest.models import Paper, Pick, Subscriber
+from digest.models import Paper, Pick, Query, Subscriber
 from digest.rank.exclusions import term_hits
 from digest.rank.expand import definitions, mine_definitions, synonym_table
 from digest.rank.features import DocIndex, build_index
@@ -57,8 +57,10 @@ class _Queries:
     order (or presence) of other subscribers, down to the last floating-point bit."""
 
     def __init__(self, subscribers: Sequence[Subscriber], table: Mapping[str, set[str]]):
-        lists = list(dict.fromkeys(s.keywords for s in subscribers))
-        parsed = {kws: Subscriber(email="-", keywords=kws).query for kws in lists}
+        parsed: dict[tuple[str, ...], Query] = {}
+        for s in subscribers:
+            if s.keywords not in parsed:
+                parsed[s.keywords] = s.query
         ukey = {t: _unit_key(t) for q in parsed.values() for t in q.includes}
         # Variants of one key fold to the same text, so they build the same unit.
         terms = {uk: t for t, uk in ukey.items()}
