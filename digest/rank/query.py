@@ -169,7 +169,15 @@ def score_units(
             if bad.get(i):
                 form_score[i - f0, bad[i]] = 0.0
                 full[i - f0, bad[i]] = False
-        idx = np.array(starts[u0:u1]) - f0
-        score[u0:u1] = np.maximum.reduceat(form_score, idx, axis=0)
-        matched[u0:u1] = np.logical_or.reduceat(full, idx, axis=0)
+        # Best form per unit. Units have 1-9 forms, so a few vectorised passes over
+        # "the j-th form of every unit that has one" beat ufunc.reduceat along rows.
+        first = np.array(starts[u0:u1]) - f0
+        n_forms = np.diff(np.array(starts[u0 : u1 + 1]))
+        best, hit = form_score[first], full[first]
+        for j in range(1, int(n_forms.max())):
+            has = np.flatnonzero(n_forms > j)
+            best[has] = np.maximum(best[has], form_score[first[has] + j])
+            hit[has] |= full[first[has] + j]
+        score[u0:u1] = best
+        matched[u0:u1] = hit
     return UnitScores(score, matched)
