@@ -115,6 +115,8 @@ def test_first_seen_kept_across_days_and_relisting(cfg: StoreConfig, store: Tiny
     d1 = D0 + timedelta(days=1)
     again = store.record_seen([paper("p2", upvotes=40), paper("p3")], d1)
     assert again == {"p2": D0, "p3": d1}  # re-listing keeps the old first-seen day
+    assert store.first_seen(["p1", "p3", "unknown"]) == {"p1": D0, "p3": d1}  # read-only
+    assert store.first_seen(["p9"]) == {} and store.first_seen(["p9"]) == {}
     store.close()
     s = TinyStore(cfg)
     assert s.record_seen([paper("p1")], D0 + timedelta(days=2)) == {"p1": D0}

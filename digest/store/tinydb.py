@@ -356,6 +356,11 @@ class TinyStore:
                     table.upsert(Document({"p": merged}, doc_id=d))
         return {pid: date.fromordinal(v) for pid, v in first.items()}
 
+    def first_seen(self, ids: Iterable[str]) -> dict[str, date]:
+        with self._locked():
+            self._sync_hist()
+            return {pid: date.fromordinal(self._seen[pid]) for pid in ids if pid in self._seen}
+
     def _paper(self, pid: str) -> Paper | None:
         d = self._paper_day.get(pid)
         if d is None:
