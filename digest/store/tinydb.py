@@ -483,4 +483,8 @@ class TinyStore:
 
         with self._locked():
             self._sync_hist()
-            self._fold(drop_old)
+            tables = self._hist.read()
+            stale = any(int(k) < cutoff for name, cutoff in (
+                ("seen", keep_seen), ("papers", keep_hist), ("digests", keep_hist),
+                ("runs", keep_hist)) for k in tables.get(name, {}))
+            self._fold(drop_old if stale else None)  # no rewrite when nothing expired
