@@ -22,7 +22,7 @@ from _common import BENCH, ROOT, save, table
 # name, arguments for the default run, arguments for --quick (None: skip in --quick)
 PLAN: list[tuple[str, list[str], list[str] | None]] = [
     ("compute", [], ["--quick"]),
-    ("e2e", [], ["--quick"]),
+    ("e2e", ["--sizes", "10000"], ["--quick"]),  # the target is at 10,000
     ("memory", [], ["--quick"]),
     ("history", [], ["--quick"]),
     ("rank_speed", [], ["--runs", "1"]),
