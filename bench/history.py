@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
     early, late = med(6, 14), med(total - 8, total)
     growth = late / early
+    # The store fills for ~30 runs (history_days); past that, does a run get slower?
+    plateau = med(total - 29, total) / med(31, 60) if total >= 90 else float("nan")
     peak = max(r["store_bytes"] for r in rows)
     table(["run", "day", "seconds", "store bytes", "new papers", "sent"],
           [(r["run"], r["day"], r["seconds"], r["store_bytes"], r["new_papers"], r["sent"])
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
            (f"run time, median runs {total - 8}-{total} (s)", late, "", ""),
            ("late / early", growth, f"<= {GROWTH_TARGET}", "met" if growth <= GROWTH_TARGET
             else "MISSED"),
+           (f"plateau: median runs {total - 29}-{total} / 31-60", plateau, "(info)", ""),
            ("largest store (bytes)", peak, f"< {SIZE_TARGET:,}", "met" if peak < SIZE_TARGET
             else "MISSED")])
     save("history", {
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "subscribers": args.subscribers, "runs": total, "sender": "in-process counter",
         "fsync": False, "elapsed_seconds": round(elapsed, 1),
         "early_median_seconds": early, "late_median_seconds": late, "growth": growth,
+        "plateau_growth": plateau,
         "max_store_bytes": peak, "meets_time_target": growth <= GROWTH_TARGET,
         "meets_size_target": peak < SIZE_TARGET, "days": rows})
     return 0
