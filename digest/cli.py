@@ -20,7 +20,7 @@ from digest.config import Config, load_config
 from digest.errors import DigestError, InputError, UnknownSubscriber
 
 # Subcommands that live beside their feature: module -> register(subparsers).
-PLUGINS = ("digest.rank.cli", "digest.web.cli", "digest.schedule.cli")
+PLUGINS = ("digest.sources.cli", "digest.rank.cli", "digest.web.cli", "digest.schedule.cli")
 
 
 def parse_day(text: str) -> date:

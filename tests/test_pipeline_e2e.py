@@ -1,0 +1,233 @@
+"""The daily job end to end on real parts: recorded HF answers from a local HTTP server,
+the real TinyDB store, a real SMTP server (aiosmtpd) started by the test.
+
+- a month of recorded days replayed: no subscriber ever gets the same paper twice;
+- the same day run twice sends nothing the second time;
+- per-recipient 4xx / 5xx replies and a server that drops the connection mid-run;
+- `digest run` killed with SIGKILL in the middle of sending, then rerun: every subscriber
+  ends with exactly one digest for the day (at most the in-flight ones doubled, with the
+  same Message-ID) and the store loads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from httpfixture import FixtureServer
+from smtpserver import SmtpServer
+
+from digest.config import Config, SmtpConfig, StoreConfig
+from digest.errors import DeliveryError
+from digest.models import DEFERRED, FAILED, SENT, Subscriber
+from digest.pipeline import run_daily
+from digest.store import open_store
+from digest.subscribers import parse_keywords
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_LINK = re.compile(r"https://huggingface\.co/papers/(\d{4}\.\d{4,5})")
+
+PROFILES = {
+    "llm@example.org": "large language models, reasoning, -survey",
+    "vision@example.org": "video generation, 3D reconstruction, gaussian splatting",
+    "agents@example.org": "agents, tool use, reinforcement learning",
+    "speech@example.org": "speech recognition, text-to-speech, audio",
+    "rag@example.org": "retrieval-augmented generation, retrieval, reranking",
+    "efficiency@example.org": "quantization, KV cache, inference, efficient",
+    "popular@example.org": "",  # no keywords: the most popular papers
+    "robots@example.org": "robot, manipulation, embodied, -survey",
+    "math@example.org": "mathematical reasoning, theorem proving",
+    "diffusion@example.org": "diffusion, image generation, -video",
+}
+
+
+def subscribers(profiles=PROFILES, max_papers=5) -> list[Subscriber]:
+    return [Subscriber(email=e, keywords=parse_keywords(k), max_papers=max_papers,
+                       created="2025-12-01T00:00:00+00:00") for e, k in profiles.items()]
+
+
+def papers_in(msg) -> set[str]:
+    html = msg.get_body(("html",)).get_content()
+    return set(PAPER_LINK.findall(html))
+
+
+@pytest.fixture
+def world(tmp_path):
+    with FixtureServer() as srv, SmtpServer() as smtp:
+        cfg = srv.configure(Config(), categories=(), lookback_days=3, retries=0,
+                            offline_fallback=False)
+        cfg = replace(
+            cfg,
+            store=StoreConfig(path=tmp_path / "data", fsync=False),
+            smtp=SmtpConfig(host=smtp.host, port=smtp.port, security="none",
+                            sender="Lab Papers <papers@example.org>"),
+        )
+        yield cfg, smtp
+
+
+def test_month_replay_never_sends_a_paper_twice_and_reruns_send_nothing(world):
+    cfg, smtp = world
+    store = open_store(cfg.store)
+    store.put_subscribers(subscribers())
+    store.close()
+    per_sub: dict[str, Counter[str]] = defaultdict(Counter)
+    day = date(2026, 1, 1)
+    while day <= date(2026, 1, 31):
+        before = len(smtp.messages)
+        report = run_daily(cfg, day, progress=False)
+        assert report.failed == report.deferred == 0
+        assert len(smtp.messages) - before == report.sent
+        again = run_daily(cfg, day, progress=False)  # the same day twice: nothing more
+        assert again.sent == 0 and len(smtp.messages) - before == report.sent
+        assert again.already_done == len(PROFILES)
+        day += timedelta(days=1)
+
+    assert len(smtp.messages) > 100  # a real month, not a vacuous pass
+    for received in smtp.messages:
+        msg = received.message
+        (to,) = received.rcpt_tos
+        assert msg["To"] == to and msg["Date"] and msg["Message-ID"]
+        assert msg["List-Unsubscribe"].startswith("<http://localhost:8000/unsubscribe/")
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        parts = [p.get_content_type() for p in msg.iter_parts()]
+        assert msg.get_content_type() == "multipart/alternative"
+        assert parts == ["text/plain", "text/html"]
+        assert b"\r\n" in received.data and b"\n" not in received.data.replace(b"\r\n", b"")
+        ids = papers_in(msg)
+        assert ids, "a sent digest links its papers"
+        per_sub[to].update(ids)
+    for to, counts in per_sub.items():
+        repeated = [pid for pid, n in counts.items() if n > 1]
+        assert not repeated, f"{to} got {repeated} twice"
+    assert len(per_sub) == len(PROFILES)
+    # Every subscriber got one digest per day at most.
+    per_day = Counter((r.rcpt_tos[0], r.message["Message-ID"]) for r in smtp.messages)
+    assert max(per_day.values()) == 1
+
+
+def test_4xx_is_retried_next_run_5xx_is_not(world):
+    cfg, smtp = world
+    store = open_store(cfg.store)
+    store.put_subscribers(subscribers(max_papers=3))
+    store.close()
+    smtp.reply_for["llm@example.org"] = "451 4.3.0 try again later"
+    smtp.reply_for["vision@example.org"] = "550 5.1.1 no such user"
+    day = date(2026, 1, 14)
+    report = run_daily(cfg, day, progress=False)
+    assert (report.deferred, report.failed) == (1, 1)
+    assert report.sent == len(PROFILES) - 2
+    store = open_store(cfg.store)
+    states = store.digests_for_day(day)
+    store.close()
+    assert states["llm@example.org"] == DEFERRED and states["vision@example.org"] == FAILED
+    # The server recovers; the rerun serves only the deferred subscriber.
+    smtp.reply_for.clear()
+    again = run_daily(cfg, day, progress=False)
+    assert (again.sent, again.failed, again.deferred) == (1, 0, 0)
+    assert [r.rcpt_tos for r in smtp.messages].count(["llm@example.org"]) == 1
+    assert ["vision@example.org"] not in [r.rcpt_tos for r in smtp.messages]
+
+
+def test_server_dropping_the_connection_mid_run_loses_nothing(world):
+    cfg, smtp = world
+    store = open_store(cfg.store)
+    store.put_subscribers(subscribers(max_papers=3))
+    store.close()
+    smtp.drop_after = 3  # the server closes every connection after 3 messages
+    report = run_daily(cfg, date(2026, 1, 14), progress=False)
+    assert report.sent == len(PROFILES) and report.deferred == 0
+    assert sorted(r.rcpt_tos[0] for r in smtp.messages) == sorted(PROFILES)
+    assert smtp.connections >= 4  # it reconnected
+
+
+def test_unreachable_smtp_server_is_one_line_and_sends_nothing(world, tmp_path, capsys):
+    cfg, smtp = world
+    store = open_store(cfg.store)
+    store.put_subscribers(subscribers())
+    store.close()
+    dead = replace(cfg, smtp=replace(cfg.smtp, port=1))  # nothing listens on port 1
+    with pytest.raises(DeliveryError) as e:
+        run_daily(dead, date(2026, 1, 14), progress=False)
+    assert "\n" not in str(e.value)
+    store = open_store(cfg.store)
+    assert store.digests_for_day(date(2026, 1, 14)) == {}  # nobody marked as served
+    store.close()
+    report = run_daily(cfg, date(2026, 1, 14), progress=False)  # later: everyone served
+    assert report.sent == len(PROFILES)
+
+
+def _config_file(tmp_path: Path, cfg: Config, smtp: SmtpServer) -> Path:
+    f = tmp_path / "digest.toml"
+    f.write_text(f"""
+[http]
+timeout = 5.0
+retries = 0
+[sources]
+offline_fallback = false
+[sources.huggingface]
+base_url = "{cfg.sources.huggingface.base_url}"
+lookback_days = 3
+[store]
+path = "{cfg.store.path}"
+fsync = true
+[smtp]
+host = "{smtp.host}"
+port = {smtp.port}
+security = "none"
+sender = "Lab Papers <papers@example.org>"
+""")
+    return f
+
+
+@pytest.mark.parametrize("kill_at", [1, 57])
+def test_sigkill_mid_send_then_rerun_gives_everyone_exactly_one_digest(world, tmp_path, kill_at):
+    cfg, smtp = world
+    n = 120
+    store = open_store(cfg.store)
+    store.put_subscribers([Subscriber(email=f"user{i:03d}@example.org",
+                                      keywords=parse_keywords(k), max_papers=4)
+                           for i, k in enumerate(list(PROFILES.values()) * (n // 10))])
+    store.close()
+    conf = _config_file(tmp_path, cfg, smtp)
+    cmd = [sys.executable, "-m", "digest", "--config", str(conf), "run", "--date", "2026-01-14",
+           "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def kill_when_reached() -> None:
+        # Called by the server after it took message number len(messages) and before its
+        # 250 reply: the killed process has that message in flight, accepted, unrecorded.
+        if len(smtp.messages) == kill_at:
+            os.kill(proc.pid, signal.SIGKILL)
+
+    smtp.on_message = kill_when_reached
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    smtp.on_message = None
+    first = len(smtp.messages)
+    assert kill_at <= first < n
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "sent" in rerun.stdout
+
+    per_sub = Counter(r.rcpt_tos[0] for r in smtp.messages)
+    assert set(per_sub) == {f"user{i:03d}@example.org" for i in range(n)}
+    doubled = [e for e, c in per_sub.items() if c > 1]
+    assert max(per_sub.values()) <= 2
+    assert len(doubled) <= 2  # only the in-flight message(s) at the kill
+    for e in doubled:  # a doubled digest is the very same message, same Message-ID
+        ids = {r.message["Message-ID"] for r in smtp.messages if r.rcpt_tos[0] == e}
+        assert len(ids) == 1
+    store = open_store(cfg.store)  # the store loads and knows everyone was served
+    states = store.digests_for_day(date(2026, 1, 14))
+    store.close()
+    assert len(states) == n and set(states.values()) == {SENT}
