@@ -26,6 +26,7 @@ from digest.config import Config
 from digest.errors import (
     AllSourcesFailed,
     DeliveryError,
+    InputError,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
@@ -145,12 +146,13 @@ def gather(cfg: Config, day: date, store: Store, report: RunReport, *, write: bo
         raise AllSourcesFailed(f"every source failed, nothing sent ({errors})")
     papers = merge(results)
     window_start = day - timedelta(days=cfg.sources.huggingface.lookback_days - 1)
+    known_before = store.first_seen(p.id for p in papers)
+    report.new_papers = sum(1 for p in papers if p.id not in known_before)
     if write:
         first_seen = store.record_seen(papers, day)
     else:  # dry run: what record_seen would answer, without writing
-        first_seen = {p.id: day for p in papers} | store.first_seen(p.id for p in papers)
+        first_seen = {p.id: day for p in papers} | known_before
     eligible = tuple(p for p in papers if first_seen.get(p.id, day) >= window_start)
-    report.new_papers = sum(1 for p in papers if first_seen.get(p.id, day) >= day)
     return Gathered(eligible, window_start)
 
 
@@ -223,6 +225,10 @@ def deliver(
             recorder.check()  # a record that failed stops the run before the next send
             ids = [p.paper_id for p in digest.picks]
             email = digest.subscriber.email
+            if isinstance(msg, InputError):
+                report.failed += 1
+                recorder.put(digest.id, email, day, FAILED, ids, str(msg))
+                continue
             try:
                 sender.send(msg)
             except TransientDeliveryError as e:
@@ -247,16 +253,20 @@ def deliver(
 def build_all(
     cfg: Config, store: Store, digests: Sequence[Digest], papers: Mapping[str, Paper],
     now: Clock,
-) -> Iterator[OutgoingMessage]:
-    """Render and build each message lazily, so sending starts at once."""
+) -> Iterator[OutgoingMessage | InputError]:
+    """Render and build each message lazily, so sending starts at once. A digest whose
+    message cannot be built yields the error instead, and is recorded as failed."""
     renderer = Renderer(site_name=cfg.site_name)
     secret = cfg.secret() or store.secret()
     stamp = now()
     for d in digests:
         lk = links(cfg.web.base_url, secret, d.subscriber.email)
         rendered = renderer.render(d, papers, lk)
-        yield build_message(rendered, to=d.subscriber.email, sender=cfg.smtp.sender,
-                            digest_id=d.id, unsubscribe_url=lk.unsubscribe_url, now=stamp)
+        try:
+            yield build_message(rendered, to=d.subscriber.email, sender=cfg.smtp.sender,
+                                digest_id=d.id, unsubscribe_url=lk.unsubscribe_url, now=stamp)
+        except InputError as e:  # e.g. an address no header can carry: fail that one only
+            yield e
 
 
 def _progress_bar(total: int, enabled: bool | None):  # type: ignore[no-untyped-def]

@@ -231,3 +231,18 @@ def test_sigkill_mid_send_then_rerun_gives_everyone_exactly_one_digest(world, tm
     states = store.digests_for_day(date(2026, 1, 14))
     store.close()
     assert len(states) == n and set(states.values()) == {SENT}
+
+
+def test_a_message_that_cannot_be_built_fails_alone(world):
+    """An address no mail header can carry (it bypassed validation: an old store, a
+    hand-edited file) fails that digest only; everyone else is served."""
+    cfg, smtp = world
+    store = open_store(cfg.store)
+    store.put_subscribers([*subscribers(max_papers=2),
+                           Subscriber(email="zoë@example.org", max_papers=2)])
+    store.close()
+    report = run_daily(cfg, date(2026, 1, 14), progress=False)
+    assert report.failed == 1 and report.sent == len(PROFILES)
+    store = open_store(cfg.store)
+    assert store.digests_for_day(date(2026, 1, 14))["zoë@example.org"] == FAILED
+    store.close()
