@@ -169,3 +169,22 @@ def test_an_oversized_answer_is_an_error_not_a_crash(srv: FixtureServer, monkeyp
     [result] = fetch_all(srv.configure(categories=()), DAY, sleep=lambda s: None)
     assert result.error is not None and result.error.endswith("response larger than 10000 bytes")
     assert len(srv.requests) == 1  # not retried
+
+
+def test_a_host_name_that_does_not_resolve_is_not_retried():
+    """No DNS (offline): fail at once and fall back, instead of waiting through backoffs."""
+    import socket
+
+    import httpx
+
+    from digest.sources.http import _name_unresolvable, _retryable
+
+    try:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as inner:
+            raise httpx.ConnectError("[Errno -2] Name or service not known") from inner
+    except httpx.ConnectError as e:
+        assert _name_unresolvable(e) and not _retryable(e)
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    assert not _name_unresolvable(refused) and _retryable(refused)

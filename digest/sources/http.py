@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -124,10 +125,27 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _retryable(exc: BaseException) -> bool:
+    if _name_unresolvable(exc):
+        return False
     return isinstance(
         exc,
         _RetryableStatus | httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError,
     )
+
+
+def _name_unresolvable(exc: BaseException) -> bool:
+    """The host name does not resolve (socket.gaierror under httpx's ConnectError).
+
+    Not retried: the system resolver has already retried, and a machine with no DNS at
+    all (offline) would otherwise wait through every backoff before the fallback."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _describe(exc: BaseException) -> str:
