@@ -10,7 +10,8 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 from digest import __version__
 from digest.config import Config, load_config
 from digest.errors import DigestError, InputError, UnknownSubscriber
+from digest.store.base import Store
 
 # Subcommands that live beside their feature: module -> register(subparsers).
 PLUGINS = ("digest.sources.cli", "digest.rank.cli", "digest.web.cli", "digest.schedule.cli")
@@ -125,10 +127,15 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if report.deferred else 0
 
 
-def _store(cfg: Config):  # type: ignore[no-untyped-def]
+@contextmanager
+def _store(cfg: Config) -> Iterator[Store]:
     from digest.store import open_store
 
-    return open_store(cfg.store)
+    store = open_store(cfg.store)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def cmd_sub_add(cfg: Config, args: argparse.Namespace) -> int:
@@ -137,12 +144,9 @@ def cmd_sub_add(cfg: Config, args: argparse.Namespace) -> int:
     sub = make_subscriber(args.email, args.keywords, args.max, args.min_score,
                           created=datetime.now().astimezone().isoformat(timespec="seconds"),
                           default_max=cfg.ranking.default_max_papers)
-    store = _store(cfg)
-    try:
+    with _store(cfg) as store:
         existed = store.get_subscriber(sub.email) is not None
         store.put_subscribers([sub])
-    finally:
-        store.close()
     verb = "updated" if existed else "added"
     print(f"{verb} {sub.email}: keywords {', '.join(sub.keywords) or '(none: most popular)'}; "
           f"max {sub.max_papers}")
@@ -150,11 +154,8 @@ def cmd_sub_add(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_sub_list(cfg: Config, args: argparse.Namespace) -> int:
-    store = _store(cfg)
-    try:
+    with _store(cfg) as store:
         subs = sorted(store.subscribers(), key=lambda s: s.email)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps([{"email": s.email, "keywords": list(s.keywords), "max": s.max_papers,
                            "min_score": s.min_score, "status": s.status} for s in subs],
@@ -171,15 +172,12 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
     from digest.subscribers import normalise_email, update_subscriber
 
     email = normalise_email(args.email)
-    store = _store(cfg)
-    try:
+    with _store(cfg) as store:
         sub = store.get_subscriber(email)
         if sub is None:
             raise UnknownSubscriber(f"no subscriber {email}")
         new = update_subscriber(sub, args.keywords, args.max, args.min_score, args.status)
         store.put_subscribers([new])
-    finally:
-        store.close()
     print(f"updated {email}")
     return 0
 
@@ -188,12 +186,9 @@ def cmd_sub_remove(cfg: Config, args: argparse.Namespace) -> int:
     from digest.subscribers import normalise_email
 
     email = normalise_email(args.email)
-    store = _store(cfg)
-    try:
+    with _store(cfg) as store:
         if not store.remove_subscriber(email):
             raise UnknownSubscriber(f"no subscriber {email}")
-    finally:
-        store.close()
     print(f"removed {email}")
     return 0
 
@@ -210,11 +205,8 @@ def cmd_sub_import(cfg: Config, args: argparse.Namespace) -> int:
     subs, errors = parse_csv(text, created=stamp, default_max=cfg.ranking.default_max_papers)
     for line, msg in errors:
         print(f"{path}:{line}: skipped: {msg}", file=sys.stderr)
-    store = _store(cfg)
-    try:
+    with _store(cfg) as store:
         store.put_subscribers(subs)
-    finally:
-        store.close()
     print(f"imported {len(subs)} subscribers, skipped {len(errors)} bad rows")
     return 0
 
@@ -252,6 +244,13 @@ def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
     print(f"  web: {cfg.web.base_url} (secret from ${cfg.web.secret_env}"
           f"{'' if cfg.secret() else ', unset: a generated one kept in the store is used'})")
     print(f"  schedule: {cfg.schedule.time} {cfg.schedule.timezone}")
+    from digest.subscribers import make_subscriber
+
+    for i, seed in enumerate(cfg.subscribers, 1):
+        try:
+            make_subscriber(seed.email, seed.keywords, seed.max_papers, seed.min_score)
+        except InputError as e:
+            raise InputError(f"{where}: [subscribers #{i}] {e}") from e
     print(f"  seeded subscribers: {len(cfg.subscribers)}")
     return 0
 

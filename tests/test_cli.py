@@ -102,3 +102,17 @@ def test_import_reports_bad_rows_by_line(tmp_path, capsys):
     assert f"{csv}:43: skipped:" in cap.err and f"{csv}:101: skipped:" in cap.err
     assert main(["--config", str(f), "subscribers", "list", "--json"]) == 0
     assert capsys.readouterr().out.count('"email"') == 9998
+
+
+def test_check_config_validates_seeded_subscribers(tmp_path, capsys):
+    f = tmp_path / "c.toml"
+    f.write_text(f'[store]\npath = "{tmp_path / "st"}"\n'
+                 '[[subscribers]]\nemail = "ok@example.org"\n'
+                 '[[subscribers]]\nemail = "broken"\nkeywords = "x"\n')
+    assert main(["--config", str(f), "check-config"]) == 2
+    assert "[subscribers #2] email" in _one_line_error(capsys)
+
+
+def test_check_config_on_the_example(capsys):
+    assert main(["--config", str(ROOT / "config" / "example.toml"), "check-config"]) == 0
+    assert "config OK" in capsys.readouterr().out
