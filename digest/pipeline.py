@@ -26,6 +26,7 @@ from digest.config import Config
 from digest.errors import (
     AllSourcesFailed,
     DeliveryError,
+    DigestError,
     InputError,
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -94,18 +95,22 @@ def run_daily(
     report = RunReport(day=day, started=now().isoformat(timespec="seconds"), dry_run=dry_run)
     try:
         with store.run_lock():
-            if not dry_run:
-                seed_subscribers(cfg, store, now)
-            gathered = gather(cfg, day, store, report, write=not dry_run)
-            todo = subscribers_due(store, day, report, only)
-            digests = plan(cfg, day, store, gathered, todo)
+            error: str | None = None
             try:
+                if not dry_run:
+                    seed_subscribers(cfg, store, now)
+                gathered = gather(cfg, day, store, report, write=not dry_run)
+                todo = subscribers_due(store, day, report, only)
+                digests = plan(cfg, day, store, gathered, todo)
                 deliver(cfg, day, store, digests, gathered.papers, report, now=now, sender=sender,
                         dry_run=dry_run, stop=stop, progress=progress)
+            except DigestError as e:
+                error = str(e)  # kept with the report: `digest status` says why
+                raise
             finally:
                 report.seconds = time.monotonic() - t0
                 if not dry_run:
-                    store.record_run(report.to_dict())
+                    store.record_run(report.to_dict() | ({"error": error} if error else {}))
                     store.prune(day)
                     store.flush()
     finally:

@@ -246,3 +246,36 @@ def test_a_message_that_cannot_be_built_fails_alone(world):
     store = open_store(cfg.store)
     assert store.digests_for_day(date(2026, 1, 14))["zoë@example.org"] == FAILED
     store.close()
+
+
+def test_every_source_failing_sends_nothing_and_exits_non_zero(world, tmp_path, capsys):
+    from httpfixture import unused_url
+
+    from digest.cli import main
+
+    cfg, smtp = world
+    conf = tmp_path / "down.toml"
+    conf.write_text(f"""
+[http]
+retries = 0
+[sources]
+offline_fallback = false
+[sources.huggingface]
+base_url = "{unused_url()}"
+[store]
+path = "{cfg.store.path}"
+[smtp]
+host = "{smtp.host}"
+port = {smtp.port}
+security = "none"
+[[subscribers]]
+email = "ada@example.org"
+""")
+    assert main(["--config", str(conf), "run", "--date", "2026-01-14"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("digest: error: every source failed") and "\n" not in err
+    assert smtp.received == 0
+    store = open_store(cfg.store)  # the failed run is kept, so `digest status` can say why
+    (run,) = store.runs()
+    store.close()
+    assert run["error"].startswith("every source failed") and run["sent"] == 0

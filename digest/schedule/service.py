@@ -156,9 +156,7 @@ class Service:
                 log.warning("%s; retrying at the next tick", e)
                 break
             except AllSourcesFailed as e:
-                # run_daily stops before its own report is kept; keep one so that
-                # `digest status` can say why nothing went out.
-                self._record_failed_run(g, e)
+                # run_daily keeps the failed run's report, so `digest status` says why.
                 log.warning("%s; retrying at the next tick", e)
                 continue
             except DigestError as e:
@@ -169,13 +167,6 @@ class Service:
             for line in report.lines():
                 log.info("%s", line)
         return reports
-
-    def _record_failed_run(self, g: DueGroup, e: DigestError) -> None:
-        report = RunReport(day=g.day, started=self.clock().isoformat(timespec="seconds"))
-        try:
-            self.store.record_run(report.to_dict() | {"error": str(e)})
-        except DigestError as store_error:
-            log.warning("could not record the failed run: %s", store_error)
 
     # ------------------------------------------------------------------ scheduler
 
