@@ -110,9 +110,8 @@ def run_daily(
             finally:
                 report.seconds = time.monotonic() - t0
                 if not dry_run:
-                    store.record_run(report.to_dict() | ({"error": error} if error else {}))
-                    store.prune(day)
-                    store.flush()
+                    store.finish_run(report.to_dict() | ({"error": error} if error else {}),
+                                     day)
     finally:
         if own_store:
             store.close()

@@ -94,6 +94,11 @@ class Store(Protocol):
         """Drop what retention no longer needs (see StoreConfig)."""
         ...
 
+    def finish_run(self, report: dict[str, Any], today: date) -> None:
+        """The end of a run: `record_run(report)`, `prune(today)` and `flush()` in one
+        commit (a backend may write them together; the effect is the same)."""
+        ...
+
 
 def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
