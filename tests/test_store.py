@@ -212,6 +212,36 @@ def test_prune_keeps_within_retention(cfg: StoreConfig, store: TinyStore) -> Non
     s.close()
 
 
+def test_finish_run_equals_record_run_prune_flush(tmp_path: Path) -> None:
+    """The one-rewrite end of a run leaves exactly what the three separate calls leave."""
+    today = D0 + timedelta(days=100)
+    stores = []
+    for name in ("three", "one"):
+        c = StoreConfig(path=tmp_path / name, retention_days=60, history_days=10, fsync=False)
+        s = TinyStore(c)
+        for age in (70, 50, 12, 9, 0):
+            day = today - timedelta(days=age)
+            s.record_seen([paper(f"p{age}")], day)
+            record(s, "a@x.org", day, SENT, [f"p{age}"])
+        report = {"day": today.isoformat(), "sent": 1}
+        if name == "three":
+            s.record_run(report)
+            s.prune(today)
+            s.flush()
+        else:
+            s.finish_run(report, today)
+        assert not (c.path / "journal.jsonl").read_bytes()  # folded in both cases
+        s.close()
+        stores.append(TinyStore(c))
+    a, b = stores
+    assert a.delivered_since(D0) == b.delivered_since(D0) == {"a@x.org": {"p9", "p0"}}
+    assert a.runs() == b.runs()
+    assert [p.id for p in a.recent_papers(D0)] == [p.id for p in b.recent_papers(D0)]
+    assert a.first_seen(["p70", "p50", "p0"]) == b.first_seen(["p70", "p50", "p0"])
+    for s in stores:
+        s.close()
+
+
 # ------------------------------------------------------------------ files on disk
 
 
