@@ -361,3 +361,73 @@ def test_closed_store_refuses(store: TinyStore) -> None:
     store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         store.put_subscribers([Subscriber("a@x.org")])
+
+
+# ---------------------------------------------------------------------- the store lock
+
+HOLD_LOCK = r"""
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.readline()  # hold until told to go
+"""
+
+
+def test_a_write_waits_for_another_process_and_then_says_busy(cfg: StoreConfig, monkeypatch):
+    import subprocess
+    import sys
+
+    import digest.store.tinydb as tinydb_mod
+
+    store = TinyStore(cfg)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(cfg.path / "store.lock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+        monkeypatch.setattr(tinydb_mod, "LOCK_TIMEOUT", 0.2)
+        with pytest.raises(StoreError, match=r"store\.lock: store is busy") as e:
+            record(store, "a@x.org", D0, SENT, ["p1"])
+        assert "\n" not in str(e.value)
+    finally:
+        holder.communicate("go\n", timeout=10)
+    record(store, "a@x.org", D0, SENT, ["p1"])  # the holder is gone: the write goes through
+    assert store.digests_for_day(D0) == {"a@x.org": SENT}
+    store.close()
+
+
+def test_the_store_lock_is_free_between_calls_and_after_close(cfg: StoreConfig) -> None:
+    import fcntl
+
+    store = TinyStore(cfg)
+    record(store, "a@x.org", D0, SENT, ["p1"])
+    fd = os.open(cfg.path / "store.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it between calls
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        store.close()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def test_flock_lock_is_reentrant_for_its_holder(tmp_path: Path) -> None:
+    import fcntl
+
+    from digest.store.files import FlockLock
+
+    lock = FlockLock(tmp_path / "x.lock")
+    other = os.open(tmp_path / "x.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        lock.acquire(timeout=1)
+        lock.acquire(timeout=1)
+        lock.release()  # still held once
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.release()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(TimeoutError):
+            lock.acquire(timeout=0.05)
+    finally:
+        os.close(other)
+        lock.close()

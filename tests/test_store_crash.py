@@ -81,7 +81,7 @@ class _Reader(threading.Thread):
         for line in self.proc.stdout:
             if line.strip() == "ready":
                 self.ready.set()
-            else:
+            elif line.endswith("\n"):  # a line cut by the kill was never fully reported
                 self.lines.append(line.split())
         self.ready.set()
 

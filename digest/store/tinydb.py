@@ -43,7 +43,13 @@ from digest.config import StoreConfig
 from digest.errors import StoreError, StoreLocked
 from digest.models import DEFERRED, SENT, Paper, Subscriber, digest_id
 from digest.store import codec
-from digest.store.files import AtomicJSONStorage, Journal, atomic_write, remove_stale_temps
+from digest.store.files import (
+    AtomicJSONStorage,
+    FlockLock,
+    Journal,
+    atomic_write,
+    remove_stale_temps,
+)
 
 SUBSCRIBERS, HISTORY, JOURNAL = "subscribers.json", "history.json", "journal.jsonl"
 LOCK_TIMEOUT = 60.0  # seconds; writes hold store.lock for milliseconds
@@ -60,7 +66,7 @@ class TinyStore:
         except OSError as e:
             raise StoreError(f"{self.root}: cannot create the store folder: {e.strerror}") from e
         self._mutex = threading.RLock()  # the web service calls us from several threads
-        self._lock = FileLock(str(self.root / "store.lock"))
+        self._lock = FlockLock(self.root / "store.lock")
         self._subs = AtomicJSONStorage(self.root / SUBSCRIBERS, cfg.fsync)
         self._hist = AtomicJSONStorage(self.root / HISTORY, cfg.fsync)
         self._journal = Journal(self.root / JOURNAL, cfg.fsync)
@@ -88,11 +94,11 @@ class TinyStore:
                 raise StoreError(f"{self.root}: the store is closed")
             try:
                 self._lock.acquire(timeout=LOCK_TIMEOUT)
-            except Timeout as e:
-                raise StoreError(f"{self._lock.lock_file}: store is busy (lock held for over "
+            except TimeoutError as e:
+                raise StoreError(f"{self._lock.path}: store is busy (lock held for over "
                                  f"{LOCK_TIMEOUT:.0f}s by another process)") from e
             except OSError as e:
-                raise StoreError(f"{self._lock.lock_file}: cannot take the store lock: "
+                raise StoreError(f"{self._lock.path}: cannot take the store lock: "
                                  f"{e.strerror}") from e
             try:
                 yield
@@ -225,6 +231,7 @@ class TinyStore:
                 self._subs.shutdown()
                 self._hist.shutdown()
                 self._journal.close()
+                self._lock.close()
 
     def __enter__(self) -> TinyStore:
         return self
