@@ -1,0 +1,154 @@
+"""digest.overlap.Forked: the message builder in a forked child process.
+
+Each scenario runs in a fresh single-threaded interpreter (a subprocess), as `digest run`
+does: forking the pytest process, which may run server threads, is what Forked refuses
+in production (`ahead` falls back to a thread there), so the tests do not do it either."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+from digest.overlap import Forked, Prefetch, ahead
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(code: str) -> dict:
+    """Run `code` in a fresh interpreter; it prints one JSON object as its last line."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_items_come_back_in_order_built_in_another_process():
+    out = run("""
+        import json, os
+        from digest.models import OutgoingMessage
+        from digest.overlap import Forked, ahead
+        assert Forked.available()
+        def gen():
+            for i in range(2000):  # far more than the pipe holds: the child blocks and resumes
+                yield i, os.getpid(), OutgoingMessage(f"d{i}", "a@x.org", "s", "<m>",
+                                                      b"x" * 5000, "<p>h</p>")
+        with ahead(gen()) as items:
+            assert isinstance(items, Forked)
+            got = list(items)
+        print(json.dumps({"n": [i for i, _, _ in got], "pids": sorted({p for _, p, _ in got}),
+                          "me": os.getpid(), "ok": all(m.digest_id == f"d{i}" and
+                          len(m.data) == 5000 and m.html == "<p>h</p>" for i, _, m in got)}))
+    """)
+    assert out["n"] == list(range(2000))
+    assert out["ok"]
+    assert len(out["pids"]) == 1 and out["pids"] != [out["me"]]
+
+
+def test_an_error_in_the_child_is_raised_in_the_parent_after_the_items_before_it():
+    out = run("""
+        import json
+        from digest.errors import InputError
+        from digest.overlap import Forked
+        def gen():
+            yield 1
+            yield 2
+            raise InputError("template broke: bad tag")
+        got, err = [], None
+        try:
+            with Forked(gen()) as items:
+                for x in items:
+                    got.append(x)
+        except InputError as e:
+            err = str(e)
+        print(json.dumps({"got": got, "err": err}))
+    """)
+    assert out == {"got": [1, 2], "err": "template broke: bad tag"}
+
+
+def test_an_unpicklable_error_arrives_as_its_text():
+    out = run("""
+        import json
+        from digest.overlap import Forked
+        class Weird(Exception):
+            def __reduce__(self):
+                raise TypeError("no pickling")
+        def gen():
+            yield 1
+            raise Weird("odd failure")
+        try:
+            with Forked(gen()) as items:
+                list(items)
+        except RuntimeError as e:
+            print(json.dumps({"err": str(e)}))
+    """)
+    assert "Weird: odd failure" in out["err"]
+
+
+def test_a_child_that_dies_ends_the_run_with_one_line():
+    out = run("""
+        import json, os, signal
+        from digest.errors import DigestError
+        from digest.overlap import Forked
+        def gen():
+            yield 1
+            os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer, say
+            yield 2
+        got, err = [], None
+        try:
+            with Forked(gen()) as items:
+                for x in items:
+                    got.append(x)
+        except DigestError as e:
+            err = str(e)
+        print(json.dumps({"got": got, "err": err}))
+    """)
+    assert out["got"] == [1]
+    assert "message builder process stopped unexpectedly (killed by signal 9)" in out["err"]
+    assert "\n" not in out["err"]
+
+
+def test_leaving_early_kills_and_reaps_the_child_and_it_held_no_descriptor():
+    out = run("""
+        import json, os
+        from digest.overlap import Forked
+        keep = os.dup2(os.open(os.devnull, os.O_RDONLY), 50)  # like the store's lock file
+        def gen():
+            yield sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+            for i in range(10**9):
+                yield i
+        f = Forked(gen())
+        with f as items:
+            it = iter(items)
+            fds = next(it)
+            next(it)
+            pid = f._pid
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            reaped = False
+        except ChildProcessError:
+            reaped = True
+        print(json.dumps({"fds": fds, "keep": keep, "reaped": reaped}))
+    """)
+    assert out["reaped"]
+    assert out["keep"] not in out["fds"]  # inherited descriptors are closed in the child
+    assert len([fd for fd in out["fds"] if fd > 2]) <= 2  # the pipe (+ listdir's own)
+
+
+def test_ahead_uses_a_thread_when_other_threads_run():
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    try:
+        assert not Forked.available()
+        with ahead(iter(range(10))) as items:
+            assert isinstance(items, Prefetch)
+            assert list(items) == list(range(10))
+    finally:
+        stop.set()
+        t.join()
