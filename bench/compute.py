@@ -68,7 +68,7 @@ def one_pass(cfg: Any, papers: list[Any], subs: list[Any]) -> dict[str, float]:
     by_id = {p.id: p for p in papers}
     size = 0
     with t_build:
-        for msg in build_all(cfg, None, digests, by_id, lambda: stamp):  # type: ignore[arg-type]
+        for _d, msg in build_all(cfg, cfg.secret() or "bench", digests, by_id, stamp):
             size += len(msg.data)
     n = len(subs)
     return {"rank_wall": t_rank.wall, "rank_cpu": t_rank.cpu, "build_wall": t_build.wall,

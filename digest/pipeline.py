@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -47,7 +47,7 @@ from digest.models import (
     RunReport,
     Subscriber,
 )
-from digest.overlap import Prefetch, Recorder, short_switch_interval
+from digest.overlap import Recorder, ahead, short_switch_interval
 from digest.rank import rank
 from digest.render import Renderer
 from digest.sources import fetch_all, merge
@@ -101,9 +101,10 @@ def run_daily(
                     seed_subscribers(cfg, store, now)
                 gathered = gather(cfg, day, store, report, write=not dry_run)
                 todo = subscribers_due(store, day, report, only)
-                digests = plan(cfg, day, store, gathered, todo)
-                deliver(cfg, day, store, digests, gathered.papers, report, now=now, sender=sender,
-                        dry_run=dry_run, stop=stop, progress=progress)
+                digests = plan_lazily(cfg, day, gathered, todo,
+                                      delivered_in_window(store, gathered))
+                deliver(cfg, day, store, digests, gathered.papers, report, count=len(todo),
+                        now=now, sender=sender, dry_run=dry_run, stop=stop, progress=progress)
             except DigestError as e:
                 error = str(e)  # kept with the report: `digest status` says why
                 raise
@@ -181,96 +182,124 @@ def plan(
     cfg: Config, day: date, store: Store, gathered: Gathered, subs: Sequence[Subscriber]
 ) -> list[Digest]:
     """Rank the eligible papers for every due subscriber, never repeating a paper."""
-    # Papers can stay eligible for the whole window, so exclude what was sent since its start.
-    delivered = store.delivered_since(gathered.window_start - timedelta(days=1))
-    picks = rank(gathered.papers, subs, exclude=delivered,
-                 popularity_weight=cfg.ranking.popularity_weight)
-    return [Digest(s, day, picks.get(s.email, ())) for s in subs]
+    return list(plan_lazily(cfg, day, gathered, subs, delivered_in_window(store, gathered)))
+
+
+def delivered_in_window(store: Store, gathered: Gathered) -> dict[str, set[str]]:
+    """Papers already sent to each subscriber: papers can stay eligible for the whole
+    look-back window, so what was sent since its start is excluded."""
+    return store.delivered_since(gathered.window_start - timedelta(days=1))
+
+
+def plan_lazily(
+    cfg: Config, day: date, gathered: Gathered, subs: Sequence[Subscriber],
+    delivered: Mapping[str, set[str]], first: int = 64, chunk: int = 2048,
+) -> Iterator[Digest]:
+    """Pure: `plan` in chunks of subscribers, a small one first, so the first digest can
+    go out before everyone is ranked. rank() gives each subscriber the same picks
+    whoever else is ranked with them (digest/rank/model.py), so chunking changes nothing."""
+    i = 0
+    while i < len(subs):
+        part = subs[i:i + (first if i == 0 else chunk)]
+        i += len(part)
+        picks = rank(gathered.papers, part, exclude=delivered,
+                     popularity_weight=cfg.ranking.popularity_weight)
+        for s in part:
+            yield Digest(s, day, picks.get(s.email, ()))
 
 
 def deliver(
     cfg: Config,
     day: date,
     store: Store,
-    digests: Sequence[Digest],
+    digests: Iterable[Digest],
     gathered_papers: Sequence[Paper],
     report: RunReport,
     *,
+    count: int,
     now: Clock,
     sender: Sender | None,
     dry_run: bool,
     stop: threading.Event | None,
     progress: bool | None,
 ) -> None:
-    """Render, send and record each digest; the record follows the server's acceptance."""
-    to_send = []
-    for d in digests:
-        if d.picks or cfg.schedule.send_empty:
-            to_send.append(d)
-        else:
-            report.empty += 1
-            if not dry_run:
-                store.record_digest(d.id, d.subscriber.email, day, EMPTY, (), "nothing new")
-    if not to_send or dry_run:
-        report.sent = len(to_send) if dry_run else 0
+    """Render, send and record each of the `count` digests; the record follows the
+    server's acceptance. `digests` may be lazy: ranking then runs with the building."""
+    if dry_run:
+        for d in digests:
+            if d.picks or cfg.schedule.send_empty:
+                report.sent += 1
+            else:
+                report.empty += 1
+        return
+    if not count:
         return
     papers = {p.id: p for p in gathered_papers}
     sender = sender or make_sender(cfg)
+    secret = cfg.secret() or store.secret()
     transient_in_row = 0
-    # Messages are built one thread ahead and records written one thread behind, while
-    # this thread waits on the SMTP server (digest/overlap.py; speed: bench/e2e.py).
-    with sender, _progress_bar(len(to_send), progress) as bar, short_switch_interval(), \
-            Prefetch(build_all(cfg, store, to_send, papers, now)) as messages, \
-            Recorder(store.record_digest) as recorder:
-        for digest, msg in zip(to_send, messages, strict=True):
+    # Digests are ranked and their messages built ahead, in a child process (or a thread),
+    # and records written one thread behind, while this thread waits on the SMTP server
+    # (digest/overlap.py; speed: bench/e2e.py). The builder starts first: it forks only
+    # while no other thread runs. The sender connects at its first message.
+    built = ((d.id, d.subscriber.email, tuple(p.paper_id for p in d.picks), msg)
+             for d, msg in build_all(cfg, secret, digests, papers, now()))  # lean to pickle
+    with ahead(built) as items, sender, _progress_bar(count, progress) as bar, \
+            short_switch_interval(), Recorder(store.record_digest) as recorder:
+        for did, email, ids, msg in items:
             if stop is not None and stop.is_set():
                 report.notes.append("stopped: the rest is left for the next run")
                 break
             recorder.check()  # a record that failed stops the run before the next send
-            ids = [p.paper_id for p in digest.picks]
-            email = digest.subscriber.email
-            if isinstance(msg, InputError):
+            if msg is None:
+                report.empty += 1
+                recorder.put(did, email, day, EMPTY, (), "nothing new")
+            elif isinstance(msg, InputError):
                 report.failed += 1
-                recorder.put(digest.id, email, day, FAILED, ids, str(msg))
-                continue
-            try:
-                sender.send(msg)
-            except TransientDeliveryError as e:
-                report.deferred += 1
-                recorder.put(digest.id, email, day, DEFERRED, ids, str(e))
-                transient_in_row += 1
-                if transient_in_row >= MAX_CONSECUTIVE_TRANSIENT:
-                    raise DeliveryError(f"SMTP keeps failing ({e}); the rest is left "
-                                        f"for the next run") from e
-            except PermanentDeliveryError as e:
-                report.failed += 1
-                transient_in_row = 0
-                recorder.put(digest.id, email, day, FAILED, ids, str(e))
+                recorder.put(did, email, day, FAILED, ids, str(msg))
             else:
-                report.sent += 1
-                transient_in_row = 0
-                recorder.put(digest.id, email, day, SENT, ids)
+                try:
+                    sender.send(msg)
+                except TransientDeliveryError as e:
+                    report.deferred += 1
+                    recorder.put(did, email, day, DEFERRED, ids, str(e))
+                    transient_in_row += 1
+                    if transient_in_row >= MAX_CONSECUTIVE_TRANSIENT:
+                        raise DeliveryError(f"SMTP keeps failing ({e}); the rest is left "
+                                            f"for the next run") from e
+                except PermanentDeliveryError as e:
+                    report.failed += 1
+                    transient_in_row = 0
+                    recorder.put(did, email, day, FAILED, ids, str(e))
+                else:
+                    report.sent += 1
+                    transient_in_row = 0
+                    recorder.put(did, email, day, SENT, ids)
             if bar is not None:
                 bar.update(1)
 
 
 def build_all(
-    cfg: Config, store: Store, digests: Sequence[Digest], papers: Mapping[str, Paper],
-    now: Clock,
-) -> Iterator[OutgoingMessage | InputError]:
-    """Render and build each message lazily, so sending starts at once. A digest whose
-    message cannot be built yields the error instead, and is recorded as failed."""
+    cfg: Config, secret: str, digests: Iterable[Digest], papers: Mapping[str, Paper],
+    stamp: datetime,
+) -> Iterator[tuple[Digest, OutgoingMessage | InputError | None]]:
+    """Pure: render and build each digest's message lazily, so sending starts at once.
+    Yields (digest, message); the message is None for a digest without papers (unless
+    [schedule] send_empty), or the InputError of a message that cannot be built (recorded
+    as failed)."""
     renderer = Renderer(site_name=cfg.site_name)
-    secret = cfg.secret() or store.secret()
-    stamp = now()
     for d in digests:
+        if not d.picks and not cfg.schedule.send_empty:
+            yield d, None
+            continue
         lk = links(cfg.web.base_url, secret, d.subscriber.email)
         rendered = renderer.render(d, papers, lk)
         try:
-            yield build_message(rendered, to=d.subscriber.email, sender=cfg.smtp.sender,
-                                digest_id=d.id, unsubscribe_url=lk.unsubscribe_url, now=stamp)
+            yield d, build_message(rendered, to=d.subscriber.email, sender=cfg.smtp.sender,
+                                   digest_id=d.id, unsubscribe_url=lk.unsubscribe_url,
+                                   now=stamp)
         except InputError as e:  # e.g. an address no header can carry: fail that one only
-            yield e
+            yield d, e
 
 
 def _progress_bar(total: int, enabled: bool | None):  # type: ignore[no-untyped-def]
