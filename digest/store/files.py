@@ -247,6 +247,7 @@ class Journal:
         self.path = path
         self.fsync = fsync
         self.offset = 0  # end of the last complete line we have read
+        self.size_seen = 0  # the file's size when `read` last looked (torn line if > offset)
         self._fd: int | None = None
 
     def _open(self) -> int:
@@ -263,16 +264,19 @@ class Journal:
     def size(self) -> int:
         return os.fstat(self._open()).st_size
 
-    def read(self, start: int) -> list[Any]:
+    def read(self, start: int, size: int | None = None) -> list[Any]:
         """Parse the complete lines from byte `start` on; a torn last line (a writer
-        killed mid-write) has no newline yet and is left alone."""
+        killed mid-write) has no newline yet and is left alone. `size`: the file's size
+        if the caller has just taken it (saves a syscall on the per-record path)."""
         fd = self._open()
         try:
-            size = os.fstat(fd).st_size
+            if size is None:
+                size = os.fstat(fd).st_size
             data = os.pread(fd, max(0, size - start), start) if size > start else b""
         except OSError as e:
             raise StoreError(f"{self.path}: cannot read journal: {e.strerror}") from e
         end = data.rfind(b"\n") + 1
+        self.size_seen = start + len(data)
         out = []
         pos = start
         for line in data[:end].split(b"\n")[:-1]:
@@ -290,7 +294,7 @@ class Journal:
         """Append one record (ends with a newline). Call `read` up to the end first."""
         fd = self._open()
         try:
-            if os.fstat(fd).st_size > self.offset:
+            if self.size_seen > self.offset:
                 # a torn line from a killed writer: cut it so ours starts on a fresh line
                 os.ftruncate(fd, self.offset)
             write_all(fd, line)
@@ -299,6 +303,7 @@ class Journal:
         except OSError as e:
             raise StoreError(f"{self.path}: cannot append to journal: {e.strerror}") from e
         self.offset += len(line)
+        self.size_seen = self.offset
 
     def truncate(self) -> None:
         fd = self._open()
@@ -308,7 +313,7 @@ class Journal:
                 os.fdatasync(fd)
         except OSError as e:
             raise StoreError(f"{self.path}: cannot truncate journal: {e.strerror}") from e
-        self.offset = 0
+        self.offset = self.size_seen = 0
 
     def close(self) -> None:
         if self._fd is not None:

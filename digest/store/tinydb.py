@@ -141,13 +141,14 @@ class TinyStore:
 
     def _sync_hist(self) -> None:
         """Bring history.json + journal up to date (store lock held)."""
-        if self._hist.refresh() or self._journal.size() < self._journal.offset:
+        size = self._journal.size()
+        if self._hist.refresh() or size < self._journal.offset:
             # a reload, or another process folded the journal: replay it from the start
             self._overlay = {}
             self._days = {}
-            records = self._journal.read(0)
+            records = self._journal.read(0, size)
         else:
-            records = self._journal.read(self._journal.offset)
+            records = self._journal.read(self._journal.offset, size)
         if self._hist_ver != self._hist.version:
             self._rebuild_hist()
         for obj in records:
