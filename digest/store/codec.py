@@ -15,9 +15,10 @@ Digest     [state code, [paper indexes into the day's "p" list], at (epoch s), d
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 from typing import Any
+
+import orjson
 
 from digest.models import ACTIVE, DEFERRED, EMPTY, FAILED, SENT, STATUSES, Paper, Subscriber
 
@@ -194,7 +195,7 @@ def journal_line(
            "p": list(ids), "a": at}
     if detail:
         rec["x"] = detail
-    return (json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    return orjson.dumps(rec) + b"\n"
 
 
 def journal_record(obj: Any) -> tuple[int, str, tuple[str, tuple[str, ...], int, str, str]]:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
+import gc
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from tinydb.storages import Storage
 
 from digest.errors import StoreError
@@ -75,6 +76,19 @@ class FlockLock:
         if self._fd is not None:
             os.close(self._fd)  # also drops the lock if still held
             self._fd, self._depth = None, 0
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Any:
+    """Parsing a store file creates ~10^5 containers and no cycles: without the cyclic
+    GC meanwhile, loading a full 2.5 MB history takes half the time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def fsync_dir(folder: Path) -> None:
@@ -191,13 +205,13 @@ class AtomicJSONStorage(Storage):
         if not raw.strip():
             return {}  # an empty file holds no data (TinyDB's convention)
         try:
-            data = json.loads(raw)
-        except UnicodeDecodeError as e:
-            raise StoreError(f"{self.path}: corrupt store file (not UTF-8); "
+            with _gc_paused():
+                data = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            why = ("not UTF-8" if "UTF-8" in e.msg else
+                   f"{e.msg} at line {e.lineno} column {e.colno}")
+            raise StoreError(f"{self.path}: corrupt store file ({why}); "
                              "restore it from a backup or move it away") from e
-        except json.JSONDecodeError as e:
-            raise StoreError(f"{self.path}: corrupt store file ({e.msg} at line {e.lineno} "
-                             f"column {e.colno}); restore it from a backup or move it away") from e
         ok = isinstance(data, dict) and all(
             isinstance(t, dict) and all(k.isdigit() and isinstance(d, dict) for k, d in t.items())
             for t in data.values())
@@ -210,7 +224,7 @@ class AtomicJSONStorage(Storage):
         if not self._dirty:
             return
         try:
-            raw = json.dumps(self._data, separators=(",", ":"), ensure_ascii=False).encode()
+            raw = orjson.dumps(self._data, option=orjson.OPT_NON_STR_KEYS)
         except (TypeError, ValueError) as e:
             self.invalidate()
             raise StoreError(f"{self.path}: cannot store a value: {e}") from e
@@ -282,7 +296,7 @@ class Journal:
         for line in data[:end].split(b"\n")[:-1]:
             if line.strip():
                 try:
-                    out.append(json.loads(line))
+                    out.append(orjson.loads(line))
                 except ValueError as e:
                     raise StoreError(f"{self.path}: corrupt journal line at byte {pos}; "
                                      "restore it from a backup or move it away") from e
