@@ -113,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                         "build_seconds_wall": med["build_wall"],
                         "digests_per_s_cpu": med["per_s_cpu"],
                         "digests_per_s_wall": med["per_s_wall"],
+                        "first_pass_digests_per_s_cpu": runs[0]["per_s_cpu"],
                         "meets_target": med["per_s_cpu"] >= TARGET, "runs": runs})
     table(["subscribers", "messages", "rank s (cpu)", "build s (cpu)", "digests/s (cpu)",
-           "digests/s (wall)", "target 2,000/s"],
+           "digests/s (wall)", "1st pass /s (cpu)", "target 2,000/s"],
           [(r["subscribers"], r["messages"], r["rank_seconds_cpu"], r["build_seconds_cpu"],
-            r["digests_per_s_cpu"], r["digests_per_s_wall"],
+            r["digests_per_s_cpu"], r["digests_per_s_wall"], r["first_pass_digests_per_s_cpu"],
             "met" if r["meets_target"] else "MISSED") for r in results])
     save("compute", {"target": f">= {TARGET:,.0f} digests/s on one core (CPU time)",
                      "results": results})
