@@ -140,6 +140,41 @@ def test_leaving_early_kills_and_reaps_the_child_and_it_held_no_descriptor():
     assert len([fd for fd in out["fds"] if fd > 2]) <= 2  # the pipe (+ listdir's own)
 
 
+def test_a_starved_child_is_replaced_by_building_here_without_losing_an_item():
+    out = run("""
+        import json, os, time
+        from digest.overlap import Forked
+        Forked.STARVED_AFTER, Forked.STARVED_SHARE = 0.2, 0.3
+        parent = os.getpid()
+        def gen():
+            for i in range(40):
+                if os.getpid() != parent:
+                    time.sleep(0.05)  # a child that hardly gets a core (a busy box)
+                yield i, os.getpid()
+        f = Forked(gen())
+        with f as items:
+            got = list(items)
+        print(json.dumps({"n": [i for i, _ in got], "starved": f.starved,
+                          "here": sum(1 for _, p in got if p == parent)}))
+    """)
+    assert out["n"] == list(range(40))  # every item once, in order
+    assert out["starved"]
+    assert 20 <= out["here"] < 40  # the child delivered some, this process built the rest
+
+
+def test_a_child_that_keeps_up_is_never_taken_for_starved():
+    out = run("""
+        import json
+        from digest.overlap import Forked
+        Forked.STARVED_AFTER = 0.2
+        f = Forked(iter(range(20000)))
+        with f as items:
+            n = sum(1 for _ in items)
+        print(json.dumps({"n": n, "starved": f.starved}))
+    """)
+    assert out == {"n": 20000, "starved": False}
+
+
 def test_ahead_uses_a_thread_when_other_threads_run():
     stop = threading.Event()
     t = threading.Thread(target=stop.wait, daemon=True)
