@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--max")
     u.add_argument("--min-score")
     u.add_argument("--status", choices=("active", "paused", "unsubscribed"))
+    u.add_argument("--send-hour", metavar="H", help='their own local send hour, 0-23 (used by '
+                   '`digest serve`; "" = the [schedule] time)')
+    u.add_argument("--timezone", metavar="ZONE", help='their time zone, e.g. Europe/Berlin '
+                   '("" = the [schedule] timezone)')
     u.set_defaults(func=cmd_sub_update)
     rm = ss.add_parser("remove", help="delete a subscriber")
     rm.add_argument("email")
@@ -158,13 +162,17 @@ def cmd_sub_list(cfg: Config, args: argparse.Namespace) -> int:
         subs = sorted(store.subscribers(), key=lambda s: s.email)
     if args.json:
         print(json.dumps([{"email": s.email, "keywords": list(s.keywords), "max": s.max_papers,
-                           "min_score": s.min_score, "status": s.status} for s in subs],
+                           "min_score": s.min_score, "status": s.status,
+                           "send_hour": s.send_hour, "timezone": s.timezone} for s in subs],
                          indent=1))
         return 0
     if not subs:
         print("no subscribers (add one: digest subscribers add EMAIL --keywords \"...\")")
     for s in subs:
-        print(f"{s.email}\t{s.status}\tmax {s.max_papers}\t{', '.join(s.keywords)}")
+        when = "" if s.send_hour is None and s.timezone is None else (
+            f"\tsends {'default hour' if s.send_hour is None else f'{s.send_hour:02d}:00'}"
+            f" {s.timezone or 'default zone'}")
+        print(f"{s.email}\t{s.status}\tmax {s.max_papers}\t{', '.join(s.keywords)}{when}")
     return 0
 
 
@@ -176,7 +184,8 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
         sub = store.get_subscriber(email)
         if sub is None:
             raise UnknownSubscriber(f"no subscriber {email}")
-        new = update_subscriber(sub, args.keywords, args.max, args.min_score, args.status)
+        new = update_subscriber(sub, args.keywords, args.max, args.min_score, args.status,
+                                args.send_hour, args.timezone)
         store.put_subscribers([new])
     print(f"updated {email}")
     return 0

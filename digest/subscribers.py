@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import replace
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -153,8 +154,16 @@ def update_subscriber(
     max_papers: object = None,
     min_score: object = None,
     status: str | None = None,
+    send_hour: str | None = None,
+    timezone: str | None = None,
 ) -> Subscriber:
+    """The subscriber with the given fields changed (None: unchanged). For send_hour and
+    timezone an empty string goes back to the site's [schedule] time / timezone."""
     changes: dict[str, object] = {}
+    if send_hour is not None:
+        changes["send_hour"] = check_hour(send_hour)
+    if timezone is not None:
+        changes["timezone"] = check_timezone(timezone)
     if keywords is not None:
         changes["keywords"] = parse_keywords(keywords)
     if max_papers is not None:
@@ -166,6 +175,36 @@ def update_subscriber(
             raise InputError(f"status: expected one of {', '.join(STATUSES)}, got {status!r}")
         changes["status"] = status
     return replace(sub, **changes)  # type: ignore[arg-type]
+
+
+def check_hour(value: str) -> int | None:
+    """The subscriber's own send hour (0-23), or None for the site's [schedule] time."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 <= int(value) <= 23:
+        raise InputError(f"send hour: expected a whole hour from 0 to 23, got {value!r}")
+    return int(value)
+
+
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*")
+
+
+def check_timezone(value: str) -> str | None:
+    """An IANA time zone name, or None for the site's [schedule] timezone. Only names
+    ZoneInfo knows are kept (never a path: ZoneInfo reads files named by its argument)."""
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > 64 or not _ZONE_NAME.fullmatch(value):
+        raise InputError(f"time zone: {value[:64]!r} is not a time zone name like "
+                         f"Europe/Berlin")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InputError(f"time zone: {value!r} is not a known time zone (like "
+                         f"Europe/Berlin or America/New_York)") from None
+    return value
 
 
 def parse_csv(text: str, created: str = "", default_max: int = 10

@@ -88,6 +88,36 @@ def test_subscriber_lifecycle_from_the_cli(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith("[]")
 
 
+def test_send_hour_and_time_zone_from_the_cli(tmp_path, capsys):
+    import json
+
+    f = tmp_path / "c.toml"
+    f.write_text(f'[store]\npath = "{tmp_path / "st"}"\n')
+    base = ["--config", str(f), "subscribers"]
+    assert main([*base, "add", "ada@example.org", "--keywords", "speech"]) == 0
+    assert main([*base, "update", "ada@example.org", "--send-hour", "7",
+                 "--timezone", "Europe/Berlin"]) == 0
+    capsys.readouterr()
+    assert main([*base, "list"]) == 0
+    assert "\tsends 07:00 Europe/Berlin" in capsys.readouterr().out
+    # bad values: one line each, nothing changed
+    for flag, value, says in (("--send-hour", "24", "send hour"),
+                              ("--send-hour", "7am", "send hour"),
+                              ("--timezone", "Mars/Olympus", "not a known time zone"),
+                              ("--timezone", "../../etc/passwd", "not a time zone name")):
+        assert main([*base, "update", "ada@example.org", flag, value]) == 2
+        assert says in _one_line_error(capsys)
+    assert main([*base, "list", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["send_hour"], row["timezone"]) == (7, "Europe/Berlin")
+    # "" goes back to the site's [schedule] time and zone
+    assert main([*base, "update", "ada@example.org", "--send-hour", "", "--timezone", ""]) == 0
+    capsys.readouterr()
+    assert main([*base, "list", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["send_hour"], row["timezone"]) == (None, None)
+
+
 def test_import_reports_bad_rows_by_line(tmp_path, capsys):
     f = tmp_path / "c.toml"
     f.write_text(f'[store]\npath = "{tmp_path / "st"}"\n')

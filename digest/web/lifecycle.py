@@ -9,9 +9,7 @@ Store writes are immediate, so an unsubscribe takes effect before the next run.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +17,7 @@ from starlette.responses import Response
 from digest import tokens
 from digest.errors import InputError
 from digest.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
-from digest.subscribers import check_max, parse_keywords
+from digest.subscribers import check_hour, check_max, check_timezone, parse_keywords
 from digest.web.app import WebContext, ctx_of
 from digest.web.pages import check_token, csrf_check, field, preview_values
 
@@ -145,36 +143,6 @@ def current_values(sub: Subscriber) -> dict[str, str]:
             "max": str(sub.max_papers),
             "send_hour": "" if sub.send_hour is None else str(sub.send_hour),
             "timezone": sub.timezone or ""}
-
-
-def check_hour(value: str) -> int | None:
-    """The subscriber's own send hour (0-23), or None for the site's [schedule] time."""
-    value = value.strip()
-    if not value:
-        return None
-    if not value.isdigit() or not 0 <= int(value) <= 23:
-        raise InputError(f"send hour: expected a whole hour from 0 to 23, got {value!r}")
-    return int(value)
-
-
-_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*")
-
-
-def check_timezone(value: str) -> str | None:
-    """An IANA time zone name, or None for the site's [schedule] timezone. Only names
-    ZoneInfo knows are kept (never a path: ZoneInfo reads files named by its argument)."""
-    value = value.strip()
-    if not value:
-        return None
-    if len(value) > 64 or not _ZONE_NAME.fullmatch(value):
-        raise InputError(f"time zone: {value[:64]!r} is not a time zone name like "
-                         f"Europe/Berlin")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InputError(f"time zone: {value!r} is not a known time zone (like "
-                         f"Europe/Berlin or America/New_York)") from None
-    return value
 
 
 def _quote(term: str) -> str:
