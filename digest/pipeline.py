@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -237,15 +237,17 @@ def deliver(
     papers = {p.id: p for p in gathered_papers}
     sender = sender or make_sender(cfg)
     secret = cfg.secret() or store.secret()
-    transient_in_row = 0
+    transient_in_row, entered = 0, False
     # Digests are ranked and their messages built ahead, in a child process (or a thread),
     # and records written one thread behind, while this thread waits on the SMTP server
     # (digest/overlap.py; speed: bench/e2e.py). The builder starts first: it forks only
-    # while no other thread runs. The sender connects at its first message.
+    # while no other thread runs. The sender is entered (it connects) at the first
+    # message, so a day without any mail never touches the SMTP server.
     built = ((d.id, d.subscriber.email, tuple(p.paper_id for p in d.picks), msg)
              for d, msg in build_all(cfg, secret, digests, papers, now()))  # lean to pickle
-    with ahead(built) as items, sender, _progress_bar(count, progress) as bar, \
-            short_switch_interval(), Recorder(store.record_digest) as recorder:
+    with ExitStack() as connected, ahead(built) as items, \
+            _progress_bar(count, progress) as bar, short_switch_interval(), \
+            Recorder(store.record_digest) as recorder:
         for did, email, ids, msg in items:
             if stop is not None and stop.is_set():
                 report.notes.append("stopped: the rest is left for the next run")
@@ -258,6 +260,9 @@ def deliver(
                 report.failed += 1
                 recorder.put(did, email, day, FAILED, ids, str(msg))
             else:
+                if not entered:
+                    connected.enter_context(sender)
+                    entered = True
                 try:
                     sender.send(msg)
                 except TransientDeliveryError as e:

@@ -164,6 +164,21 @@ def test_unreachable_smtp_server_is_one_line_and_sends_nothing(world, tmp_path, 
     assert report.sent == len(PROFILES)
 
 
+def test_a_day_with_nothing_to_mail_never_contacts_the_smtp_server(world):
+    cfg, smtp = world
+    store = open_store(cfg.store)
+    store.put_subscribers(subscribers({"a@example.org": "zzqxv",
+                                       "b@example.org": "qqzxw"}))
+    store.close()
+    dead = replace(cfg, smtp=replace(cfg.smtp, port=1))  # nothing listens on port 1
+    report = run_daily(dead, date(2026, 1, 14), progress=False)  # no DeliveryError
+    assert (report.sent, report.empty) == (0, 2)
+    store = open_store(cfg.store)
+    assert store.digests_for_day(date(2026, 1, 14)) == {"a@example.org": "empty",
+                                                         "b@example.org": "empty"}
+    store.close()
+
+
 def _config_file(tmp_path: Path, cfg: Config, smtp: SmtpServer) -> Path:
     f = tmp_path / "digest.toml"
     f.write_text(f"""
