@@ -127,8 +127,9 @@ class Forked(Generic[T]):
 
     The child runs at idle priority (Linux SCHED_IDLE, else nice 10): it is far ahead, and
     on a small box the SMTP conversation (this process and the server) must never wait for
-    a core behind it. bench/e2e.py, 4,000 subscribers, 4 interleaved runs each: send phase
-    79-85% of the floor at nice 10 (with or without SCHED_BATCH), 91% at SCHED_IDLE.
+    a core behind it. Send phase as a share of the smtplib floor, 4,000 subscribers, 4
+    interleaved runs per variant, two sessions: nice 10 75-79%, nice 19 75%, nice 19 +
+    SCHED_BATCH 85%, SCHED_IDLE 86-91%.
     An idle-priority child starves on a box that is busy with other work; then this
     process waits on the pipe. When those waits pass STARVED_AFTER seconds and
     STARVED_SHARE of the time since the first item, the child is stopped and the rest is
