@@ -389,3 +389,13 @@ def test_top_rows_breaks_ties_at_the_cut_by_column() -> None:
     assert got[0].tolist() == [1, 0]
     assert got[1].tolist() == [1, 2, 3]  # column 0 is blocked (already delivered)
     assert got[2].tolist() == [1]  # min score 6
+
+
+def test_exotic_chars_are_exactly_the_non_ascii_chars_that_fold_onto_ascii() -> None:
+    from digest.rank.exclusions import EXOTIC_CHARS
+
+    derived = "".join(
+        ch for ch in map(chr, range(0x80, 0x10000))
+        if any(x.isascii() and x.isalnum() for x in ch.lower() + ch.upper() + ch.casefold()))
+    assert derived == EXOTIC_CHARS
+    assert excluded(["kelvin"], "a \u212aelvin-scale benchmark")  # the Kelvin sign folds to K
