@@ -84,6 +84,15 @@ class WebConfig:
     secret_env: str = "DIGEST_SECRET"  # env var with the token-signing secret
     host: str = "127.0.0.1"
     port: int = 8000
+    # abuse limits and tunables of the web service (digest/web/settings.py); each can also
+    # be overridden by an environment variable, e.g. DIGEST_WEB_RATE_IP
+    rate_ip: str = "10/3600"  # subscribe attempts per client IP, COUNT/SECONDS
+    rate_email: str = "3/3600"  # subscribe attempts per address
+    rate_preview: str = "120/60"  # live-preview requests per client IP
+    min_fill_seconds: float = 2.0  # a form sent faster than this is a bot
+    max_body: int = 16 * 1024  # bigger request bodies get 413
+    preview_days: int = 7  # how far back the live preview looks for papers
+    forwarded_allow_ips: str = "127.0.0.1"  # reverse proxies trusted for X-Forwarded-For
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,18 @@ class _Section:
         if not lo <= v <= hi:
             raise self._err(key, f"expected a number from {lo} to {hi}", v)
         return float(v)
+
+    def rate(self, key: str, default: str) -> str:
+        """A rate limit "COUNT/SECONDS", e.g. "10/3600" (ten per hour)."""
+        v = self.get(key, default, str).strip()
+        count, _, seconds = v.partition("/")
+        try:
+            ok = int(count) >= 1 and float(seconds) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise self._err(key, "expected COUNT/SECONDS like 10/3600 (count >= 1)", v)
+        return v
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         v = self.get(key, default, str)
@@ -281,6 +302,14 @@ def parse_config(data: dict[str, Any], where: str = "config", base: Path | None 
         secret_env=w.env_name("secret_env", "DIGEST_SECRET"),
         host=w.get("host", "127.0.0.1", str),
         port=w.int_in("port", 8000, 1, 65535),
+        rate_ip=w.rate("rate_ip", "10/3600"),
+        rate_email=w.rate("rate_email", "3/3600"),
+        rate_preview=w.rate("rate_preview", "120/60"),
+        min_fill_seconds=w.float_in("min_fill_seconds", 2.0, 0.0, 600.0),
+        max_body=w.int_in("max_body", 16 * 1024, 1024, 10 * 1024 * 1024),
+        preview_days=w.int_in("preview_days", 7, 1, 60),
+        forwarded_allow_ips=w.get("forwarded_allow_ips", "127.0.0.1", str).strip()
+        or "127.0.0.1",
     )
 
     r = _Section(where, "ranking", data.get("ranking"), _keys(RankingConfig))

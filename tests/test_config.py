@@ -39,6 +39,12 @@ def test_example_config_loads_and_documents_every_key():
     ({"store": {"pth": "x"}}, "[store] pth: unknown key"),
     ({"subscribers": [{"keywords": "x"}]}, "email: missing"),
     ({"ranking": {"popularity_weight": True}}, "popularity_weight"),
+    ({"web": {"rate_ip": "lots"}}, "[web] rate_ip"),
+    ({"web": {"rate_email": "0/3600"}}, "[web] rate_email"),
+    ({"web": {"rate_preview": "10/-1"}}, "[web] rate_preview"),
+    ({"web": {"max_body": 10}}, "[web] max_body"),
+    ({"web": {"preview_days": 0}}, "[web] preview_days"),
+    ({"web": {"min_fill_seconds": "2"}}, "[web] min_fill_seconds"),
 ])
 def test_bad_values_name_the_key(data, fragment):
     with pytest.raises(ConfigError) as e:

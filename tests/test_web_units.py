@@ -85,6 +85,25 @@ def test_limit_parse_rejects_bad_values_in_one_line(text):
         Limit.parse(text)
 
 
+def test_settings_from_the_config_file_with_environment_overrides():
+    from dataclasses import replace
+
+    from digest.config import WebConfig, parse_config
+
+    web = parse_config({"web": {"rate_ip": "30/600", "rate_email": "2/86400",
+                                "min_fill_seconds": 0.5, "max_body": 4096,
+                                "preview_days": 3, "forwarded_allow_ips": "10.0.0.9"}},
+                       "test.toml").web
+    s = WebSettings.from_config(web, {})
+    assert (s.rate_ip, s.rate_email, s.rate_preview) == (Limit(30, 600), Limit(2, 86400),
+                                                         Limit(120, 60))
+    assert (s.min_fill_seconds, s.max_body, s.preview_days) == (0.5, 4096, 3)
+    assert s.forwarded_allow_ips == "10.0.0.9"
+    over = WebSettings.from_config(web, {"DIGEST_WEB_RATE_IP": "5/60"})  # the env wins
+    assert over == replace(s, rate_ip=Limit(5, 60))
+    assert WebSettings.from_config(WebConfig(), {}) == WebSettings()  # same defaults
+
+
 def test_settings_from_env():
     s = WebSettings.from_env({"DIGEST_WEB_RATE_IP": "20/60", "DIGEST_WEB_MIN_FILL": "1.5",
                               "DIGEST_WEB_MAX_BODY": "32768",

@@ -312,7 +312,7 @@ def start_web(cfg: Config, store: Store) -> WebThread:
         from digest.web.settings import WebSettings
     except ImportError as e:
         raise DigestError(f"--web: the web service is not available ({e})") from e
-    settings = WebSettings.from_env()
+    settings = WebSettings.from_config(cfg.web)
     app = make_app(cfg, store=store, settings=settings)
     # The same uvicorn settings as `digest web` (behind a reverse proxy, no Server header).
     config = uvicorn.Config(app, host=cfg.web.host, port=cfg.web.port, log_level="warning",

@@ -280,7 +280,8 @@ def make_app(
 
     own_store = store is None
     store = store if store is not None else open_store(cfg.store)
-    ctx = WebContext(cfg, store, sender, now or _utcnow, settings or WebSettings.from_env())
+    ctx = WebContext(cfg, store, sender, now or _utcnow,
+                     settings or WebSettings.from_config(cfg.web))
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
@@ -324,7 +325,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None
     """Run the web service under uvicorn until interrupted."""
     import uvicorn
 
-    settings = WebSettings.from_env()
+    settings = WebSettings.from_config(cfg.web)
     app = make_app(cfg, settings=settings)
     uvicorn.run(app, host=host or cfg.web.host, port=port or cfg.web.port,
                 log_level="info", **uvicorn_options(settings))

@@ -1,7 +1,8 @@
-"""Pure (plus environment reads in `from_env`): the web service's tunables.
+"""Pure (plus environment reads): the web service's tunables.
 
-These are candidates for a `[web]` config section; until then each one can be set with an
-environment variable (named beside it) and tests pass a `WebSettings` to `make_app`.
+They come from the config's `[web]` section (`from_config`); an environment variable
+(named beside each) overrides the file, for containers. Tests pass a `WebSettings` to
+`make_app`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from digest.config import WebConfig
 from digest.errors import ConfigError
 from digest.web.security import Limit
 
@@ -29,9 +31,19 @@ class WebSettings:
     forwarded_allow_ips: str = "127.0.0.1"  # DIGEST_WEB_FORWARDED_ALLOW_IPS
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> WebSettings:
+    def from_config(cls, web: WebConfig, env: Mapping[str, str] | None = None) -> WebSettings:
+        """The `[web]` values (validated by digest.config), then environment overrides."""
+        base = cls(rate_ip=Limit.parse(web.rate_ip), rate_email=Limit.parse(web.rate_email),
+                   rate_preview=Limit.parse(web.rate_preview),
+                   min_fill_seconds=web.min_fill_seconds, max_body=web.max_body,
+                   preview_days=web.preview_days, forwarded_allow_ips=web.forwarded_allow_ips)
+        return cls.from_env(env, base)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None,
+                 base: WebSettings | None = None) -> WebSettings:
         env = os.environ if env is None else env
-        d = cls()
+        d = base or cls()
 
         def limit(name: str, default: Limit) -> Limit:
             raw = env.get(name, "").strip()
