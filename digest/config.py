@@ -79,6 +79,27 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A rate limit: at most `count` events per `seconds` for one key ([web] rate_*)."""
+
+    count: int
+    seconds: float
+
+    @classmethod
+    def parse(cls, text: str) -> Limit:
+        """"5/3600" -> Limit(5, 3600.0); ValueError with one line on bad input."""
+        try:
+            count_s, seconds_s = text.split("/")
+            limit = cls(int(count_s), float(seconds_s))
+        except ValueError:
+            raise ValueError(f"rate limit: expected COUNT/SECONDS like 5/3600, got {text!r}") \
+                from None
+        if limit.count < 1 or not limit.seconds > 0:  # (NaN is not > 0)
+            raise ValueError(f"rate limit: expected COUNT >= 1 and SECONDS > 0, got {text!r}")
+        return limit
+
+
+@dataclass(frozen=True)
 class WebConfig:
     base_url: str = "http://localhost:8000"  # public URL of `digest web`; goes into mail links
     secret_env: str = "DIGEST_SECRET"  # env var with the token-signing secret
@@ -86,9 +107,9 @@ class WebConfig:
     port: int = 8000
     # abuse limits and tunables of the web service (digest/web/settings.py); each can also
     # be overridden by an environment variable, e.g. DIGEST_WEB_RATE_IP
-    rate_ip: str = "10/3600"  # subscribe attempts per client IP, COUNT/SECONDS
-    rate_email: str = "3/3600"  # subscribe attempts per address
-    rate_preview: str = "120/60"  # live-preview requests per client IP
+    rate_ip: Limit = Limit(10, 3600)  # subscribe attempts per client IP ("COUNT/SECONDS")
+    rate_email: Limit = Limit(3, 3600)  # subscribe attempts per address
+    rate_preview: Limit = Limit(120, 60)  # live-preview requests per client IP
     min_fill_seconds: float = 2.0  # a form sent faster than this is a bot
     max_body: int = 16 * 1024  # bigger request bodies get 413
     preview_days: int = 7  # how far back the live preview looks for papers
@@ -181,17 +202,16 @@ class _Section:
             raise self._err(key, f"expected a number from {lo} to {hi}", v)
         return float(v)
 
-    def rate(self, key: str, default: str) -> str:
+    def rate(self, key: str, default: Limit) -> Limit:
         """A rate limit "COUNT/SECONDS", e.g. "10/3600" (ten per hour)."""
-        v = self.get(key, default, str).strip()
-        count, _, seconds = v.partition("/")
+        if key not in self.table:
+            return default
+        v = self.get(key, "", str).strip()
         try:
-            ok = int(count) >= 1 and float(seconds) > 0
+            return Limit.parse(v)
         except ValueError:
-            ok = False
-        if not ok:
-            raise self._err(key, "expected COUNT/SECONDS like 10/3600 (count >= 1)", v)
-        return v
+            raise self._err(key, "expected COUNT/SECONDS like 10/3600 (count >= 1)",
+                            v) from None
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         v = self.get(key, default, str)
@@ -302,9 +322,9 @@ def parse_config(data: dict[str, Any], where: str = "config", base: Path | None 
         secret_env=w.env_name("secret_env", "DIGEST_SECRET"),
         host=w.get("host", "127.0.0.1", str),
         port=w.int_in("port", 8000, 1, 65535),
-        rate_ip=w.rate("rate_ip", "10/3600"),
-        rate_email=w.rate("rate_email", "3/3600"),
-        rate_preview=w.rate("rate_preview", "120/60"),
+        rate_ip=w.rate("rate_ip", WebConfig.rate_ip),
+        rate_email=w.rate("rate_email", WebConfig.rate_email),
+        rate_preview=w.rate("rate_preview", WebConfig.rate_preview),
         min_fill_seconds=w.float_in("min_fill_seconds", 2.0, 0.0, 600.0),
         max_body=w.int_in("max_body", 16 * 1024, 1024, 10 * 1024 * 1024),
         preview_days=w.int_in("preview_days", 7, 1, 60),

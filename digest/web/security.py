@@ -18,9 +18,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from digest.config import Limit  # noqa: F401 - also imported from here
 
 CSRF_COOKIE = "digest_csrf"
 CSRF_FIELD = "csrf"
@@ -92,27 +93,6 @@ class FormGuard:
         if self._clock() - float(shown) < min_seconds:
             raise BotSuspected("that was faster than a person can type: please check the "
                                "form and send it again")
-
-
-@dataclass(frozen=True)
-class Limit:
-    """At most `count` events per `seconds` for one key."""
-
-    count: int
-    seconds: float
-
-    @classmethod
-    def parse(cls, text: str) -> Limit:
-        """"5/3600" -> Limit(5, 3600.0); ValueError with one line on bad input."""
-        try:
-            count_s, seconds_s = text.split("/")
-            limit = cls(int(count_s), float(seconds_s))
-        except ValueError:
-            raise ValueError(f"rate limit: expected COUNT/SECONDS like 5/3600, got {text!r}") \
-                from None
-        if limit.count < 1 or limit.seconds <= 0:
-            raise ValueError(f"rate limit: expected COUNT >= 1 and SECONDS > 0, got {text!r}")
-        return limit
 
 
 class SlidingWindow:

@@ -9,32 +9,31 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from digest.config import WebConfig
+from digest.config import Limit, WebConfig
 from digest.errors import ConfigError
-from digest.web.security import Limit
 
 
 @dataclass(frozen=True)
 class WebSettings:
+    # Defaults are [web]'s (digest.config.WebConfig); the comment names each override.
     # subscribe attempts per client IP / per e-mail address (sliding window, per process)
-    rate_ip: Limit = field(default_factory=lambda: Limit(10, 3600))  # DIGEST_WEB_RATE_IP
-    rate_email: Limit = field(default_factory=lambda: Limit(3, 3600))  # DIGEST_WEB_RATE_EMAIL
+    rate_ip: Limit = WebConfig.rate_ip  # DIGEST_WEB_RATE_IP
+    rate_email: Limit = WebConfig.rate_email  # DIGEST_WEB_RATE_EMAIL
     # live-preview requests per client IP (cheap, but each ranks the recent papers)
-    rate_preview: Limit = field(default_factory=lambda: Limit(120, 60))  # DIGEST_WEB_RATE_PREVIEW
-    min_fill_seconds: float = 2.0  # DIGEST_WEB_MIN_FILL: faster than this is a bot
-    max_body: int = 16 * 1024  # DIGEST_WEB_MAX_BODY: bigger request bodies get 413
-    preview_days: int = 7  # DIGEST_WEB_PREVIEW_DAYS: how far back the preview looks
+    rate_preview: Limit = WebConfig.rate_preview  # DIGEST_WEB_RATE_PREVIEW
+    min_fill_seconds: float = WebConfig.min_fill_seconds  # DIGEST_WEB_MIN_FILL
+    max_body: int = WebConfig.max_body  # DIGEST_WEB_MAX_BODY: bigger bodies get 413
+    preview_days: int = WebConfig.preview_days  # DIGEST_WEB_PREVIEW_DAYS
     # Reverse proxies whose X-Forwarded-For/-Proto uvicorn trusts (uvicorn's
     # --forwarded-allow-ips); the rate limiter then sees the real client address.
-    forwarded_allow_ips: str = "127.0.0.1"  # DIGEST_WEB_FORWARDED_ALLOW_IPS
+    forwarded_allow_ips: str = WebConfig.forwarded_allow_ips  # DIGEST_WEB_FORWARDED_ALLOW_IPS
 
     @classmethod
     def from_config(cls, web: WebConfig, env: Mapping[str, str] | None = None) -> WebSettings:
         """The `[web]` values (validated by digest.config), then environment overrides."""
-        base = cls(rate_ip=Limit.parse(web.rate_ip), rate_email=Limit.parse(web.rate_email),
-                   rate_preview=Limit.parse(web.rate_preview),
+        base = cls(rate_ip=web.rate_ip, rate_email=web.rate_email, rate_preview=web.rate_preview,
                    min_fill_seconds=web.min_fill_seconds, max_body=web.max_body,
                    preview_days=web.preview_days, forwarded_allow_ips=web.forwarded_allow_ips)
         return cls.from_env(env, base)
