@@ -1,15 +1,28 @@
 """Pure (plus one file read): the TOML config, read once into frozen dataclasses.
 
 `load_config(path)` reads and validates; every error is a ConfigError naming the key,
-e.g. `config.toml: [smtp] port: expected an integer from 1 to 65535, got "abc"`.
+e.g. `config.toml: [smtp] port: expected an integer from 1 to 65535, got 'abc'`.
 Secrets are never in the file: only the *names* of environment variables holding them.
+
+One default per key: each section is a frozen dataclass whose fields ARE the keys. A
+field's type says how its TOML value is read (bool, int, float, str, Path, a list of
+strings, a rate limit "COUNT/SECONDS", a nested section, an array of tables), and its
+`opt(...)` metadata adds the bounds, choices or check. `parse_config` walks the
+dataclasses; nothing else lists the keys or repeats a default. To add a key, add a
+field (and document it in config/example.toml: a test checks every field is there).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import tomllib
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,64 +31,95 @@ from digest.errors import ConfigError
 
 DEFAULT_USER_AGENT = "digest/0.1 (+https://github.com/digest-papers/digest; daily paper digest)"
 
-
-@dataclass(frozen=True)
-class HttpConfig:
-    timeout: float = 20.0  # seconds, connect and read
-    retries: int = 4  # attempts after the first
-    backoff: float = 1.0  # first backoff in seconds, doubled each retry, with jitter
-    max_backoff: float = 60.0
-    user_agent: str = DEFAULT_USER_AGENT
+Check = Callable[[Any], Any]  # returns the (possibly normalised) value; ValueError(why)
 
 
-@dataclass(frozen=True)
-class HuggingFaceConfig:
-    enabled: bool = True
-    base_url: str = "https://huggingface.co"
-    mode: str = "daily"  # "daily" (dated listings over the look-back window) or "trending"
-    lookback_days: int = 3  # the run's date and the 2 days before
-    limit: int = 50  # page size
+def opt(default: Any, *, lo: float | None = None, hi: float | None = None,
+        choices: tuple[str, ...] = (), check: Check | None = None, name: str = "",
+        required: bool = False) -> Any:
+    """A config key: its default and how its value is validated.
+
+    `lo`/`hi` bound numbers; `choices` lists the allowed strings; `check` validates and
+    may normalise a value (raise ValueError with what was expected); `name` is the TOML
+    key when it differs from the field's name (`max` for `max_papers`); a `required` key
+    must be given."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "check": check, "name": name,
+            "required": required}
+    if isinstance(default, dict | list | set):
+        raise TypeError("config defaults must be immutable")
+    return field(default=default, metadata=meta)
 
 
-@dataclass(frozen=True)
-class ArxivConfig:
-    categories: tuple[str, ...] = ()  # empty: the arXiv source is off
-    mode: str = "rss"  # "rss" (rss.arxiv.org) or "api" (export API, Atom)
-    rss_base_url: str = "https://rss.arxiv.org/rss"
-    api_base_url: str = "https://export.arxiv.org/api/query"
-    max_results: int = 200
-    min_interval: float = 3.0  # arXiv asks for at most one request every 3 seconds
+def section(cls: type) -> Any:
+    """A nested section (a table), defaulting to the dataclass's own defaults."""
+    return field(default_factory=cls)
 
 
-@dataclass(frozen=True)
-class SourcesConfig:
-    huggingface: HuggingFaceConfig = field(default_factory=HuggingFaceConfig)
-    arxiv: ArxivConfig = field(default_factory=ArxivConfig)
-    offline_fallback: bool = True  # no network at all: use the bundled recorded day, and say so
+# --------------------------------------------------------------------------- checks
 
 
-@dataclass(frozen=True)
-class StoreConfig:
-    path: Path = Path("data")  # a folder: TinyDB files, journal and locks live in it
-    retention_days: int = 400  # how long a seen paper is remembered (re-listings stay seen)
-    history_days: int = 30  # how long digest/delivery records and paper details are kept
-    fsync: bool = True
+def _url(v: str) -> str:
+    v = v.rstrip("/")
+    if not v.startswith(("http://", "https://")) or any(c in v for c in " \r\n\t"):
+        raise ValueError("expected an http(s) URL")
+    return v
 
 
-@dataclass(frozen=True)
-class SmtpConfig:
-    host: str = ""  # empty: no SMTP server, messages go to the outbox folder
-    port: int = 587
-    security: str = "starttls"  # "none" | "starttls" | "ssl"
-    sender: str = "Paper Digest <digest@localhost>"
-    username_env: str = ""  # name of the environment variable holding the user name
-    password_env: str = ""
-    timeout: float = 30.0
+def _env_name(v: str) -> str:
+    if v and not v.replace("_", "").isalnum():
+        raise ValueError("expected the NAME of an environment variable")
+    return v
 
 
-@dataclass(frozen=True)
-class OutboxConfig:
-    path: Path = Path("outbox")
+def _host(v: str) -> str:
+    if any(c in v for c in " /\r\n"):
+        raise ValueError("expected a host name")
+    return v
+
+
+def _sender(v: str) -> str:
+    if any(c in v for c in "\r\n") or "@" not in v:
+        raise ValueError('expected an address like "Digest <digest@example.org>"')
+    return v
+
+
+def _hh_mm(v: str) -> str:
+    try:
+        hh, mm = v.split(":")
+        if 0 <= int(hh) <= 23 and 0 <= int(mm) <= 59 and len(mm) == 2:
+            return v
+    except ValueError:
+        pass
+    raise ValueError("expected HH:MM")
+
+
+def _zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError('expected an IANA time zone like "Europe/Berlin"') from None
+    return v
+
+
+def _category(v: str) -> str:
+    if not v or any(ch in v for ch in " /?&#\r\n"):
+        raise ValueError('expected arXiv categories like "cs.CL"')
+    return v
+
+
+def _proxies(v: str) -> str:
+    return v.strip() or "127.0.0.1"
+
+
+def _keywords(v: str | list[Any]) -> str:
+    if isinstance(v, list):
+        if not all(isinstance(k, str) for k in v):
+            raise ValueError("expected a string or a list of strings")
+        return ", ".join(v)
+    return v
+
+
+# --------------------------------------------------------------------------- sections
 
 
 @dataclass(frozen=True)
@@ -100,57 +144,123 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    timeout: float = opt(20.0, lo=0.1, hi=600)  # seconds, connect and read
+    retries: int = opt(4, lo=0, hi=20)  # attempts after the first
+    backoff: float = opt(1.0, lo=0, hi=600)  # first backoff in seconds, doubled, with jitter
+    max_backoff: float = opt(60.0, lo=0, hi=3600)
+    user_agent: str = opt(DEFAULT_USER_AGENT)
+
+
+@dataclass(frozen=True)
+class HuggingFaceConfig:
+    enabled: bool = opt(True)
+    base_url: str = opt("https://huggingface.co", check=_url)
+    # "daily" (dated listings over the look-back window) or "trending"
+    mode: str = opt("daily", choices=("daily", "trending"))
+    lookback_days: int = opt(3, lo=1, hi=30)  # the run's date and the 2 days before
+    limit: int = opt(50, lo=1, hi=100)  # page size
+
+
+@dataclass(frozen=True)
+class ArxivConfig:
+    categories: tuple[str, ...] = opt((), check=_category)  # empty: the arXiv source is off
+    mode: str = opt("rss", choices=("rss", "api"))  # rss.arxiv.org, or the export API (Atom)
+    rss_base_url: str = opt("https://rss.arxiv.org/rss", check=_url)
+    api_base_url: str = opt("https://export.arxiv.org/api/query", check=_url)
+    max_results: int = opt(200, lo=1, hi=2000)
+    min_interval: float = opt(3.0, lo=0, hi=60)  # arXiv: at most one request every 3 seconds
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    huggingface: HuggingFaceConfig = section(HuggingFaceConfig)
+    arxiv: ArxivConfig = section(ArxivConfig)
+    offline_fallback: bool = opt(True)  # no network at all: use the bundled recorded day
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path = opt(Path("data"))  # a folder: TinyDB files, journal and locks live in it
+    retention_days: int = opt(400, lo=7, hi=100_000)  # how long a seen paper is remembered
+    history_days: int = opt(30, lo=7, hi=3650)  # digest records and paper details are kept
+    fsync: bool = opt(True)
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = opt("", check=_host)  # empty: no SMTP server, messages go to the outbox
+    port: int = opt(587, lo=1, hi=65535)  # 465 when security = "ssl" and no port is given
+    security: str = opt("starttls", choices=("none", "starttls", "ssl"))
+    sender: str = opt("Paper Digest <digest@localhost>", check=_sender)
+    username_env: str = opt("", check=_env_name)  # NAME of the variable with the user name
+    password_env: str = opt("", check=_env_name)
+    timeout: float = opt(30.0, lo=0.1, hi=600)
+
+    def _resolve(self, given: set[str]) -> SmtpConfig:
+        if "port" not in given and self.security == "ssl":
+            return dataclasses.replace(self, port=465)  # implicit TLS (RFC 8314)
+        return self
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    path: Path = opt(Path("outbox"))
+
+
+@dataclass(frozen=True)
 class WebConfig:
-    base_url: str = "http://localhost:8000"  # public URL of `digest web`; goes into mail links
-    secret_env: str = "DIGEST_SECRET"  # env var with the token-signing secret
-    host: str = "127.0.0.1"
-    port: int = 8000
+    base_url: str = opt("http://localhost:8000", check=_url)  # public URL; goes into mails
+    secret_env: str = opt("DIGEST_SECRET", check=_env_name)  # env var with the signing secret
+    host: str = opt("127.0.0.1")
+    port: int = opt(8000, lo=1, hi=65535)
     # abuse limits and tunables of the web service (digest/web/settings.py); each can also
     # be overridden by an environment variable, e.g. DIGEST_WEB_RATE_IP
-    rate_ip: Limit = Limit(10, 3600)  # subscribe attempts per client IP ("COUNT/SECONDS")
-    rate_email: Limit = Limit(3, 3600)  # subscribe attempts per address
-    rate_preview: Limit = Limit(120, 60)  # live-preview requests per client IP
-    min_fill_seconds: float = 2.0  # a form sent faster than this is a bot
-    max_body: int = 16 * 1024  # bigger request bodies get 413
-    preview_days: int = 7  # how far back the live preview looks for papers
-    forwarded_allow_ips: str = "127.0.0.1"  # reverse proxies trusted for X-Forwarded-For
+    rate_ip: Limit = opt(Limit(10, 3600))  # subscribe attempts per client IP
+    rate_email: Limit = opt(Limit(3, 3600))  # subscribe attempts per address
+    rate_preview: Limit = opt(Limit(120, 60))  # live-preview requests per client IP
+    min_fill_seconds: float = opt(2.0, lo=0.0, hi=600.0)  # a form sent faster is a bot
+    max_body: int = opt(16 * 1024, lo=1024, hi=10 * 1024 * 1024)  # bigger bodies get 413
+    preview_days: int = opt(7, lo=1, hi=60)  # how far back the live preview looks
+    # reverse proxies trusted for X-Forwarded-For
+    forwarded_allow_ips: str = opt("127.0.0.1", check=_proxies)
 
 
 @dataclass(frozen=True)
 class RankingConfig:
-    popularity_weight: float = 0.15  # share of the final score taken by popularity
-    default_max_papers: int = 10
+    popularity_weight: float = opt(0.15, lo=0.0, hi=1.0)  # share of the score from popularity
+    default_max_papers: int = opt(10, lo=1, hi=100)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    time: str = "07:00"  # local send time, HH:MM
-    timezone: str = "UTC"
-    misfire_grace_hours: float = 6.0
-    send_empty: bool = False  # send a "nothing new today" mail on quiet days
+    time: str = opt("07:00", check=_hh_mm)  # local send time
+    timezone: str = opt("UTC", check=_zone)
+    misfire_grace_hours: float = opt(6.0, lo=0.0, hi=48.0)
+    send_empty: bool = opt(False)  # send a "nothing new today" mail on quiet days
 
 
 @dataclass(frozen=True)
 class SeedSubscriber:
-    email: str
-    keywords: str = ""
-    max_papers: int | None = None
-    min_score: float | None = None
+    email: str = opt("", required=True)
+    keywords: str = opt("", check=_keywords)  # a string, or a list of strings
+    max_papers: int | None = opt(None, lo=1, hi=100, name="max")
+    min_score: float | None = opt(None, lo=0.0, hi=1e9)
 
 
 @dataclass(frozen=True)
 class Config:
-    path: Path | None = None
-    site_name: str = "Paper Digest"
-    http: HttpConfig = field(default_factory=HttpConfig)
-    sources: SourcesConfig = field(default_factory=SourcesConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    smtp: SmtpConfig = field(default_factory=SmtpConfig)
-    outbox: OutboxConfig = field(default_factory=OutboxConfig)
-    web: WebConfig = field(default_factory=WebConfig)
-    ranking: RankingConfig = field(default_factory=RankingConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    subscribers: tuple[SeedSubscriber, ...] = ()
+    path: Path | None = field(default=None, metadata={"internal": True})  # the file read
+    site_name: str = opt("Paper Digest")
+    http: HttpConfig = section(HttpConfig)
+    sources: SourcesConfig = section(SourcesConfig)
+    store: StoreConfig = section(StoreConfig)
+    smtp: SmtpConfig = section(SmtpConfig)
+    outbox: OutboxConfig = section(OutboxConfig)
+    web: WebConfig = section(WebConfig)
+    ranking: RankingConfig = section(RankingConfig)
+    schedule: ScheduleConfig = section(ScheduleConfig)
+    subscribers: tuple[SeedSubscriber, ...] = opt(())  # [[subscribers]]: seeds
 
     def secret(self) -> str | None:
         """The token-signing secret from the environment, if set."""
@@ -161,231 +271,127 @@ class Config:
 # --------------------------------------------------------------------------- validation
 
 
-class _Section:
-    """Reads typed values out of one TOML table, naming `[section] key` in errors."""
+def _kind_name(kind: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             Path: "a path (a string)", Limit: "COUNT/SECONDS like 10/3600 (count >= 1)"}
+    return names.get(kind, getattr(kind, "__name__", str(kind)))
 
-    def __init__(self, where: str, name: str, table: Any, known: set[str]):
-        self.where, self.name = where, name
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp is not Limit
+
+
+def toml_keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    """TOML key -> field, for the keys a section reads from the file."""
+    return {(f.metadata.get("name") or f.name): f for f in dataclasses.fields(cls)
+            if not f.metadata.get("internal")}
+
+
+class _Reader:
+    """Reads one TOML table into a section dataclass, naming `[section] key` in errors."""
+
+    def __init__(self, where: str, base: Path):
+        self.where, self.base = where, base
+
+    def err(self, name: str, key: str, msg: str, value: Any) -> ConfigError:
+        return ConfigError(f"{self.where}: [{name}] {key}: {msg}, got {value!r}")
+
+    def section(self, cls: type, name: str, table: Any) -> Any:
         if table is None:
             table = {}
         if not isinstance(table, dict):
-            raise ConfigError(f"{where}: [{name}] must be a table")
-        self.table = table
-        unknown = sorted(set(table) - known)
+            raise ConfigError(f"{self.where}: [{name}] must be a table")
+        keys = toml_keys(cls)
+        unknown = sorted(set(table) - set(keys))
         if unknown:
-            raise ConfigError(f"{where}: [{name}] {unknown[0]}: unknown key")
+            raise ConfigError(f"{self.where}: [{name}] {unknown[0]}: unknown key")
+        hints = _hints(cls)
+        values: dict[str, Any] = {}
+        for key, f in keys.items():
+            sub = f"{name}.{f.name}" if name != "top level" else f.name
+            if key in table:
+                values[f.name] = self.value(hints[f.name], f, name, key, sub, table[key])
+            elif _is_section(hints[f.name]):
+                values[f.name] = self.section(hints[f.name], sub, {})
+            elif f.metadata.get("required"):
+                raise ConfigError(f"{self.where}: [{name}] {key}: missing")
+        obj = cls(**values)
+        resolve = getattr(obj, "_resolve", None)  # defaults that depend on other keys
+        return resolve({keys[k].name for k in table}) if resolve is not None else obj
 
-    def _err(self, key: str, msg: str, value: Any) -> ConfigError:
-        return ConfigError(f"{self.where}: [{self.name}] {key}: {msg}, got {value!r}")
+    def value(self, tp: Any, f: dataclasses.Field[Any], name: str, key: str, sub: str,
+              v: Any) -> Any:
+        tp, _ = _unwrap_optional(tp)
+        if _is_section(tp):
+            return self.section(tp, sub, v)
+        origin = typing.get_origin(tp)
+        if origin is tuple:  # a list: of strings, or an array of tables
+            item = typing.get_args(tp)[0]
+            if _is_section(item):
+                if not isinstance(v, list):
+                    raise ConfigError(f"{self.where}: [[{key}]] must be an array of tables")
+                return tuple(self.section(item, f"{key} #{i}", t) for i, t in enumerate(v, 1))
+            if not isinstance(v, list):
+                raise self.err(name, key, "expected a list", v)
+            return tuple(self.scalar(item, f, name, key, x) for x in v)
+        return self.scalar(tp, f, name, key, v)
 
-    def get(self, key: str, default: Any, kind: type | tuple[type, ...]) -> Any:
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and kind is not bool:
-            raise self._err(key, f"expected {_kind_name(kind)}", value)
-        if not isinstance(value, kind):
-            raise self._err(key, f"expected {_kind_name(kind)}", value)
-        return value
-
-    def int_in(self, key: str, default: int, lo: int, hi: int) -> int:
-        v = self.get(key, default, int)
-        if not lo <= v <= hi:
-            raise self._err(key, f"expected an integer from {lo} to {hi}", v)
-        return int(v)
-
-    def float_in(self, key: str, default: float, lo: float, hi: float) -> float:
-        v = self.get(key, default, float)
-        if not lo <= v <= hi:
-            raise self._err(key, f"expected a number from {lo} to {hi}", v)
-        return float(v)
-
-    def rate(self, key: str, default: Limit) -> Limit:
-        """A rate limit "COUNT/SECONDS", e.g. "10/3600" (ten per hour)."""
-        if key not in self.table:
-            return default
-        v = self.get(key, "", str).strip()
-        try:
-            return Limit.parse(v)
-        except ValueError:
-            raise self._err(key, "expected COUNT/SECONDS like 10/3600 (count >= 1)",
-                            v) from None
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        v = self.get(key, default, str)
-        if v not in choices:
-            raise self._err(key, f"expected one of {', '.join(choices)}", v)
-        return str(v)
-
-    def url(self, key: str, default: str) -> str:
-        v = self.get(key, default, str).rstrip("/")
-        if not (v.startswith("http://") or v.startswith("https://")) or any(
-            c in v for c in " \r\n\t"
-        ):
-            raise self._err(key, "expected an http(s) URL", v)
-        return str(v)
-
-    def env_name(self, key: str, default: str) -> str:
-        v = self.get(key, default, str)
-        if v and not v.replace("_", "").isalnum():
-            raise self._err(key, "expected the NAME of an environment variable", v)
-        return str(v)
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
-    if isinstance(kind, tuple):
-        return " or ".join(names.get(k, k.__name__) for k in kind)
-    return names.get(kind, kind.__name__)
-
-
-def _keys(cls: type) -> set[str]:
-    return set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    def scalar(self, tp: Any, f: dataclasses.Field[Any], name: str, key: str, v: Any) -> Any:
+        meta = f.metadata
+        check: Check | None = meta.get("check")
+        if tp is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if tp is Limit:
+            if not isinstance(v, str):
+                raise self.err(name, key, f"expected {_kind_name(Limit)}", v)
+            try:
+                return Limit.parse(v.strip())
+            except ValueError:
+                raise self.err(name, key, f"expected {_kind_name(Limit)}", v.strip()) \
+                    from None
+        want = str if tp is Path else tp
+        accepts_list = check is _keywords  # keywords: a string or a list of strings
+        if isinstance(v, bool) is not (want is bool) or not (
+                isinstance(v, want) or (accepts_list and isinstance(v, list))):
+            raise self.err(name, key, f"expected {_kind_name(want)}"
+                           + (" or a list of strings" if accepts_list else ""), v)
+        if want in (int, float):
+            lo, hi = meta.get("lo"), meta.get("hi")
+            if (isinstance(v, float) and math.isnan(v)) or (lo is not None and v < lo) or (
+                    hi is not None and v > hi):
+                what = "an integer" if want is int else "a number"
+                raise self.err(name, key, f"expected {what} from {lo:g} to {hi:g}"
+                               if want is float else f"expected {what} from {lo} to {hi}", v)
+        if meta.get("choices") and v not in meta["choices"]:
+            raise self.err(name, key, f"expected one of {', '.join(meta['choices'])}", v)
+        if check is not None:
+            try:
+                v = check(v)
+            except ValueError as e:
+                raise self.err(name, key, str(e), v) from None
+        if tp is Path:
+            p = Path(v).expanduser()
+            return p if p.is_absolute() else (self.base / p)
+        return v
 
 
 def parse_config(data: dict[str, Any], where: str = "config", base: Path | None = None) -> Config:
     """Validate a parsed TOML document. Relative paths are taken from `base`."""
-    base = base or Path.cwd()
-    top = _Section(where, "top level", data, {"site_name", "http", "sources", "store", "smtp",
-                                              "outbox", "web", "ranking", "schedule",
-                                              "subscribers"})
-    site_name = top.get("site_name", "Paper Digest", str)
-
-    h = _Section(where, "http", data.get("http"), _keys(HttpConfig))
-    http = HttpConfig(
-        timeout=h.float_in("timeout", 20.0, 0.1, 600),
-        retries=h.int_in("retries", 4, 0, 20),
-        backoff=h.float_in("backoff", 1.0, 0, 600),
-        max_backoff=h.float_in("max_backoff", 60.0, 0, 3600),
-        user_agent=h.get("user_agent", DEFAULT_USER_AGENT, str),
-    )
-
-    src = data.get("sources") or {}
-    s = _Section(where, "sources", src, {"huggingface", "arxiv", "offline_fallback"})
-    hfs = _Section(where, "sources.huggingface", src.get("huggingface"), _keys(HuggingFaceConfig))
-    hf = HuggingFaceConfig(
-        enabled=hfs.get("enabled", True, bool),
-        base_url=hfs.url("base_url", "https://huggingface.co"),
-        mode=hfs.choice("mode", "daily", ("daily", "trending")),
-        lookback_days=hfs.int_in("lookback_days", 3, 1, 30),
-        limit=hfs.int_in("limit", 50, 1, 100),
-    )
-    axs = _Section(where, "sources.arxiv", src.get("arxiv"), _keys(ArxivConfig))
-    cats = axs.get("categories", [], list)
-    for c in cats:
-        if not isinstance(c, str) or not c or any(ch in c for ch in " /?&#\r\n"):
-            raise axs._err("categories", "expected arXiv categories like \"cs.CL\"", c)
-    arxiv = ArxivConfig(
-        categories=tuple(cats),
-        mode=axs.choice("mode", "rss", ("rss", "api")),
-        rss_base_url=axs.url("rss_base_url", "https://rss.arxiv.org/rss"),
-        api_base_url=axs.url("api_base_url", "https://export.arxiv.org/api/query"),
-        max_results=axs.int_in("max_results", 200, 1, 2000),
-        min_interval=axs.float_in("min_interval", 3.0, 0, 60),
-    )
-    sources = SourcesConfig(hf, arxiv, s.get("offline_fallback", True, bool))
-
-    st = _Section(where, "store", data.get("store"), _keys(StoreConfig))
-    store = StoreConfig(
-        path=_path(base, st.get("path", "data", str)),
-        retention_days=st.int_in("retention_days", 400, 7, 100_000),
-        history_days=st.int_in("history_days", 30, 7, 3650),
-        fsync=st.get("fsync", True, bool),
-    )
-
-    sm = _Section(where, "smtp", data.get("smtp"), _keys(SmtpConfig))
-    security = sm.choice("security", "starttls", ("none", "starttls", "ssl"))
-    smtp = SmtpConfig(
-        host=sm.get("host", "", str),
-        port=sm.int_in("port", 465 if security == "ssl" else 587, 1, 65535),
-        security=security,
-        sender=sm.get("sender", "Paper Digest <digest@localhost>", str),
-        username_env=sm.env_name("username_env", ""),
-        password_env=sm.env_name("password_env", ""),
-        timeout=sm.float_in("timeout", 30.0, 0.1, 600),
-    )
-    if any(c in smtp.sender for c in "\r\n") or "@" not in smtp.sender:
-        raise sm._err("sender", "expected an address like \"Digest <digest@example.org>\"",
-                      smtp.sender)
-    if any(c in smtp.host for c in " /\r\n"):
-        raise sm._err("host", "expected a host name", smtp.host)
-
-    ob = _Section(where, "outbox", data.get("outbox"), _keys(OutboxConfig))
-    outbox = OutboxConfig(path=_path(base, ob.get("path", "outbox", str)))
-
-    w = _Section(where, "web", data.get("web"), _keys(WebConfig))
-    web = WebConfig(
-        base_url=w.url("base_url", "http://localhost:8000"),
-        secret_env=w.env_name("secret_env", "DIGEST_SECRET"),
-        host=w.get("host", "127.0.0.1", str),
-        port=w.int_in("port", 8000, 1, 65535),
-        rate_ip=w.rate("rate_ip", WebConfig.rate_ip),
-        rate_email=w.rate("rate_email", WebConfig.rate_email),
-        rate_preview=w.rate("rate_preview", WebConfig.rate_preview),
-        min_fill_seconds=w.float_in("min_fill_seconds", 2.0, 0.0, 600.0),
-        max_body=w.int_in("max_body", 16 * 1024, 1024, 10 * 1024 * 1024),
-        preview_days=w.int_in("preview_days", 7, 1, 60),
-        forwarded_allow_ips=w.get("forwarded_allow_ips", "127.0.0.1", str).strip()
-        or "127.0.0.1",
-    )
-
-    r = _Section(where, "ranking", data.get("ranking"), _keys(RankingConfig))
-    ranking = RankingConfig(
-        popularity_weight=r.float_in("popularity_weight", 0.15, 0.0, 1.0),
-        default_max_papers=r.int_in("default_max_papers", 10, 1, 100),
-    )
-
-    sc = _Section(where, "schedule", data.get("schedule"), _keys(ScheduleConfig))
-    time_s = sc.get("time", "07:00", str)
-    try:
-        hh, mm = time_s.split(":")
-        if not (0 <= int(hh) <= 23 and 0 <= int(mm) <= 59 and len(mm) == 2):
-            raise ValueError
-    except ValueError:
-        raise sc._err("time", "expected HH:MM", time_s) from None
-    tz = sc.get("timezone", "UTC", str)
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise sc._err("timezone", "expected an IANA time zone like \"Europe/Berlin\"", tz) from None
-    schedule = ScheduleConfig(
-        time=time_s,
-        timezone=tz,
-        misfire_grace_hours=sc.float_in("misfire_grace_hours", 6.0, 0.0, 48.0),
-        send_empty=sc.get("send_empty", False, bool),
-    )
-
-    seeds = []
-    raw_subs = data.get("subscribers", [])
-    if not isinstance(raw_subs, list):
-        raise ConfigError(f"{where}: [[subscribers]] must be an array of tables")
-    for i, item in enumerate(raw_subs, 1):
-        ss = _Section(where, f"subscribers #{i}", item, {"email", "keywords", "max", "min_score"})
-        if "email" not in ss.table:
-            raise ConfigError(f"{where}: [subscribers #{i}] email: missing")
-        kw = ss.get("keywords", "", (str, list))
-        if isinstance(kw, list):
-            if not all(isinstance(k, str) for k in kw):
-                raise ss._err("keywords", "expected a string or a list of strings", kw)
-            kw = ", ".join(kw)
-        seeds.append(SeedSubscriber(
-            email=ss.get("email", "", str),
-            keywords=kw,
-            max_papers=ss.int_in("max", 10, 1, 100) if "max" in ss.table else None,
-            min_score=ss.float_in("min_score", 0.0, 0.0, 1e9) if "min_score" in ss.table
-            else None,
-        ))
-
-    return Config(None, site_name, http, sources, store, smtp, outbox, web, ranking, schedule,
-                  tuple(seeds))
-
-
-def _path(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p)
+    cfg: Config = _Reader(where, base or Path.cwd()).section(Config, "top level", data)
+    return cfg
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -410,5 +416,4 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(f"{p}: invalid TOML: {e}") from e
     folder = p.resolve().parent
     base = folder.parent if folder.name == "config" else folder
-    cfg = parse_config(data, str(p), base)
-    return Config(p, *[getattr(cfg, f) for f in list(Config.__dataclass_fields__)[1:]])
+    return dataclasses.replace(parse_config(data, str(p), base), path=p)

@@ -68,3 +68,22 @@ def test_env_var_selects_config(tmp_path, monkeypatch):
     cfg = load_config(None)
     assert cfg.site_name == "Lab Papers" and cfg.store.path == tmp_path / "st"
     assert isinstance(cfg, Config) and cfg.path == f
+
+
+def test_defaults_are_the_dataclasses_own():
+    # One default per key: an empty file parses to exactly the dataclass defaults, and an
+    # "ssl" SMTP setup without a port gets 465 (the one default that depends on another key).
+    assert parse_config({}) == Config()
+    assert parse_config({"smtp": {"security": "ssl"}}).smtp.port == 465
+    assert parse_config({"smtp": {"security": "ssl", "port": 2465}}).smtp.port == 2465
+
+
+def test_seed_keywords_as_list_and_max_key():
+    cfg = parse_config({"subscribers": [{"email": "a@example.org", "keywords": ["x", "y z"],
+                                         "max": 5}]})
+    (seed,) = cfg.subscribers
+    assert seed.keywords == "x, y z" and seed.max_papers == 5 and seed.min_score is None
+    with pytest.raises(ConfigError, match=r"\[subscribers #1\] keywords"):
+        parse_config({"subscribers": [{"email": "a@example.org", "keywords": [1]}]})
+    with pytest.raises(ConfigError, match=r"\[\[subscribers\]\] must be an array"):
+        parse_config({"subscribers": {"email": "a@example.org"}})

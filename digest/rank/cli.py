@@ -17,12 +17,10 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
-from digest.config import Config
+from digest.config import Config, RankingConfig
 from digest.errors import InputError
 from digest.models import Paper, Subscriber
 from digest.rank.model import rank
-
-DEFAULT_POPULARITY = 0.15  # rank()'s own default, when there is no config at all
 
 
 def _str_list(value: object, what: str) -> tuple[str, ...]:
@@ -122,7 +120,7 @@ def cli_rank(args: argparse.Namespace, cfg: Config | None = None) -> int:
         raise InputError("rank: --top must be at least 1")
     weight = args.popularity_weight
     if weight is None:
-        weight = cfg.ranking.popularity_weight if cfg is not None else DEFAULT_POPULARITY
+        weight = (cfg.ranking if cfg is not None else RankingConfig()).popularity_weight
     if not 0.0 <= weight <= 1.0:
         raise InputError(f"rank: --popularity-weight must be within 0..1, got {weight}")
     papers = read_corpus(Path(args.corpus))

@@ -36,6 +36,7 @@ from itertools import compress
 import numpy as np
 import scipy.sparse as sp
 
+from digest.config import RankingConfig
 from digest.errors import InputError
 from digest.models import Paper, Pick, Query, Subscriber
 from digest.rank.exclusions import term_hits
@@ -168,7 +169,7 @@ def rank(
     subscribers: Sequence[Subscriber],
     *,
     exclude: Mapping[str, set[str]] = {},  # noqa: B006 - read only, the shared interface
-    popularity_weight: float = 0.15,
+    popularity_weight: float = RankingConfig.popularity_weight,
 ) -> dict[str, tuple[Pick, ...]]:
     """Pick papers for every subscriber: email -> picks, best first (see module doc).
 
@@ -190,7 +191,8 @@ def rank(
 
 
 def paper_scores(
-    papers: Sequence[Paper], subscriber: Subscriber, *, popularity_weight: float = 0.15
+    papers: Sequence[Paper], subscriber: Subscriber, *,
+    popularity_weight: float = RankingConfig.popularity_weight,
 ) -> dict[str, float]:
     """Every eligible paper's score (0..100) for one subscriber, before max_papers,
     min_score and already-delivered filtering: the number rank() orders by. Papers the
