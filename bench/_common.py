@@ -56,9 +56,13 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         cpu = platform.processor()
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(), "date": datetime.now(UTC).isoformat(
-                timespec="seconds")}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def save(name: str, data: dict[str, Any]) -> Path:
@@ -104,8 +108,11 @@ def vocabulary() -> tuple[tuple[str, ...], tuple[int, ...]]:
         for item in json.loads(path.read_bytes()):
             for k in (item.get("paper") or {}).get("ai_keywords") or ():
                 counts[k.strip().lower()] += 1
-    words = [(k, n) for k, n in counts.most_common()
-             if 2 < len(k) <= 40 and k.replace(" ", "").replace("-", "").isalnum()]
+    words = [
+        (k, n)
+        for k, n in counts.most_common()
+        if 2 < len(k) <= 40 and k.replace(" ", "").replace("-", "").isalnum()
+    ]
     if not words:
         raise SystemExit(f"no keywords found under {CORPUS} or {HF_DIR}")
     return tuple(k for k, _ in words), tuple(n for _, n in words)
@@ -124,8 +131,14 @@ def make_subscribers(n: int, seed: int = 7) -> list[Any]:
         text = ", ".join(f'"{k}"' if " " in k and rng.random() < 0.3 else k for k in kws)
         if rng.random() < 0.1:
             text += ", -survey"
-        subs.append(make_subscriber(f"user{i:06d}@bench.example.org", text,
-                                    rng.randint(3, 10), created="2026-01-01T00:00:00+00:00"))
+        subs.append(
+            make_subscriber(
+                f"user{i:06d}@bench.example.org",
+                text,
+                rng.randint(3, 10),
+                created="2026-01-01T00:00:00+00:00",
+            )
+        )
     return subs
 
 
@@ -157,7 +170,10 @@ class HFServer:
                 else:
                     limit, page = int(q.get("limit", "50")), int(q.get("p", "0"))
                     items = srv.days.get(q.get("date", ""), [])
-                    body, status = json.dumps(items[page * limit:(page + 1) * limit]).encode(), 200
+                    body, status = (
+                        json.dumps(items[page * limit : (page + 1) * limit]).encode(),
+                        200,
+                    )
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -194,8 +210,12 @@ class SmtpSink:
         self.pid = 0
 
     def __enter__(self) -> SmtpSink:
-        self._proc = subprocess.Popen([sys.executable, str(BENCH / "smtpsink.py")],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, str(BENCH / "smtpsink.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = self._proc.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("PORT "):
             raise SystemExit(f"SMTP sink did not start: {line!r}")
@@ -224,13 +244,23 @@ class SmtpSink:
                 self._proc.wait(timeout=5)
 
 
-def write_config(folder: Path, *, hf_url: str, smtp_port: int | None = None,
-                 fsync: bool = True, lookback_days: int = 3) -> Path:
+def write_config(
+    folder: Path,
+    *,
+    hf_url: str,
+    smtp_port: int | None = None,
+    fsync: bool = True,
+    lookback_days: int = 3,
+) -> Path:
     """config.toml in `folder`: store in folder/data, outbox folder/outbox, HF at hf_url,
     SMTP (security none) on 127.0.0.1:smtp_port when given. Product defaults otherwise."""
     folder.mkdir(parents=True, exist_ok=True)
-    smtp = (f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
-            'sender = "Paper Digest <digest@bench.example.org>"\n' if smtp_port else "")
+    smtp = (
+        f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
+        'sender = "Paper Digest <digest@bench.example.org>"\n'
+        if smtp_port
+        else ""
+    )
     text = f"""site_name = "Paper Digest"
 [sources]
 offline_fallback = false
@@ -238,10 +268,10 @@ offline_fallback = false
 base_url = "{hf_url}"
 lookback_days = {lookback_days}
 [store]
-path = "{folder / 'data'}"
-fsync = {'true' if fsync else 'false'}
+path = "{folder / "data"}"
+fsync = {"true" if fsync else "false"}
 [outbox]
-path = "{folder / 'outbox'}"
+path = "{folder / "outbox"}"
 [web]
 base_url = "https://digest.bench.example.org"
 secret_env = "DIGEST_BENCH_SECRET"

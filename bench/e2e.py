@@ -80,8 +80,9 @@ def spool_messages(cfg: Any, spool: Path) -> tuple[int, int]:
         papers = {p.id: p for p in gathered.papers}
         env_from = SmtpSender(cfg.smtp).envelope_from.encode()
         with spool.open("wb") as f:
-            for _d, msg in build_all(cfg, cfg.secret() or store.secret(), digests, papers,
-                                 utcnow()):
+            for _d, msg in build_all(
+                cfg, cfg.secret() or store.secret(), digests, papers, utcnow()
+            ):
                 to = msg.to.encode()
                 f.write(struct.pack("<HHI", len(env_from), len(to), len(msg.data)))
                 f.write(env_from + to + msg.data)
@@ -111,8 +112,17 @@ def floor(spool: Path, port: int, connections: int, count: int) -> float:
 
 
 def bot_subprocess(config: Path) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "digest", "--config", str(config), "run",
-           "--date", E2E_DAY.isoformat(), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "digest",
+        "--config",
+        str(config),
+        "run",
+        "--date",
+        E2E_DAY.isoformat(),
+        "--no-progress",
+    ]
     t0, spawned = time.perf_counter(), time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - t0
@@ -150,8 +160,11 @@ def measure_floor(sink: SmtpSink, spool: Path, connections: int, count: int) -> 
 
 def one_size(n: int, profile: bool, rounds: int) -> dict[str, Any]:
     day_items = load_day(HF_DIR / f"{E2E_DAY.isoformat()}.json")
-    with tempfile.TemporaryDirectory(prefix="digest-bench-e2e-") as tmp, \
-            HFServer({E2E_DAY.isoformat(): day_items}) as hf, SmtpSink() as sink:
+    with (
+        tempfile.TemporaryDirectory(prefix="digest-bench-e2e-") as tmp,
+        HFServer({E2E_DAY.isoformat(): day_items}) as hf,
+        SmtpSink() as sink,
+    ):
         folder = Path(tmp)
         config = write_config(folder, hf_url=hf.base_url, smtp_port=sink.port)
         from digest.config import load_config
@@ -162,8 +175,11 @@ def one_size(n: int, profile: bool, rounds: int) -> dict[str, Any]:
         spool = folder / "spool.bin"
         count, size = spool_messages(cfg, spool)
         prep = time.perf_counter() - t0
-        print(f"  N={n:,}: {count:,} messages to send ({size / count / 1024:.1f} KiB mean), "
-              f"prepared in {prep:.1f}s", flush=True)
+        print(
+            f"  N={n:,}: {count:,} messages to send ({size / count / 1024:.1f} KiB mean), "
+            f"prepared in {prep:.1f}s",
+            flush=True,
+        )
 
         # floor, bot, floor, bot, ..., floor: each bot run is compared with the mean of
         # the floors just before and after it (the machine's speed drifts within minutes);
@@ -194,16 +210,18 @@ def one_size(n: int, profile: bool, rounds: int) -> dict[str, Any]:
     walls = [b[0] for b in bots]
     floor_mean = sum(floors) / len(floors)
     res = {
-        "subscribers": n, "messages": count, "mean_message_bytes": size // count,
-        "smtp_connections": conns, "rounds": rounds,
+        "subscribers": n,
+        "messages": count,
+        "mean_message_bytes": size // count,
+        "smtp_connections": conns,
+        "rounds": rounds,
         "bot_mode": "in-process cProfile" if profile else "subprocess: python -m digest run",
         "floor_seconds": [round(f, 3) for f in floors],
         "bot_wall_seconds": [round(w, 3) for w in walls],
         "ratios": [round(r, 4) for r in ratios],
         "send_phase_ratios": [round(r, 4) for r in phase_ratios],
         "bot_startup_seconds": [b[1]["startup"] and round(b[1]["startup"], 3) for b in bots],
-        "bot_teardown_seconds": [b[1]["teardown"] and round(b[1]["teardown"], 3)
-                                 for b in bots],
+        "bot_teardown_seconds": [b[1]["teardown"] and round(b[1]["teardown"], 3) for b in bots],
         "floor_msgs_per_s": count / floor_mean,
         "bot_msgs_per_s": count / statistics.median(walls),
         "ratio": statistics.median(ratios),
@@ -220,23 +238,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1,000 subscribers only")
     ap.add_argument("--sizes", default=None, help="comma-separated subscriber counts")
     ap.add_argument("--profile", action="store_true", help="bot in-process under cProfile")
-    ap.add_argument("--rounds", type=int, default=None,
-                    help="bot runs per size, each between two floor runs (default 3; "
-                         "--quick 1)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="bot runs per size, each between two floor runs (default 3; --quick 1)",
+    )
     args = ap.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
-        [1000] if args.quick else [1000, 10000])
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([1000] if args.quick else [1000, 10000])
+    )
     print(f"e2e: digest run vs plain smtplib floor; sizes {sizes}", flush=True)
     rounds = args.rounds or (1 if args.quick or args.profile else 3)
     results = [one_size(n, args.profile, rounds) for n in sizes]
-    table(["subscribers", "messages", "floor msg/s", "bot msg/s", "ratio (median)",
-           "ratio per run", "send-phase ratio", "target 80%"],
-          [(r["subscribers"], r["messages"], r["floor_msgs_per_s"], r["bot_msgs_per_s"],
-            f"{r['ratio']:.0%}", " ".join(f"{x:.0%}" for x in r["ratios"]),
-            f"{r['send_phase_ratio']:.0%}", "met" if r["meets_target"] else "MISSED")
-           for r in results])
-    save("e2e", {"target": f"bot >= {TARGET:.0%} of the smtplib floor at 10,000 subscribers",
-                 "results": results})
+    table(
+        [
+            "subscribers",
+            "messages",
+            "floor msg/s",
+            "bot msg/s",
+            "ratio (median)",
+            "ratio per run",
+            "send-phase ratio",
+            "target 80%",
+        ],
+        [
+            (
+                r["subscribers"],
+                r["messages"],
+                r["floor_msgs_per_s"],
+                r["bot_msgs_per_s"],
+                f"{r['ratio']:.0%}",
+                " ".join(f"{x:.0%}" for x in r["ratios"]),
+                f"{r['send_phase_ratio']:.0%}",
+                "met" if r["meets_target"] else "MISSED",
+            )
+            for r in results
+        ],
+    )
+    save(
+        "e2e",
+        {
+            "target": f"bot >= {TARGET:.0%} of the smtplib floor at 10,000 subscribers",
+            "results": results,
+        },
+    )
     return 0
 
 

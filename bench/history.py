@@ -109,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [len(items) for items in recorded.values()]
     rng = random.Random(2026)
     rows: list[dict[str, Any]] = []
-    print(f"history: {total} runs, {args.subscribers:,} subscribers, 22 recorded days then "
-          "synthetic weekdays; in-process run_daily, counting sender, fsync off", flush=True)
-    with tempfile.TemporaryDirectory(prefix="digest-bench-history-") as tmp, \
-            HFServer() as hf:
+    print(
+        f"history: {total} runs, {args.subscribers:,} subscribers, 22 recorded days then "
+        "synthetic weekdays; in-process run_daily, counting sender, fsync off",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="digest-bench-history-") as tmp, HFServer() as hf:
         folder = Path(tmp)
         cfg = load_config(write_config(folder, hf_url=hf.base_url, fsync=False))
         seed_store(cfg, make_subscribers(args.subscribers))
@@ -129,13 +131,24 @@ def main(argv: list[str] | None = None) -> int:
             secs = time.perf_counter() - t0
             if report.source_errors:
                 raise SystemExit(f"day {iso}: source failed: {report.source_errors}")
-            rows.append({"run": k, "day": iso, "seconds": round(secs, 4),
-                         "store_bytes": folder_bytes(data), "new_papers": report.new_papers,
-                         "sent": report.sent, "empty": report.empty,
-                         "recorded": iso in recorded})
+            rows.append(
+                {
+                    "run": k,
+                    "day": iso,
+                    "seconds": round(secs, 4),
+                    "store_bytes": folder_bytes(data),
+                    "new_papers": report.new_papers,
+                    "sent": report.sent,
+                    "empty": report.empty,
+                    "recorded": iso in recorded,
+                }
+            )
             if k % 30 == 0 or k in (1, 10) or k == total:
-                print(f"  run {k:3d} {iso}: {secs:.2f}s, store {rows[-1]['store_bytes']:,} B, "
-                      f"sent {report.sent}", flush=True)
+                print(
+                    f"  run {k:3d} {iso}: {secs:.2f}s, store {rows[-1]['store_bytes']:,} B, "
+                    f"sent {report.sent}",
+                    flush=True,
+                )
         elapsed = time.perf_counter() - t_all
 
     def med(lo: int, hi: int) -> float:
@@ -147,25 +160,53 @@ def main(argv: list[str] | None = None) -> int:
     # The store fills for ~30 runs (history_days); past that, does a run get slower?
     plateau = med(total - 29, total) / med(31, 60) if total >= 90 else float("nan")
     peak = max(r["store_bytes"] for r in rows)
-    table(["run", "day", "seconds", "store bytes", "new papers", "sent"],
-          [(r["run"], r["day"], r["seconds"], r["store_bytes"], r["new_papers"], r["sent"])
-           for r in rows if r["run"] % 30 == 0 or r["run"] in (1, 10) or r["run"] == total])
-    table(["measure", "value", "target", ""],
-          [("run time, median runs 6-14 (s)", early, "", ""),
-           (f"run time, median runs {total - 8}-{total} (s)", late, "", ""),
-           ("late / early", growth, f"<= {GROWTH_TARGET}", "met" if growth <= GROWTH_TARGET
-            else "MISSED"),
-           (f"plateau: median runs {total - 29}-{total} / 31-60", plateau, "(info)", ""),
-           ("largest store (bytes)", peak, f"< {SIZE_TARGET:,}", "met" if peak < SIZE_TARGET
-            else "MISSED")])
-    save("history", {
-        "target": "last run within 1.1x of run 10 (medians of 9 runs); store < 10 MB",
-        "subscribers": args.subscribers, "runs": total, "sender": "in-process counter",
-        "fsync": False, "elapsed_seconds": round(elapsed, 1),
-        "early_median_seconds": early, "late_median_seconds": late, "growth": growth,
-        "plateau_growth": plateau,
-        "max_store_bytes": peak, "meets_time_target": growth <= GROWTH_TARGET,
-        "meets_size_target": peak < SIZE_TARGET, "days": rows})
+    table(
+        ["run", "day", "seconds", "store bytes", "new papers", "sent"],
+        [
+            (r["run"], r["day"], r["seconds"], r["store_bytes"], r["new_papers"], r["sent"])
+            for r in rows
+            if r["run"] % 30 == 0 or r["run"] in (1, 10) or r["run"] == total
+        ],
+    )
+    table(
+        ["measure", "value", "target", ""],
+        [
+            ("run time, median runs 6-14 (s)", early, "", ""),
+            (f"run time, median runs {total - 8}-{total} (s)", late, "", ""),
+            (
+                "late / early",
+                growth,
+                f"<= {GROWTH_TARGET}",
+                "met" if growth <= GROWTH_TARGET else "MISSED",
+            ),
+            (f"plateau: median runs {total - 29}-{total} / 31-60", plateau, "(info)", ""),
+            (
+                "largest store (bytes)",
+                peak,
+                f"< {SIZE_TARGET:,}",
+                "met" if peak < SIZE_TARGET else "MISSED",
+            ),
+        ],
+    )
+    save(
+        "history",
+        {
+            "target": "last run within 1.1x of run 10 (medians of 9 runs); store < 10 MB",
+            "subscribers": args.subscribers,
+            "runs": total,
+            "sender": "in-process counter",
+            "fsync": False,
+            "elapsed_seconds": round(elapsed, 1),
+            "early_median_seconds": early,
+            "late_median_seconds": late,
+            "growth": growth,
+            "plateau_growth": plateau,
+            "max_store_bytes": peak,
+            "meets_time_target": growth <= GROWTH_TARGET,
+            "meets_size_target": peak < SIZE_TARGET,
+            "days": rows,
+        },
+    )
     return 0
 
 

@@ -76,15 +76,27 @@ def child(config: str) -> int:
     report = run_daily(cfg, E2E_DAY, sender=CountingSender(), progress=False)
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"after_imports_mb": base, "self_peak_mb": peak, "seconds": secs,
-                      "sent": report.sent, "empty": report.empty}), flush=True)
+    print(
+        json.dumps(
+            {
+                "after_imports_mb": base,
+                "self_peak_mb": peak,
+                "seconds": secs,
+                "sent": report.sent,
+                "empty": report.empty,
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 
 def one_size(n: int) -> dict[str, Any]:
     items = load_day(HF_DIR / f"{E2E_DAY.isoformat()}.json")
-    with tempfile.TemporaryDirectory(prefix="digest-bench-memory-") as tmp, \
-            HFServer({E2E_DAY.isoformat(): items}) as hf:
+    with (
+        tempfile.TemporaryDirectory(prefix="digest-bench-memory-") as tmp,
+        HFServer({E2E_DAY.isoformat(): items}) as hf,
+    ):
         config = write_config(Path(tmp), hf_url=hf.base_url, fsync=False)
         from digest.config import load_config
 
@@ -93,8 +105,12 @@ def one_size(n: int) -> dict[str, Any]:
         seed_store(cfg, make_subscribers(n))
         seeded = time.perf_counter() - t0
         store_bytes = folder_bytes(Path(cfg.store.path))
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child",
-                                 str(config)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--child", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         out = proc.stdout.read()  # type: ignore[union-attr]
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -102,12 +118,18 @@ def one_size(n: int) -> dict[str, Any]:
             raise SystemExit(f"memory child failed ({proc.returncode}) at N={n}")
     got = json.loads(out.strip().splitlines()[-1])
     peak = usage.ru_maxrss / 1024  # KiB on Linux
-    print(f"  N={n:,}: peak {peak:.0f} MB (seeded in {seeded:.1f}s, run {got['seconds']:.1f}s)",
-          flush=True)
-    return {"subscribers": n, "peak_rss_mb": round(peak, 1),
-            "after_imports_mb": round(got["after_imports_mb"], 1),
-            "run_seconds": round(got["seconds"], 2), "sent": got["sent"],
-            "store_bytes_before": store_bytes}
+    print(
+        f"  N={n:,}: peak {peak:.0f} MB (seeded in {seeded:.1f}s, run {got['seconds']:.1f}s)",
+        flush=True,
+    )
+    return {
+        "subscribers": n,
+        "peak_rss_mb": round(peak, 1),
+        "after_imports_mb": round(got["after_imports_mb"], 1),
+        "run_seconds": round(got["seconds"], 2),
+        "sent": got["sent"],
+        "store_bytes_before": store_bytes,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,18 +140,38 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         return child(args.child)
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
-        [10000] if args.quick else [10000, 100000])
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([10000] if args.quick else [10000, 100000])
+    )
     print(f"memory: peak RSS of a child running the daily run; sizes {sizes}", flush=True)
     results = [one_size(n) for n in sizes]
     for r in results:
         r["meets_target"] = r["peak_rss_mb"] <= TARGET_MB if r["subscribers"] <= 10000 else None
-    table(["subscribers", "messages", "after imports MB", "peak RSS MB", "run s", "target"],
-          [(r["subscribers"], r["sent"], r["after_imports_mb"], r["peak_rss_mb"],
-            r["run_seconds"], "" if r["meets_target"] is None else
-            ("met" if r["meets_target"] else "MISSED")) for r in results])
-    save("memory", {"target": f"peak RSS <= {TARGET_MB:.0f} MB at 10,000 subscribers",
-                    "sender": "in-process counter", "fsync": False, "results": results})
+    table(
+        ["subscribers", "messages", "after imports MB", "peak RSS MB", "run s", "target"],
+        [
+            (
+                r["subscribers"],
+                r["sent"],
+                r["after_imports_mb"],
+                r["peak_rss_mb"],
+                r["run_seconds"],
+                "" if r["meets_target"] is None else ("met" if r["meets_target"] else "MISSED"),
+            )
+            for r in results
+        ],
+    )
+    save(
+        "memory",
+        {
+            "target": f"peak RSS <= {TARGET_MB:.0f} MB at 10,000 subscribers",
+            "sender": "in-process counter",
+            "fsync": False,
+            "results": results,
+        },
+    )
     return 0
 
 

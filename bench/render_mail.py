@@ -39,8 +39,17 @@ from digest.tokens import links  # noqa: E402
 
 DAY = date(2026, 3, 10)
 NOW = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
-TERMS = ("continual pretraining", "low-resource", "reinforcement learning", "diffusion",
-         "large language model", "agents", "benchmark", "video generation", "3D")
+TERMS = (
+    "continual pretraining",
+    "low-resource",
+    "reinforcement learning",
+    "diffusion",
+    "large language model",
+    "agents",
+    "benchmark",
+    "video generation",
+    "3D",
+)
 
 
 def papers() -> list[Paper]:
@@ -58,9 +67,13 @@ def digests(pool: list[Paper], n: int, picks: int) -> list[Digest]:
     for i in range(n):
         kws = tuple(rnd.sample(TERMS, 3))
         chosen = rnd.sample(day_pool, picks)
-        out.append(Digest(
-            Subscriber(f"reader{i}@example.org", kws), DAY,
-            tuple(Pick(p.id, 1.0, tuple(rnd.sample(kws, rnd.randint(0, 2)))) for p in chosen)))
+        out.append(
+            Digest(
+                Subscriber(f"reader{i}@example.org", kws),
+                DAY,
+                tuple(Pick(p.id, 1.0, tuple(rnd.sample(kws, rnd.randint(0, 2)))) for p in chosen),
+            )
+        )
     return out
 
 
@@ -88,13 +101,24 @@ def main() -> None:
         return out, time.perf_counter() - w, time.process_time() - c
 
     lks, w_links, c_links = timed(
-        lambda: [links("https://digest.example.org", SECRET, d.subscriber.email) for d in ds])
+        lambda: [links("https://digest.example.org", SECRET, d.subscriber.email) for d in ds]
+    )
     rendered, w_render, c_render = timed(
-        lambda: [renderer.render(d, by_id, lk) for d, lk in zip(ds, lks, strict=True)])
-    msgs, w_msg, c_msg = timed(lambda: [
-        build_message(r, to=d.subscriber.email, sender=sender, digest_id=d.id,
-                      unsubscribe_url=lk.unsubscribe_url, now=NOW)
-        for r, d, lk in zip(rendered, ds, lks, strict=True)])
+        lambda: [renderer.render(d, by_id, lk) for d, lk in zip(ds, lks, strict=True)]
+    )
+    msgs, w_msg, c_msg = timed(
+        lambda: [
+            build_message(
+                r,
+                to=d.subscriber.email,
+                sender=sender,
+                digest_id=d.id,
+                unsubscribe_url=lk.unsubscribe_url,
+                now=NOW,
+            )
+            for r, d, lk in zip(rendered, ds, lks, strict=True)
+        ]
+    )
 
     # The pipeline's shape: one digest at a time (links, render, build), nothing kept.
     def interleaved() -> int:
@@ -102,9 +126,16 @@ def main() -> None:
         for d in ds:
             lk = links("https://digest.example.org", SECRET, d.subscriber.email)
             r = renderer.render(d, by_id, lk)
-            total += len(build_message(r, to=d.subscriber.email, sender=sender,
-                                       digest_id=d.id, unsubscribe_url=lk.unsubscribe_url,
-                                       now=NOW).data)
+            total += len(
+                build_message(
+                    r,
+                    to=d.subscriber.email,
+                    sender=sender,
+                    digest_id=d.id,
+                    unsubscribe_url=lk.unsubscribe_url,
+                    now=NOW,
+                ).data
+            )
         return total
 
     _, w_all, c_all = timed(interleaved)
@@ -112,19 +143,26 @@ def main() -> None:
     n = len(ds)
     sizes = sorted(len(m.data) for m in msgs)
     html_sizes = sorted(len(r.html.encode()) for r in rendered)
-    stages = [("links (3 tokens)", w_links, c_links),
-              ("render", w_render, c_render),
-              ("build_message", w_msg, c_msg),
-              ("render + build_message", w_render + w_msg, c_render + c_msg),
-              ("links + render + build_message", w_links + w_render + w_msg,
-               c_links + c_render + c_msg),
-              ("same, one digest at a time (pipeline)", w_all, c_all)]
-    print(f"{n} digests of {args.picks} picks from {len(pool)} papers; one core; "
-          f"renderer init (templates + CSS inlining) {t_init:.3f}s")
-    table(("stage", "wall s", "digests/s wall", "cpu s", "digests/s cpu"),
-          [(a, round(w, 3), round(n / w), round(c, 3), round(n / c)) for a, w, c in stages])
-    print(f"message bytes: median {sizes[n // 2]}, max {sizes[-1]}; "
-          f"html bytes max {html_sizes[-1]}; load average {os.getloadavg()[0]:.1f}")
+    stages = [
+        ("links (3 tokens)", w_links, c_links),
+        ("render", w_render, c_render),
+        ("build_message", w_msg, c_msg),
+        ("render + build_message", w_render + w_msg, c_render + c_msg),
+        ("links + render + build_message", w_links + w_render + w_msg, c_links + c_render + c_msg),
+        ("same, one digest at a time (pipeline)", w_all, c_all),
+    ]
+    print(
+        f"{n} digests of {args.picks} picks from {len(pool)} papers; one core; "
+        f"renderer init (templates + CSS inlining) {t_init:.3f}s"
+    )
+    table(
+        ("stage", "wall s", "digests/s wall", "cpu s", "digests/s cpu"),
+        [(a, round(w, 3), round(n / w), round(c, 3), round(n / c)) for a, w, c in stages],
+    )
+    print(
+        f"message bytes: median {sizes[n // 2]}, max {sizes[-1]}; "
+        f"html bytes max {html_sizes[-1]}; load average {os.getloadavg()[0]:.1f}"
+    )
 
     smtp: dict[str, object] = {}
     if args.smtp:
@@ -137,21 +175,41 @@ def main() -> None:
                     s.send(m)
             t_smtp = time.perf_counter() - t0
             got = srv.wait_for(len(batch))
-        smtp = {"smtp_messages": len(batch), "smtp_received": got,
-                "smtp_seconds": round(t_smtp, 3), "smtp_messages_per_s": round(len(batch) / t_smtp)}
-        print(f"SMTP: {len(batch)} messages in {t_smtp:.2f}s = {len(batch) / t_smtp:.0f}/s "
-              f"over one connection (server in its own process; received {got})")
+        smtp = {
+            "smtp_messages": len(batch),
+            "smtp_received": got,
+            "smtp_seconds": round(t_smtp, 3),
+            "smtp_messages_per_s": round(len(batch) / t_smtp),
+        }
+        print(
+            f"SMTP: {len(batch)} messages in {t_smtp:.2f}s = {len(batch) / t_smtp:.0f}/s "
+            f"over one connection (server in its own process; received {got})"
+        )
 
-    save("render_mail", {
-        "digests": n, "picks": args.picks, "papers": len(pool),
-        "renderer_init_seconds": round(t_init, 3),
-        "load_average": round(os.getloadavg()[0], 1),
-        "stages": {a: {"wall_s": round(w, 3), "per_s_wall": round(n / w),
-                       "cpu_s": round(c, 3), "per_s_cpu": round(n / c)}
-                   for a, w, c in stages},
-        "message_bytes_median": sizes[n // 2], "message_bytes_max": sizes[-1],
-        "html_bytes_max": html_sizes[-1], **smtp,
-    })
+    save(
+        "render_mail",
+        {
+            "digests": n,
+            "picks": args.picks,
+            "papers": len(pool),
+            "renderer_init_seconds": round(t_init, 3),
+            "load_average": round(os.getloadavg()[0], 1),
+            "stages": {
+                a: {
+                    "wall_s": round(w, 3),
+                    "per_s_wall": round(n / w),
+                    "cpu_s": round(c, 3),
+                    "per_s_cpu": round(n / c),
+                }
+                for a, w, c in stages
+            },
+            "message_bytes_median": sizes[n // 2],
+            "message_bytes_max": sizes[-1],
+            "html_bytes_max": html_sizes[-1],
+            **smtp,
+        },
+    )
+
 
 if __name__ == "__main__":
     main()

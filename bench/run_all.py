@@ -50,17 +50,31 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         rc = subprocess.run([sys.executable, str(script), *extra], cwd=ROOT).returncode
         secs = time.perf_counter() - t0
-        rows.append((name, " ".join(extra) or "(defaults)", "ok" if rc == 0 else f"exit {rc}",
-                     round(secs, 1)))
+        rows.append(
+            (
+                name,
+                " ".join(extra) or "(defaults)",
+                "ok" if rc == 0 else f"exit {rc}",
+                round(secs, 1),
+            )
+        )
         if rc != 0:
             failed.append(name)
     total = time.perf_counter() - t_all
     print()
-    table(["benchmark", "arguments", "status", "seconds"], rows + [("total", "", "", round(
-        total, 1))])
-    save("run_all", {"quick": args.quick, "total_seconds": round(total, 1),
-                     "benchmarks": [{"name": r[0], "arguments": r[1], "status": r[2],
-                                     "seconds": r[3]} for r in rows]})
+    table(
+        ["benchmark", "arguments", "status", "seconds"], rows + [("total", "", "", round(total, 1))]
+    )
+    save(
+        "run_all",
+        {
+            "quick": args.quick,
+            "total_seconds": round(total, 1),
+            "benchmarks": [
+                {"name": r[0], "arguments": r[1], "status": r[2], "seconds": r[3]} for r in rows
+            ],
+        },
+    )
     return 1 if failed else 0
 
 

@@ -49,8 +49,13 @@ class Counter:
 
     def snapshot(self) -> dict[str, object]:
         with self.lock:
-            return {"messages": self.messages, "bytes": self.bytes,
-                    "connections": self.connections, "first": self.first, "last": self.last}
+            return {
+                "messages": self.messages,
+                "bytes": self.bytes,
+                "connections": self.connections,
+                "first": self.first,
+                "last": self.last,
+            }
 
 
 class CountingHandler:

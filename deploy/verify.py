@@ -41,8 +41,12 @@ CRON_FIELDS = (  # name, low, high, names (crontab(5))
     ("minute", 0, 59, ()),
     ("hour", 0, 23, ()),
     ("day of month", 1, 31, ()),
-    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
-                      "nov", "dec")),
+    (
+        "month",
+        1,
+        12,
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+    ),
     ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
 )
 CRON_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
@@ -103,8 +107,16 @@ def check_crontab(path: Path) -> list[str]:
         parts = line.split(None, 5)
         if line.startswith("@"):
             parts = [line.split(None, 1)[0]] + line.split(None, 1)[1:]
-            if parts[0] not in ("@daily", "@midnight", "@hourly", "@weekly", "@monthly",
-                                "@yearly", "@annually", "@reboot"):
+            if parts[0] not in (
+                "@daily",
+                "@midnight",
+                "@hourly",
+                "@weekly",
+                "@monthly",
+                "@yearly",
+                "@annually",
+                "@reboot",
+            ):
                 errors.append(f"{path.name}:{n}: unknown special schedule {parts[0]}")
                 continue
             command = parts[1] if len(parts) > 1 else ""
@@ -209,23 +221,29 @@ def check_wiring() -> list[str]:
             source, target = volume.split(":")[:2]
             mounts[target] = source
         if mounts.get(env.get("DIGEST_CONFIG", "")) != "./digest.toml":
-            errors.append(f"compose.yaml: service {name}: DIGEST_CONFIG is not the mounted "
-                          "digest.toml")
+            errors.append(
+                f"compose.yaml: service {name}: DIGEST_CONFIG is not the mounted digest.toml"
+            )
         if not any(str(cfg.store.path).startswith(m + "/") for m in mounts):
             errors.append(f"compose.yaml: service {name}: store {cfg.store.path} is on no volume")
 
     # The published port and the image's HEALTHCHECK reach the web service in the container.
     if cfg.web.host != "0.0.0.0":
-        errors.append(f"docker/digest.toml: [web] host {cfg.web.host!r} is unreachable from "
-                      "outside the container; use \"0.0.0.0\"")
+        errors.append(
+            f"docker/digest.toml: [web] host {cfg.web.host!r} is unreachable from "
+            'outside the container; use "0.0.0.0"'
+        )
     dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8")
     if f"DIGEST_HEALTH_URL=http://127.0.0.1:{cfg.web.port}/healthz" not in dockerfile:
         errors.append(f"Dockerfile: DIGEST_HEALTH_URL does not poll port {cfg.web.port}/healthz")
     for name, svc in compose["services"].items():
-        if "build" in svc and not all(str(p).endswith(f":{cfg.web.port}")
-                                      for p in svc.get("ports", [])):
-            errors.append(f"compose.yaml: service {name} publishes a port other than "
-                          f"[web] port {cfg.web.port}")
+        if "build" in svc and not all(
+            str(p).endswith(f":{cfg.web.port}") for p in svc.get("ports", [])
+        ):
+            errors.append(
+                f"compose.yaml: service {name} publishes a port other than "
+                f"[web] port {cfg.web.port}"
+            )
 
     # The image build: what the Dockerfile copies from the context exists, and the build
     # stage has what `pip install .` needs (pyproject's readme, the package).
@@ -244,8 +262,10 @@ def check_wiring() -> list[str]:
     # Kubernetes: env from the Secret, ConfigMap mounted at DIGEST_CONFIG, store on the PVC.
     cfg = cfgs["k8s/cronjob.yaml ConfigMap"]
     if cfg.web.host != "0.0.0.0":
-        errors.append(f"k8s ConfigMap: [web] host {cfg.web.host!r} is unreachable from the "
-                      "Service; use \"0.0.0.0\"")
+        errors.append(
+            f"k8s ConfigMap: [web] host {cfg.web.host!r} is unreachable from the "
+            'Service; use "0.0.0.0"'
+        )
     for fname in ("cronjob.yaml", "serve.yaml"):
         for kind, pod, c in _k8s_containers(DEPLOY / "k8s" / fname):
             env = {e["name"]: e for e in c.get("env", [])}
@@ -259,13 +279,17 @@ def check_wiring() -> list[str]:
             conf = env.get("DIGEST_CONFIG", {}).get("value", "")
             if "configMap" not in mounts.get(str(Path(conf).parent), {}):
                 errors.append(f"{fname}: {kind}: DIGEST_CONFIG {conf!r} is not in the ConfigMap")
-            if not any(str(cfg.store.path).startswith(m + "/") and "persistentVolumeClaim" in v
-                       for m, v in mounts.items()):
+            if not any(
+                str(cfg.store.path).startswith(m + "/") and "persistentVolumeClaim" in v
+                for m, v in mounts.items()
+            ):
                 errors.append(f"{fname}: {kind}: store {cfg.store.path} is not on the PVC")
             for port in c.get("ports", []):
                 if port["containerPort"] != cfg.web.port:
-                    errors.append(f"{fname}: {kind}: containerPort {port['containerPort']} is "
-                                  f"not [web] port {cfg.web.port}")
+                    errors.append(
+                        f"{fname}: {kind}: containerPort {port['containerPort']} is "
+                        f"not [web] port {cfg.web.port}"
+                    )
 
     # systemd (and cron, same config): env file provides the names, store is writable.
     cfg = cfgs["systemd/digest.toml"]
@@ -298,10 +322,11 @@ def check_wiring() -> list[str]:
 
 def recipe_commands() -> dict[str, list[str]]:
     """where -> the arguments after `digest`, for every command line in the recipes."""
+
     def after_digest(line: str) -> list[str]:
         words = shlex.split(line.split(">>")[0])
         i = max(i for i, w in enumerate(words) if w == "digest" or w.endswith("/digest"))
-        return words[i + 1:]
+        return words[i + 1 :]
 
     out: dict[str, list[str]] = {}
     out["cron/crontab"] = after_digest(crontab_command(DEPLOY / "cron" / "crontab"))
@@ -327,8 +352,7 @@ def recipe_commands() -> dict[str, list[str]]:
                 # The optional ${RUN_DATE:+...} expands to nothing or to `--date DAY`.
                 base = run.split("${")[0]
                 out[f"digest.yml {job_name}"] = after_digest(base)
-                out[f"digest.yml {job_name} --date"] = after_digest(base) + ["--date",
-                                                                             "2026-01-05"]
+                out[f"digest.yml {job_name} --date"] = after_digest(base) + ["--date", "2026-01-05"]
     return out
 
 

@@ -38,8 +38,10 @@ def today(cfg: Config) -> date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="digest", description="Daily email digest of trending "
-                                "research papers, ranked for each subscriber.")
+    p = argparse.ArgumentParser(
+        prog="digest",
+        description="Daily email digest of trending research papers, ranked for each subscriber.",
+    )
     p.add_argument("--config", help="TOML config file (default: $DIGEST_CONFIG, else defaults)")
     p.add_argument("--version", action="version", version=f"digest {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -56,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     ss.required = True
     a = ss.add_parser("add", help="add a subscriber (active at once)")
     a.add_argument("email")
-    a.add_argument("--keywords", default="", help='e.g. "continual pretraining, low-resource, '
-                   '-survey" (quoted phrases allowed; -term excludes)')
+    a.add_argument(
+        "--keywords",
+        default="",
+        help='e.g. "continual pretraining, low-resource, '
+        '-survey" (quoted phrases allowed; -term excludes)',
+    )
     a.add_argument("--max", type=str, default=None, help="max papers per digest (default 10)")
     a.add_argument("--min-score", type=str, default=None, help="minimum relevance score")
     a.set_defaults(func=cmd_sub_add)
@@ -70,10 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--max")
     u.add_argument("--min-score")
     u.add_argument("--status", choices=("active", "paused", "unsubscribed"))
-    u.add_argument("--send-hour", metavar="H", help='their own local send hour, 0-23 (used by '
-                   '`digest serve`; "" = the [schedule] time)')
-    u.add_argument("--timezone", metavar="ZONE", help='their time zone, e.g. Europe/Berlin '
-                   '("" = the [schedule] timezone)')
+    u.add_argument(
+        "--send-hour",
+        metavar="H",
+        help='their own local send hour, 0-23 (used by `digest serve`; "" = the [schedule] time)',
+    )
+    u.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help='their time zone, e.g. Europe/Berlin ("" = the [schedule] timezone)',
+    )
     u.set_defaults(func=cmd_sub_update)
     rm = ss.add_parser("remove", help="delete a subscriber")
     rm.add_argument("email")
@@ -123,8 +135,7 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     from digest.pipeline import run_daily
 
     day = parse_day(args.date) if args.date else today(cfg)
-    report = run_daily(cfg, day, dry_run=args.dry_run,
-                       progress=False if args.no_progress else None)
+    report = run_daily(cfg, day, dry_run=args.dry_run, progress=False if args.no_progress else None)
     print("\n".join(report.lines()))
     if not cfg.smtp.host and report.sent:
         print(f"  outbox: {cfg.outbox.path} (no [smtp] host configured)")
@@ -145,15 +156,22 @@ def _store(cfg: Config) -> Iterator[Store]:
 def cmd_sub_add(cfg: Config, args: argparse.Namespace) -> int:
     from digest.subscribers import make_subscriber
 
-    sub = make_subscriber(args.email, args.keywords, args.max, args.min_score,
-                          created=datetime.now().astimezone().isoformat(timespec="seconds"),
-                          default_max=cfg.ranking.default_max_papers)
+    sub = make_subscriber(
+        args.email,
+        args.keywords,
+        args.max,
+        args.min_score,
+        created=datetime.now().astimezone().isoformat(timespec="seconds"),
+        default_max=cfg.ranking.default_max_papers,
+    )
     with _store(cfg) as store:
         existed = store.get_subscriber(sub.email) is not None
         store.put_subscribers([sub])
     verb = "updated" if existed else "added"
-    print(f"{verb} {sub.email}: keywords {', '.join(sub.keywords) or '(none: most popular)'}; "
-          f"max {sub.max_papers}")
+    print(
+        f"{verb} {sub.email}: keywords {', '.join(sub.keywords) or '(none: most popular)'}; "
+        f"max {sub.max_papers}"
+    )
     return 0
 
 
@@ -161,17 +179,35 @@ def cmd_sub_list(cfg: Config, args: argparse.Namespace) -> int:
     with _store(cfg) as store:
         subs = sorted(store.subscribers(), key=lambda s: s.email)
     if args.json:
-        print(json.dumps([{"email": s.email, "keywords": list(s.keywords), "max": s.max_papers,
-                           "min_score": s.min_score, "status": s.status,
-                           "send_hour": s.send_hour, "timezone": s.timezone} for s in subs],
-                         indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "email": s.email,
+                        "keywords": list(s.keywords),
+                        "max": s.max_papers,
+                        "min_score": s.min_score,
+                        "status": s.status,
+                        "send_hour": s.send_hour,
+                        "timezone": s.timezone,
+                    }
+                    for s in subs
+                ],
+                indent=1,
+            )
+        )
         return 0
     if not subs:
-        print("no subscribers (add one: digest subscribers add EMAIL --keywords \"...\")")
+        print('no subscribers (add one: digest subscribers add EMAIL --keywords "...")')
     for s in subs:
-        when = "" if s.send_hour is None and s.timezone is None else (
-            f"\tsends {'default hour' if s.send_hour is None else f'{s.send_hour:02d}:00'}"
-            f" {s.timezone or 'default zone'}")
+        when = (
+            ""
+            if s.send_hour is None and s.timezone is None
+            else (
+                f"\tsends {'default hour' if s.send_hour is None else f'{s.send_hour:02d}:00'}"
+                f" {s.timezone or 'default zone'}"
+            )
+        )
         print(f"{s.email}\t{s.status}\tmax {s.max_papers}\t{', '.join(s.keywords)}{when}")
     return 0
 
@@ -184,8 +220,9 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
         sub = store.get_subscriber(email)
         if sub is None:
             raise UnknownSubscriber(f"no subscriber {email}")
-        new = update_subscriber(sub, args.keywords, args.max, args.min_score, args.status,
-                                args.send_hour, args.timezone)
+        new = update_subscriber(
+            sub, args.keywords, args.max, args.min_score, args.status, args.send_hour, args.timezone
+        )
         store.put_subscribers([new])
     print(f"updated {email}")
     return 0
@@ -236,9 +273,11 @@ def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
     where = cfg.path or "built-in defaults"
     print(f"config OK: {where}")
     hf = cfg.sources.huggingface
-    print(f"  sources: huggingface {'on' if hf.enabled else 'off'} ({hf.base_url}, "
-          f"{hf.mode}, look-back {hf.lookback_days} days); arXiv "
-          f"{', '.join(cfg.sources.arxiv.categories) or 'off'}")
+    print(
+        f"  sources: huggingface {'on' if hf.enabled else 'off'} ({hf.base_url}, "
+        f"{hf.mode}, look-back {hf.lookback_days} days); arXiv "
+        f"{', '.join(cfg.sources.arxiv.categories) or 'off'}"
+    )
     print(f"  store: {cfg.store.path}")
     if cfg.smtp.host:
         print(f"  smtp: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.security}) as {cfg.smtp.sender}")
@@ -250,8 +289,10 @@ def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
                     raise InputError(f"[smtp] names environment variable {env}, which is not set")
     else:
         print(f"  smtp: none configured, messages go to the outbox folder {cfg.outbox.path}")
-    print(f"  web: {cfg.web.base_url} (secret from ${cfg.web.secret_env}"
-          f"{'' if cfg.secret() else ', unset: a generated one kept in the store is used'})")
+    print(
+        f"  web: {cfg.web.base_url} (secret from ${cfg.web.secret_env}"
+        f"{'' if cfg.secret() else ', unset: a generated one kept in the store is used'})"
+    )
     print(f"  schedule: {cfg.schedule.time} {cfg.schedule.timezone}")
     from digest.subscribers import make_subscriber
 

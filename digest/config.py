@@ -34,17 +34,30 @@ DEFAULT_USER_AGENT = "digest/0.1 (+https://github.com/digest-papers/digest; dail
 Check = Callable[[Any], Any]  # returns the (possibly normalised) value; ValueError(why)
 
 
-def opt(default: Any, *, lo: float | None = None, hi: float | None = None,
-        choices: tuple[str, ...] = (), check: Check | None = None, name: str = "",
-        required: bool = False) -> Any:
+def opt(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] = (),
+    check: Check | None = None,
+    name: str = "",
+    required: bool = False,
+) -> Any:
     """A config key: its default and how its value is validated.
 
     `lo`/`hi` bound numbers; `choices` lists the allowed strings; `check` validates and
     may normalise a value (raise ValueError with what was expected); `name` is the TOML
     key when it differs from the field's name (`max` for `max_papers`); a `required` key
     must be given."""
-    meta = {"lo": lo, "hi": hi, "choices": choices, "check": check, "name": name,
-            "required": required}
+    meta = {
+        "lo": lo,
+        "hi": hi,
+        "choices": choices,
+        "check": check,
+        "name": name,
+        "required": required,
+    }
     if isinstance(default, dict | list | set):
         raise TypeError("config defaults must be immutable")
     return field(default=default, metadata=meta)
@@ -131,13 +144,14 @@ class Limit:
 
     @classmethod
     def parse(cls, text: str) -> Limit:
-        """"5/3600" -> Limit(5, 3600.0); ValueError with one line on bad input."""
+        """ "5/3600" -> Limit(5, 3600.0); ValueError with one line on bad input."""
         try:
             count_s, seconds_s = text.split("/")
             limit = cls(int(count_s), float(seconds_s))
         except ValueError:
-            raise ValueError(f"rate limit: expected COUNT/SECONDS like 5/3600, got {text!r}") \
-                from None
+            raise ValueError(
+                f"rate limit: expected COUNT/SECONDS like 5/3600, got {text!r}"
+            ) from None
         if limit.count < 1 or not limit.seconds > 0:  # (NaN is not > 0)
             raise ValueError(f"rate limit: expected COUNT >= 1 and SECONDS > 0, got {text!r}")
         return limit
@@ -272,8 +286,14 @@ class Config:
 
 
 def _kind_name(kind: Any) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             Path: "a path (a string)", Limit: "COUNT/SECONDS like 10/3600 (count >= 1)"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        Path: "a path (a string)",
+        Limit: "COUNT/SECONDS like 10/3600 (count >= 1)",
+    }
     return names.get(kind, getattr(kind, "__name__", str(kind)))
 
 
@@ -296,8 +316,11 @@ def _is_section(tp: Any) -> bool:
 
 def toml_keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
     """TOML key -> field, for the keys a section reads from the file."""
-    return {(f.metadata.get("name") or f.name): f for f in dataclasses.fields(cls)
-            if not f.metadata.get("internal")}
+    return {
+        (f.metadata.get("name") or f.name): f
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("internal")
+    }
 
 
 class _Reader:
@@ -332,8 +355,9 @@ class _Reader:
         resolve = getattr(obj, "_resolve", None)  # defaults that depend on other keys
         return resolve({keys[k].name for k in table}) if resolve is not None else obj
 
-    def value(self, tp: Any, f: dataclasses.Field[Any], name: str, key: str, sub: str,
-              v: Any) -> Any:
+    def value(
+        self, tp: Any, f: dataclasses.Field[Any], name: str, key: str, sub: str, v: Any
+    ) -> Any:
         tp, _ = _unwrap_optional(tp)
         if _is_section(tp):
             return self.section(tp, sub, v)
@@ -360,21 +384,34 @@ class _Reader:
             try:
                 return Limit.parse(v.strip())
             except ValueError:
-                raise self.err(name, key, f"expected {_kind_name(Limit)}", v.strip()) \
-                    from None
+                raise self.err(name, key, f"expected {_kind_name(Limit)}", v.strip()) from None
         want = str if tp is Path else tp
         accepts_list = check is _keywords  # keywords: a string or a list of strings
         if isinstance(v, bool) is not (want is bool) or not (
-                isinstance(v, want) or (accepts_list and isinstance(v, list))):
-            raise self.err(name, key, f"expected {_kind_name(want)}"
-                           + (" or a list of strings" if accepts_list else ""), v)
+            isinstance(v, want) or (accepts_list and isinstance(v, list))
+        ):
+            raise self.err(
+                name,
+                key,
+                f"expected {_kind_name(want)}" + (" or a list of strings" if accepts_list else ""),
+                v,
+            )
         if want in (int, float):
             lo, hi = meta.get("lo"), meta.get("hi")
-            if (isinstance(v, float) and math.isnan(v)) or (lo is not None and v < lo) or (
-                    hi is not None and v > hi):
+            if (
+                (isinstance(v, float) and math.isnan(v))
+                or (lo is not None and v < lo)
+                or (hi is not None and v > hi)
+            ):
                 what = "an integer" if want is int else "a number"
-                raise self.err(name, key, f"expected {what} from {lo:g} to {hi:g}"
-                               if want is float else f"expected {what} from {lo} to {hi}", v)
+                raise self.err(
+                    name,
+                    key,
+                    f"expected {what} from {lo:g} to {hi:g}"
+                    if want is float
+                    else f"expected {what} from {lo} to {hi}",
+                    v,
+                )
         if meta.get("choices") and v not in meta["choices"]:
             raise self.err(name, key, f"expected one of {', '.join(meta['choices'])}", v)
         if check is not None:

@@ -134,8 +134,10 @@ class OutgoingMessage:
     def __reduce__(self) -> tuple[type, tuple[str, str, str, str, bytes, str]]:
         # pickled from the message builder process: a plain constructor call unpickles
         # twice as fast as the generated __setstate__ of a frozen slotted dataclass
-        return (OutgoingMessage, (self.digest_id, self.to, self.sender, self.message_id,
-                                  self.data, self.html))
+        return (
+            OutgoingMessage,
+            (self.digest_id, self.to, self.sender, self.message_id, self.data, self.html),
+        )
 
 
 @dataclass(slots=True)

@@ -173,9 +173,11 @@ class Forked(Generic[T]):
             try:
                 kind, payload = pickle.load(self._reader)
             except (EOFError, pickle.UnpicklingError, OSError) as e:
-                raise DigestError(f"the message builder process stopped unexpectedly "
-                                  f"({self._exit_status()}); what was sent is recorded, the "
-                                  f"rest is left for the next run") from e
+                raise DigestError(
+                    f"the message builder process stopped unexpectedly "
+                    f"({self._exit_status()}); what was sent is recorded, the "
+                    f"rest is left for the next run"
+                ) from e
             now = time.monotonic()
             if start is None:
                 start = now  # the first item's wait is start-up, not starvation

@@ -101,18 +101,30 @@ def run_daily(
                     seed_subscribers(cfg, store, now)
                 gathered = gather(cfg, day, store, report, write=not dry_run)
                 todo = subscribers_due(store, day, report, only)
-                digests = plan_lazily(cfg, day, gathered, todo,
-                                      delivered_in_window(store, gathered))
-                deliver(cfg, day, store, digests, gathered.papers, report, count=len(todo),
-                        now=now, sender=sender, dry_run=dry_run, stop=stop, progress=progress)
+                digests = plan_lazily(
+                    cfg, day, gathered, todo, delivered_in_window(store, gathered)
+                )
+                deliver(
+                    cfg,
+                    day,
+                    store,
+                    digests,
+                    gathered.papers,
+                    report,
+                    count=len(todo),
+                    now=now,
+                    sender=sender,
+                    dry_run=dry_run,
+                    stop=stop,
+                    progress=progress,
+                )
             except DigestError as e:
                 error = str(e)  # kept with the report: `digest status` says why
                 raise
             finally:
                 report.seconds = time.monotonic() - t0
                 if not dry_run:
-                    store.finish_run(report.to_dict() | ({"error": error} if error else {}),
-                                     day)
+                    store.finish_run(report.to_dict() | ({"error": error} if error else {}), day)
     finally:
         if own_store:
             store.close()
@@ -128,8 +140,14 @@ def seed_subscribers(cfg: Config, store: Store, now: Clock) -> None:
     stamp = now().isoformat(timespec="seconds")
     new = []
     for seed in cfg.subscribers:
-        sub = make_subscriber(seed.email, seed.keywords, seed.max_papers, seed.min_score,
-                              created=stamp, default_max=cfg.ranking.default_max_papers)
+        sub = make_subscriber(
+            seed.email,
+            seed.keywords,
+            seed.max_papers,
+            seed.min_score,
+            created=stamp,
+            default_max=cfg.ranking.default_max_papers,
+        )
         if sub.email not in known:
             new.append(sub)
             known.add(sub.email)
@@ -192,18 +210,27 @@ def delivered_in_window(store: Store, gathered: Gathered) -> dict[str, set[str]]
 
 
 def plan_lazily(
-    cfg: Config, day: date, gathered: Gathered, subs: Sequence[Subscriber],
-    delivered: Mapping[str, set[str]], first: int = 64, chunk: int = 2048,
+    cfg: Config,
+    day: date,
+    gathered: Gathered,
+    subs: Sequence[Subscriber],
+    delivered: Mapping[str, set[str]],
+    first: int = 64,
+    chunk: int = 2048,
 ) -> Iterator[Digest]:
     """Pure: `plan` in chunks of subscribers, a small one first, so the first digest can
     go out before everyone is ranked. rank() gives each subscriber the same picks
     whoever else is ranked with them (digest/rank/model.py), so chunking changes nothing."""
     i = 0
     while i < len(subs):
-        part = subs[i:i + (first if i == 0 else chunk)]
+        part = subs[i : i + (first if i == 0 else chunk)]
         i += len(part)
-        picks = rank(gathered.papers, part, exclude=delivered,
-                     popularity_weight=cfg.ranking.popularity_weight)
+        picks = rank(
+            gathered.papers,
+            part,
+            exclude=delivered,
+            popularity_weight=cfg.ranking.popularity_weight,
+        )
         for s in part:
             yield Digest(s, day, picks.get(s.email, ()))
 
@@ -243,11 +270,17 @@ def deliver(
     # (digest/overlap.py; speed: bench/e2e.py). The builder starts first: it forks only
     # while no other thread runs. The sender is entered (it connects) at the first
     # message, so a day without any mail never touches the SMTP server.
-    built = ((d.id, d.subscriber.email, tuple(p.paper_id for p in d.picks), msg)
-             for d, msg in build_all(cfg, secret, digests, papers, now()))  # lean to pickle
-    with ExitStack() as connected, ahead(built) as items, \
-            _progress_bar(count, progress) as bar, short_switch_interval(), \
-            Recorder(store.record_digest) as recorder:
+    built = (
+        (d.id, d.subscriber.email, tuple(p.paper_id for p in d.picks), msg)
+        for d, msg in build_all(cfg, secret, digests, papers, now())
+    )  # lean to pickle
+    with (
+        ExitStack() as connected,
+        ahead(built) as items,
+        _progress_bar(count, progress) as bar,
+        short_switch_interval(),
+        Recorder(store.record_digest) as recorder,
+    ):
         for did, email, ids, msg in items:
             if stop is not None and stop.is_set():
                 report.notes.append("stopped: the rest is left for the next run")
@@ -270,8 +303,9 @@ def deliver(
                     recorder.put(did, email, day, DEFERRED, ids, str(e))
                     transient_in_row += 1
                     if transient_in_row >= MAX_CONSECUTIVE_TRANSIENT:
-                        raise DeliveryError(f"SMTP keeps failing ({e}); the rest is left "
-                                            f"for the next run") from e
+                        raise DeliveryError(
+                            f"SMTP keeps failing ({e}); the rest is left for the next run"
+                        ) from e
                 except PermanentDeliveryError as e:
                     report.failed += 1
                     transient_in_row = 0
@@ -285,7 +319,10 @@ def deliver(
 
 
 def build_all(
-    cfg: Config, secret: str, digests: Iterable[Digest], papers: Mapping[str, Paper],
+    cfg: Config,
+    secret: str,
+    digests: Iterable[Digest],
+    papers: Mapping[str, Paper],
     stamp: datetime,
 ) -> Iterator[tuple[Digest, OutgoingMessage | InputError | None]]:
     """Pure: render and build each digest's message lazily, so sending starts at once.
@@ -300,9 +337,17 @@ def build_all(
         lk = links(cfg.web.base_url, secret, d.subscriber.email)
         rendered = renderer.render(d, papers, lk)
         try:
-            yield d, build_message(rendered, to=d.subscriber.email, sender=cfg.smtp.sender,
-                                   digest_id=d.id, unsubscribe_url=lk.unsubscribe_url,
-                                   now=stamp)
+            yield (
+                d,
+                build_message(
+                    rendered,
+                    to=d.subscriber.email,
+                    sender=cfg.smtp.sender,
+                    digest_id=d.id,
+                    unsubscribe_url=lk.unsubscribe_url,
+                    now=stamp,
+                ),
+            )
         except InputError as e:  # e.g. an address no header can carry: fail that one only
             yield d, e
 

@@ -47,8 +47,20 @@ _CLASS_ATTR = re.compile(r' class="[^"{}%]*"')
 _JINJA_COMMENT = re.compile(r"{#.*?#}", re.S)
 _WS = re.compile(r"\s+")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 SUMMARY_CHARS = 350  # per paper, at a word boundary
 SUMMARY_CHARS_MIN = 160  # for digests with very many picks (Gmail's 102 KB clip)
@@ -143,8 +155,9 @@ class _InliningLoader(jinja2.FileSystemLoader):
             try:
                 self._css = (self.folder / _STYLE).read_text(encoding="utf-8")
             except OSError as e:
-                raise ConfigError(f"templates: cannot read {self.folder / _STYLE}: "
-                                  f"{e.strerror}") from e
+                raise ConfigError(
+                    f"templates: cannot read {self.folder / _STYLE}: {e.strerror}"
+                ) from e
         return self._css
 
     def get_source(self, environment, template):  # type: ignore[no-untyped-def]
@@ -161,11 +174,16 @@ class _InliningLoader(jinja2.FileSystemLoader):
             # minify_css: "a:b;c:d" instead of "a: b;c: d" on every element (Gmail's clip).
             if source.lower().startswith("<!doctype") or "<html" in source[:200].lower():
                 out = css_inline.CSSInliner(
-                    keep_style_tags=False, load_remote_stylesheets=False, minify_css=True,
-                    extra_css=self.css()).inline(source)
+                    keep_style_tags=False,
+                    load_remote_stylesheets=False,
+                    minify_css=True,
+                    extra_css=self.css(),
+                ).inline(source)
             else:
                 out = css_inline.CSSInliner(
-                    keep_style_tags=False, load_remote_stylesheets=False, minify_css=True,
+                    keep_style_tags=False,
+                    load_remote_stylesheets=False,
+                    minify_css=True,
                 ).inline_fragment(source, self.css())
         except (css_inline.InlineError, ValueError) as e:
             raise ConfigError(f"templates: cannot inline CSS into {name}: {e}") from e
@@ -173,8 +191,10 @@ class _InliningLoader(jinja2.FileSystemLoader):
         # is moved into <body>; '<' in a tag is escaped); if it did, the template is wrong:
         # say so at start rather than render a mangled mail.
         if _STRUCTURE.findall(out) != structure:
-            raise ConfigError(f"templates: {name}: a Jinja tag does not survive CSS inlining "
-                              "(keep tags between elements, outside <head>, without < or &)")
+            raise ConfigError(
+                f"templates: {name}: a Jinja tag does not survive CSS inlining "
+                "(keep tags between elements, outside <head>, without < or &)"
+            )
         # Mail clients ignore the classes once styles are inline; drop them (Gmail's clip).
         return _CLASS_ATTR.sub("", out)
 
@@ -183,9 +203,16 @@ def _terms(matched: tuple[str, ...]) -> str:
     return shorten(", ".join(t.strip().strip('"') for t in matched if t.strip()), MATCHED_CHARS)
 
 
-_PROBE = Paper(id="0000.00000", title="t", abstract="a", authors=("a",), upvotes=1,
-               github_repo="https://github.com/o/r", github_stars=1,
-               project_page="https://example.org")
+_PROBE = Paper(
+    id="0000.00000",
+    title="t",
+    abstract="a",
+    authors=("a",),
+    upvotes=1,
+    github_repo="https://github.com/o/r",
+    github_stars=1,
+    project_page="https://example.org",
+)
 
 
 class Renderer:
@@ -197,11 +224,21 @@ class Renderer:
             raise ConfigError(f"templates: {folder}: not a folder")
         self.site_name = site_name
         loader = _InliningLoader(folder)
-        html_env = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True,
-                                      lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-        text_env = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True,
-                                      lstrip_blocks=True, keep_trailing_newline=True,
-                                      undefined=jinja2.StrictUndefined)
+        html_env = jinja2.Environment(
+            loader=loader,
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        text_env = jinja2.Environment(
+            loader=loader,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            undefined=jinja2.StrictUndefined,
+        )
         try:
             self._html = html_env.get_template("digest_email.html")
             self._card_html = html_env.get_template("_paper.html")
@@ -230,8 +267,11 @@ class Renderer:
         if hit is not None and (hit[0] is paper or hit[0] == paper):
             return hit[1], hit[2]
         summary_chars, title_chars = limit
-        summary = shorten(paper.ai_summary or paper.abstract or "", summary_chars) \
-            if summary_chars else ""
+        summary = (
+            shorten(paper.ai_summary or paper.abstract or "", summary_chars)
+            if summary_chars
+            else ""
+        )
         ctx = {
             "p": paper,
             "title": shorten(paper.title, title_chars) or paper.id,
@@ -242,9 +282,18 @@ class Renderer:
         }
         html = self._card_html.render(ctx, matched=Markup(_SLOT))
         html = _split_slot(html.strip(), "_paper.html")
-        text_summary = textwrap.fill(summary, width=76, initial_indent="   ",
-                                     subsequent_indent="   ", break_long_words=False,
-                                     break_on_hyphens=False) if summary else ""
+        text_summary = (
+            textwrap.fill(
+                summary,
+                width=76,
+                initial_indent="   ",
+                subsequent_indent="   ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            if summary
+            else ""
+        )
         text = self._card_text.render(ctx, summary=text_summary).rstrip("\n")
         if len(self._cards) > 20_000:  # a long-lived Renderer (the scheduler) must not grow
             self._cards.clear()
@@ -273,13 +322,15 @@ class Renderer:
             "email": digest.subscriber.email,
             "links": links,
             "top_title": (shorten(picks[0][1].title, SUBJECT_TITLE_CHARS) or picks[0][1].id)
-            if picks else "",
+            if picks
+            else "",
         }
         subject = _WS.sub(" ", self._subject.render(ctx)).strip()
         for limit in _levels(count):
             html_cards, text_cards = self._cards_for(picks, limit)
-            html = self._html.render(ctx, subject=subject, more=0,
-                                     cards=Markup("\n".join(html_cards)))
+            html = self._html.render(
+                ctx, subject=subject, more=0, cards=Markup("\n".join(html_cards))
+            )
             if _size(html) <= HTML_BUDGET:
                 break
         else:
@@ -290,23 +341,31 @@ class Renderer:
             while kept < len(html_cards) and _size(html_cards[kept]) + 1 <= room:
                 room -= _size(html_cards[kept]) + 1
                 kept += 1
-            html = self._html.render(ctx, subject=subject, more=len(html_cards) - kept,
-                                     cards=Markup("\n".join(html_cards[:kept])))
+            html = self._html.render(
+                ctx,
+                subject=subject,
+                more=len(html_cards) - kept,
+                cards=Markup("\n".join(html_cards[:kept])),
+            )
         text = self._text.render(ctx, cards="\n\n".join(text_cards))
         return Rendered(subject=subject, text=text, html=html)
 
     def _matched_line(self, matched: tuple[str, ...]) -> tuple[str, str]:
         """(HTML, text) of a "matched:" line; cached, as subscribers share terms."""
         terms = _terms(matched)
-        lines = (self._matched_head + str(escape(terms)) + self._matched_tail,
-                 f"\n   matched: {terms}") if terms else ("", "")
+        lines = (
+            (self._matched_head + str(escape(terms)) + self._matched_tail, f"\n   matched: {terms}")
+            if terms
+            else ("", "")
+        )
         if len(self._matched_lines) > 50_000:
             self._matched_lines.clear()
         self._matched_lines[matched] = lines
         return lines
 
-    def _cards_for(self, picks: list[tuple[Pick, Paper]], limit: tuple[int, int]
-                   ) -> tuple[list[str], list[str]]:
+    def _cards_for(
+        self, picks: list[tuple[Pick, Paper]], limit: tuple[int, int]
+    ) -> tuple[list[str], list[str]]:
         html_cards: list[str] = []
         text_cards: list[str] = []
         matched_lines = self._matched_lines

@@ -197,18 +197,20 @@ def check_timezone(value: str) -> str | None:
     if not value:
         return None
     if len(value) > 64 or not _ZONE_NAME.fullmatch(value):
-        raise InputError(f"time zone: {value[:64]!r} is not a time zone name like "
-                         f"Europe/Berlin")
+        raise InputError(f"time zone: {value[:64]!r} is not a time zone name like Europe/Berlin")
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InputError(f"time zone: {value!r} is not a known time zone (like "
-                         f"Europe/Berlin or America/New_York)") from None
+        raise InputError(
+            f"time zone: {value!r} is not a known time zone (like "
+            f"Europe/Berlin or America/New_York)"
+        ) from None
     return value
 
 
-def parse_csv(text: str, created: str = "", default_max: int = 10
-              ) -> tuple[list[Subscriber], list[tuple[int, str]]]:
+def parse_csv(
+    text: str, created: str = "", default_max: int = 10
+) -> tuple[list[Subscriber], list[tuple[int, str]]]:
     """Parse an import file with columns email, keywords, max (header required).
 
     Returns the good rows and (line number, one-line error) for each bad row. A later
@@ -224,8 +226,9 @@ def parse_csv(text: str, created: str = "", default_max: int = 10
     cols = [h.strip().lower().lstrip("\ufeff") for h in header]
     if "email" not in cols:
         raise InputError("CSV line 1: header must name the columns email, keywords, max")
-    idx = {name: cols.index(name) for name in ("email", "keywords", "max", "min_score")
-           if name in cols}
+    idx = {
+        name: cols.index(name) for name in ("email", "keywords", "max", "min_score") if name in cols
+    }
     good: dict[str, Subscriber] = {}
     errors: list[tuple[int, str]] = []
     while True:
@@ -245,9 +248,14 @@ def parse_csv(text: str, created: str = "", default_max: int = 10
             return row[i] if i is not None and i < len(row) else ""
 
         try:
-            sub = make_subscriber(col("email"), col("keywords"), col("max") or None,
-                                  col("min_score") or None, created=created,
-                                  default_max=default_max)
+            sub = make_subscriber(
+                col("email"),
+                col("keywords"),
+                col("max") or None,
+                col("min_score") or None,
+                created=created,
+                default_max=default_max,
+            )
         except InputError as e:
             errors.append((line, str(e)))
             continue

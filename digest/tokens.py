@@ -40,8 +40,9 @@ def _serializer(secret: str, purpose: str) -> URLSafeTimedSerializer:
 
 def _check(secret: str, purpose: str) -> None:
     if not secret:
-        raise TokenError("token secret is empty: set the environment variable named by "
-                         "[web] secret_env")
+        raise TokenError(
+            "token secret is empty: set the environment variable named by [web] secret_env"
+        )
     if purpose not in PURPOSES:
         raise TokenError(f"unknown token purpose {purpose!r}")
 
@@ -64,8 +65,7 @@ def verify(secret: str, purpose: str, token: str, max_age: int | None = None) ->
     except SignatureExpired as e:
         raise TokenError("link expired: request a new one") from e
     except (BadTimeSignature, BadSignature) as e:
-        raise TokenError("invalid link: the token is forged, altered or for another purpose") \
-            from e
+        raise TokenError("invalid link: the token is forged, altered or for another purpose") from e
     except (ValueError, TypeError, UnicodeError) as e:  # garbage that is not even base64
         raise TokenError("invalid link: malformed token") from e
     if not isinstance(email, str) or "@" not in email:

@@ -48,8 +48,14 @@ class LiveServer:
     def __init__(self, app: Any, port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", access_log=False)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-web", daemon=True)
 
@@ -72,8 +78,9 @@ def chromium() -> Iterator[Any]:
     """A headless Chromium (playwright Browser). Fails, never skips, when it is missing:
     CI installs it with `apt-get install -y chromium`."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package "
-                    "(apt-get install -y chromium)")
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's chromium package (apt-get install -y chromium)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

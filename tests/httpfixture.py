@@ -116,8 +116,9 @@ class FixtureServer:
                 pass  # a client that gave up (timeout test) closes the socket: expected
 
         self._httpd = Httpd(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
-                                        kwargs={"poll_interval": 0.05})
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}
+        )
         self._thread.start()
         return self
 
@@ -172,15 +173,24 @@ class FixtureServer:
     ) -> Config:
         """`cfg` (default Config()) with its sources pointed at this server, fast retries."""
         cfg = cfg or Config()
-        http = replace(cfg.http, timeout=timeout, retries=retries, backoff=backoff,
-                       max_backoff=max_backoff)
+        http = replace(
+            cfg.http, timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff
+        )
         sources = SourcesConfig(
-            huggingface=HuggingFaceConfig(enabled=hf_enabled, base_url=self.hf_base_url,
-                                          mode=hf_mode, lookback_days=lookback_days,
-                                          limit=limit),
-            arxiv=ArxivConfig(categories=categories, mode=arxiv_mode,
-                              rss_base_url=self.rss_base_url, api_base_url=self.api_base_url,
-                              min_interval=min_interval),
+            huggingface=HuggingFaceConfig(
+                enabled=hf_enabled,
+                base_url=self.hf_base_url,
+                mode=hf_mode,
+                lookback_days=lookback_days,
+                limit=limit,
+            ),
+            arxiv=ArxivConfig(
+                categories=categories,
+                mode=arxiv_mode,
+                rss_base_url=self.rss_base_url,
+                api_base_url=self.api_base_url,
+                min_interval=min_interval,
+            ),
             offline_fallback=offline_fallback,
         )
         return replace(cfg, http=http, sources=sources)
@@ -190,15 +200,22 @@ class FixtureServer:
         with self._lock:
             self._faults.append(fault)
 
-    def fail_next(self, n: int = 1, status: int = 500, headers: dict[str, str] | None = None,
-                  body: bytes = b"", path: str = "") -> None:
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        path: str = "",
+    ) -> None:
         self._add(Fault(n, status, dict(headers or {}), body, path=path))
 
     def delay_next(self, n: int = 1, seconds: float = 1.0, path: str = "") -> None:
         self._add(Fault(n, 200, body=None, delay=seconds, path=path))
 
-    def garbage_next(self, n: int = 1, body: bytes = b"<html><body>Bad gateway</body></html>",
-                     path: str = "") -> None:
+    def garbage_next(
+        self, n: int = 1, body: bytes = b"<html><body>Bad gateway</body></html>", path: str = ""
+    ) -> None:
         self._add(Fault(n, 200, {"Content-Type": "text/html"}, body, path=path))
 
     def truncate_next(self, n: int = 1, path: str = "") -> None:
@@ -231,9 +248,15 @@ class FixtureServer:
         parts = urlsplit(h.path)
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         with self._lock:
-            self._requests.append(Request(h.command, parts.path, query,
-                                          {k.lower(): v for k, v in h.headers.items()},
-                                          time.monotonic()))
+            self._requests.append(
+                Request(
+                    h.command,
+                    parts.path,
+                    query,
+                    {k.lower(): v for k, v in h.headers.items()},
+                    time.monotonic(),
+                )
+            )
         fault = self._take_fault(parts.path)
         if fault is not None and fault.delay:
             if self._stopping.wait(fault.delay):
@@ -293,10 +316,8 @@ class FixtureServer:
         else:
             day = q.get("date") or (max(self.hf_days) if self.hf_days else "")
             items = self._load(day)
-        chunk = items[page * limit:(page + 1) * limit]
-        return 200, {"Content-Type": "application/json; charset=utf-8"}, json.dumps(
-            chunk
-        ).encode()
+        chunk = items[page * limit : (page + 1) * limit]
+        return 200, {"Content-Type": "application/json; charset=utf-8"}, json.dumps(chunk).encode()
 
     def _trending(self) -> list[Any]:
         by_id: dict[str, Any] = {}
@@ -304,5 +325,7 @@ class FixtureServer:
             for item in self._load(day):
                 by_id[str(item.get("paper", {}).get("id"))] = item
         key: Callable[[Any], tuple[int, str]] = lambda it: (  # noqa: E731
-            -int(it.get("paper", {}).get("upvotes") or 0), str(it.get("paper", {}).get("id")))
+            -int(it.get("paper", {}).get("upvotes") or 0),
+            str(it.get("paper", {}).get("id")),
+        )
         return sorted(by_id.values(), key=key)

@@ -100,11 +100,29 @@ def self_signed_cert() -> tuple[str, str]:
             folder = Path(tempfile.mkdtemp(prefix="digest-test-cert-"))
             cert, key = folder / "cert.pem", folder / "key.pem"
             subprocess.run(
-                [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                 "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
-                 "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                 "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                check=True, capture_output=True, timeout=60,
+                [
+                    openssl,
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-keyout",
+                    str(key),
+                    "-out",
+                    str(cert),
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
             )
             _CERT = (str(cert), str(key))
         return _CERT
@@ -133,8 +151,14 @@ class _Handler:
                 if reply:
                     return reply
             conn = getattr(session, "digest_conn", 0)
-            srv.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                         bytes(envelope.original_content or b""), conn))
+            srv.messages.append(
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or b""),
+                    conn,
+                )
+            )
             if srv.on_message is not None:
                 srv.on_message()
             count = getattr(session, "digest_count", 0) + 1
@@ -169,10 +193,15 @@ class _Controller(Controller):
 class SmtpServer:
     """See the module docstring. Use as a context manager (start/stop)."""
 
-    def __init__(self, *, tls: str | None = None, auth: tuple[str, str] | None = None,
-                 reply_for: dict[str, str] | None = None,
-                 data_reply_for: dict[str, str] | None = None,
-                 drop_after: int | None = None):
+    def __init__(
+        self,
+        *,
+        tls: str | None = None,
+        auth: tuple[str, str] | None = None,
+        reply_for: dict[str, str] | None = None,
+        data_reply_for: dict[str, str] | None = None,
+        drop_after: int | None = None,
+    ):
         if tls not in (None, "starttls", "ssl"):
             raise ValueError("tls must be None, 'starttls' or 'ssl'")
         self.host = HOST
@@ -181,7 +210,8 @@ class SmtpServer:
         self.auth = auth
         self.reply_for: dict[str, str] = {k.lower(): v for k, v in (reply_for or {}).items()}
         self.data_reply_for: dict[str, str] = {
-            k.lower(): v for k, v in (data_reply_for or {}).items()}
+            k.lower(): v for k, v in (data_reply_for or {}).items()
+        }
         self.drop_after = drop_after
         self.drop_next = 0
         self.messages: list[Received] = []
@@ -200,16 +230,22 @@ class SmtpServer:
         return ssl.create_default_context(cafile=self_signed_cert()[0])
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
-        ok = (isinstance(auth_data, LoginPassword) and self.auth is not None
-              and auth_data.login.decode() == self.auth[0]
-              and auth_data.password.decode() == self.auth[1])
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and self.auth is not None
+            and auth_data.login.decode() == self.auth[0]
+            and auth_data.password.decode() == self.auth[1]
+        )
         if ok:
             self.logins.append(auth_data.login.decode())
         return AuthResult(success=ok, handled=False)
 
     def start(self) -> SmtpServer:
-        kwargs: dict[str, Any] = {"hostname": HOST, "server_hostname": "localhost",
-                                  "ready_timeout": 10.0}
+        kwargs: dict[str, Any] = {
+            "hostname": HOST,
+            "server_hostname": "localhost",
+            "ready_timeout": 10.0,
+        }
         if self.tls:
             server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             server_ctx.load_cert_chain(*self_signed_cert())
@@ -217,8 +253,7 @@ class SmtpServer:
         if self.auth is not None:
             # aiosmtpd only knows about STARTTLS: with implicit TLS ("ssl") it would never
             # offer AUTH if TLS were required, though the connection is encrypted.
-            kwargs.update(authenticator=self._authenticate,
-                          auth_require_tls=self.tls != "ssl")
+            kwargs.update(authenticator=self._authenticate, auth_require_tls=self.tls != "ssl")
         last: Exception | None = None
         for _ in range(5):  # a free port can be taken between probing and binding
             self.port = free_port()
@@ -272,8 +307,9 @@ class SmtpServerProcess:
         self._count = ctx.Value("i", 0)
         self._stop = ctx.Event()
         self._port_q = ctx.Queue()
-        self._proc = ctx.Process(target=_serve, daemon=True,
-                                 args=(kwargs, self._port_q, self._count, self._stop))
+        self._proc = ctx.Process(
+            target=_serve, daemon=True, args=(kwargs, self._port_q, self._count, self._stop)
+        )
 
     def received(self) -> int:
         return int(self._count.value)

@@ -32,8 +32,9 @@ def test_every_command_has_help(capsys):
 
 
 def test_python_dash_m_entry_point():
-    out = subprocess.run([sys.executable, "-m", "digest", "--version"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "digest", "--version"], capture_output=True, text=True, check=True
+    ).stdout
     assert out.startswith("digest ")
 
 
@@ -63,8 +64,9 @@ def test_unknown_subscriber_and_bad_address(tmp_path, capsys):
     f.write_text(f'[store]\npath = "{tmp_path / "st"}"\n')
     assert main(["--config", str(f), "subscribers", "remove", "nobody@example.org"]) == 2
     assert "no subscriber nobody@example.org" in _one_line_error(capsys)
-    assert main(["--config", str(f), "subscribers", "update", "nobody@example.org",
-                 "--max", "3"]) == 2
+    assert (
+        main(["--config", str(f), "subscribers", "update", "nobody@example.org", "--max", "3"]) == 2
+    )
     _one_line_error(capsys)
     assert main(["--config", str(f), "subscribers", "add", "not-an-address"]) == 2
     assert "email" in _one_line_error(capsys)
@@ -76,8 +78,20 @@ def test_subscriber_lifecycle_from_the_cli(tmp_path, capsys):
     f = tmp_path / "c.toml"
     f.write_text(f'[store]\npath = "{tmp_path / "st"}"\n')
     base = ["--config", str(f), "subscribers"]
-    assert main([*base, "add", "Ada@Example.org", "--keywords",
-                 'speech recognition, "text-to-speech", -survey', "--max", "5"]) == 0
+    assert (
+        main(
+            [
+                *base,
+                "add",
+                "Ada@Example.org",
+                "--keywords",
+                'speech recognition, "text-to-speech", -survey',
+                "--max",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert main([*base, "update", "ada@example.org", "--status", "paused"]) == 0
     capsys.readouterr()
     assert main([*base, "list"]) == 0
@@ -95,16 +109,22 @@ def test_send_hour_and_time_zone_from_the_cli(tmp_path, capsys):
     f.write_text(f'[store]\npath = "{tmp_path / "st"}"\n')
     base = ["--config", str(f), "subscribers"]
     assert main([*base, "add", "ada@example.org", "--keywords", "speech"]) == 0
-    assert main([*base, "update", "ada@example.org", "--send-hour", "7",
-                 "--timezone", "Europe/Berlin"]) == 0
+    assert (
+        main(
+            [*base, "update", "ada@example.org", "--send-hour", "7", "--timezone", "Europe/Berlin"]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main([*base, "list"]) == 0
     assert "\tsends 07:00 Europe/Berlin" in capsys.readouterr().out
     # bad values: one line each, nothing changed
-    for flag, value, says in (("--send-hour", "24", "send hour"),
-                              ("--send-hour", "7am", "send hour"),
-                              ("--timezone", "Mars/Olympus", "not a known time zone"),
-                              ("--timezone", "../../etc/passwd", "not a time zone name")):
+    for flag, value, says in (
+        ("--send-hour", "24", "send hour"),
+        ("--send-hour", "7am", "send hour"),
+        ("--timezone", "Mars/Olympus", "not a known time zone"),
+        ("--timezone", "../../etc/passwd", "not a time zone name"),
+    ):
         assert main([*base, "update", "ada@example.org", flag, value]) == 2
         assert says in _one_line_error(capsys)
     assert main([*base, "list", "--json"]) == 0
@@ -122,7 +142,7 @@ def test_import_reports_bad_rows_by_line(tmp_path, capsys):
     f = tmp_path / "c.toml"
     f.write_text(f'[store]\npath = "{tmp_path / "st"}"\n')
     csv = tmp_path / "list.csv"
-    rows = [f"u{i}@example.org,\"topic {i % 7}, -survey\",{1 + i % 9}" for i in range(10_000)]
+    rows = [f'u{i}@example.org,"topic {i % 7}, -survey",{1 + i % 9}' for i in range(10_000)]
     rows[41] = "broken-address,x,3"
     rows[99] = "ok@example.org,x,999"
     csv.write_text("email,keywords,max\n" + "\n".join(rows) + "\n")
@@ -136,9 +156,11 @@ def test_import_reports_bad_rows_by_line(tmp_path, capsys):
 
 def test_check_config_validates_seeded_subscribers(tmp_path, capsys):
     f = tmp_path / "c.toml"
-    f.write_text(f'[store]\npath = "{tmp_path / "st"}"\n'
-                 '[[subscribers]]\nemail = "ok@example.org"\n'
-                 '[[subscribers]]\nemail = "broken"\nkeywords = "x"\n')
+    f.write_text(
+        f'[store]\npath = "{tmp_path / "st"}"\n'
+        '[[subscribers]]\nemail = "ok@example.org"\n'
+        '[[subscribers]]\nemail = "broken"\nkeywords = "x"\n'
+    )
     assert main(["--config", str(f), "check-config"]) == 2
     assert "[subscribers #2] email" in _one_line_error(capsys)
 

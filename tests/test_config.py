@@ -15,37 +15,47 @@ def test_example_config_loads_and_documents_every_key():
     cfg = load_config(ROOT / "config" / "example.toml")
     assert cfg.store.path == ROOT / "data"
     text = (ROOT / "config" / "example.toml").read_text()
-    for section, cls in [("http", "HttpConfig"), ("sources.huggingface", "HuggingFaceConfig"),
-                         ("sources.arxiv", "ArxivConfig"), ("store", "StoreConfig"),
-                         ("smtp", "SmtpConfig"), ("outbox", "OutboxConfig"), ("web", "WebConfig"),
-                         ("ranking", "RankingConfig"), ("schedule", "ScheduleConfig")]:
+    for section, cls in [
+        ("http", "HttpConfig"),
+        ("sources.huggingface", "HuggingFaceConfig"),
+        ("sources.arxiv", "ArxivConfig"),
+        ("store", "StoreConfig"),
+        ("smtp", "SmtpConfig"),
+        ("outbox", "OutboxConfig"),
+        ("web", "WebConfig"),
+        ("ranking", "RankingConfig"),
+        ("schedule", "ScheduleConfig"),
+    ]:
         import digest.config as c
 
         for key in getattr(c, cls).__dataclass_fields__:
             assert re.search(rf"^#?\s*{key}\s*=", text, re.M), f"[{section}] {key} undocumented"
 
 
-@pytest.mark.parametrize("data, fragment", [
-    ({"smtp": {"port": "abc"}}, "[smtp] port"),
-    ({"smtp": {"port": 70000}}, "[smtp] port"),
-    ({"smtp": {"security": "tls"}}, "[smtp] security"),
-    ({"smtp": {"sender": "a\r\nBcc: x@y.org"}}, "[smtp] sender"),
-    ({"smtp": {"password_env": "my password"}}, "[smtp] password_env"),
-    ({"sources": {"huggingface": {"base_url": "ftp://x"}}}, "[sources.huggingface] base_url"),
-    ({"sources": {"huggingface": {"lookback_days": 0}}}, "lookback_days"),
-    ({"sources": {"arxiv": {"categories": ["cs.CL", "bad cat"]}}}, "categories"),
-    ({"schedule": {"time": "25:00"}}, "[schedule] time"),
-    ({"schedule": {"timezone": "Mars/Olympus"}}, "[schedule] timezone"),
-    ({"store": {"pth": "x"}}, "[store] pth: unknown key"),
-    ({"subscribers": [{"keywords": "x"}]}, "email: missing"),
-    ({"ranking": {"popularity_weight": True}}, "popularity_weight"),
-    ({"web": {"rate_ip": "lots"}}, "[web] rate_ip"),
-    ({"web": {"rate_email": "0/3600"}}, "[web] rate_email"),
-    ({"web": {"rate_preview": "10/-1"}}, "[web] rate_preview"),
-    ({"web": {"max_body": 10}}, "[web] max_body"),
-    ({"web": {"preview_days": 0}}, "[web] preview_days"),
-    ({"web": {"min_fill_seconds": "2"}}, "[web] min_fill_seconds"),
-])
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"smtp": {"port": "abc"}}, "[smtp] port"),
+        ({"smtp": {"port": 70000}}, "[smtp] port"),
+        ({"smtp": {"security": "tls"}}, "[smtp] security"),
+        ({"smtp": {"sender": "a\r\nBcc: x@y.org"}}, "[smtp] sender"),
+        ({"smtp": {"password_env": "my password"}}, "[smtp] password_env"),
+        ({"sources": {"huggingface": {"base_url": "ftp://x"}}}, "[sources.huggingface] base_url"),
+        ({"sources": {"huggingface": {"lookback_days": 0}}}, "lookback_days"),
+        ({"sources": {"arxiv": {"categories": ["cs.CL", "bad cat"]}}}, "categories"),
+        ({"schedule": {"time": "25:00"}}, "[schedule] time"),
+        ({"schedule": {"timezone": "Mars/Olympus"}}, "[schedule] timezone"),
+        ({"store": {"pth": "x"}}, "[store] pth: unknown key"),
+        ({"subscribers": [{"keywords": "x"}]}, "email: missing"),
+        ({"ranking": {"popularity_weight": True}}, "popularity_weight"),
+        ({"web": {"rate_ip": "lots"}}, "[web] rate_ip"),
+        ({"web": {"rate_email": "0/3600"}}, "[web] rate_email"),
+        ({"web": {"rate_preview": "10/-1"}}, "[web] rate_preview"),
+        ({"web": {"max_body": 10}}, "[web] max_body"),
+        ({"web": {"preview_days": 0}}, "[web] preview_days"),
+        ({"web": {"min_fill_seconds": "2"}}, "[web] min_fill_seconds"),
+    ],
+)
 def test_bad_values_name_the_key(data, fragment):
     with pytest.raises(ConfigError) as e:
         parse_config(data, "test.toml")
@@ -79,8 +89,9 @@ def test_defaults_are_the_dataclasses_own():
 
 
 def test_seed_keywords_as_list_and_max_key():
-    cfg = parse_config({"subscribers": [{"email": "a@example.org", "keywords": ["x", "y z"],
-                                         "max": 5}]})
+    cfg = parse_config(
+        {"subscribers": [{"email": "a@example.org", "keywords": ["x", "y z"], "max": 5}]}
+    )
     (seed,) = cfg.subscribers
     assert seed.keywords == "x, y z" and seed.max_papers == 5 and seed.min_score is None
     with pytest.raises(ConfigError, match=r"\[subscribers #1\] keywords"):

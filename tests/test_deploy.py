@@ -24,11 +24,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 WORKFLOW = ROOT / ".github" / "workflows" / "digest.yml"
-TOOLS = ("hadolint", "actionlint", "shellcheck", "check-jsonschema", "kubernetes-validate",
-         "systemd-analyze")
-CHECKS = ("shellcheck", "crontab", "crontab-shell", "systemd", "systemd-security", "hadolint",
-          "compose", "k8s-1.27.0", "k8s-1.37.0", "actionlint", "workflow-schema", "configs",
-          "wiring", "cli")
+TOOLS = (
+    "hadolint",
+    "actionlint",
+    "shellcheck",
+    "check-jsonschema",
+    "kubernetes-validate",
+    "systemd-analyze",
+)
+CHECKS = (
+    "shellcheck",
+    "crontab",
+    "crontab-shell",
+    "systemd",
+    "systemd-security",
+    "hadolint",
+    "compose",
+    "k8s-1.27.0",
+    "k8s-1.37.0",
+    "actionlint",
+    "workflow-schema",
+    "configs",
+    "wiring",
+    "cli",
+)
 
 
 def _missing(what: str) -> None:
@@ -82,8 +101,14 @@ def test_check_sh_passes() -> None:
     if missing:
         _missing(", ".join(missing))
     env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(DEPLOY / "check.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(DEPLOY / "check.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     verdicts = [ln for ln in proc.stdout.splitlines() if ln.startswith(("PASS ", "FAIL "))]
@@ -108,17 +133,19 @@ def test_crontab_calls_digest_run_daily() -> None:
     assert job.split()[2:5] == ["*", "*", "*"]  # every day
 
 
-@pytest.mark.parametrize(("line", "problem"), [
-    ("61 7 * * * digest run", "bad minute field '61'"),
-    ("0 7 * 13 * digest run", "bad month field '13'"),
-    ("0 7 * * mon-fri digest run", None),
-    ("0 7 * * * date +%F && digest run", "unescaped %"),
-    ("0 7 * * * digest status", "does not call `digest run`"),
-    ("0 7 * * digest run", "does not call `digest run`"),
-    ("@daily digest run", None),
-])
-def test_crontab_verifier_catches_bad_lines(tmp_path: Path, line: str, problem: str | None
-                                            ) -> None:
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("61 7 * * * digest run", "bad minute field '61'"),
+        ("0 7 * 13 * digest run", "bad month field '13'"),
+        ("0 7 * * mon-fri digest run", None),
+        ("0 7 * * * date +%F && digest run", "unescaped %"),
+        ("0 7 * * * digest status", "does not call `digest run`"),
+        ("0 7 * * digest run", "does not call `digest run`"),
+        ("@daily digest run", None),
+    ],
+)
+def test_crontab_verifier_catches_bad_lines(tmp_path: Path, line: str, problem: str | None) -> None:
     path = tmp_path / "crontab"
     path.write_text(f"# test\nDIGEST_CONFIG=/x.toml\n{line}\n", encoding="utf-8")
     errors = _verify().check_crontab(path)
@@ -162,7 +189,7 @@ def test_timer_runs_oneshot_daily_and_catches_up() -> None:
 
 def test_dockerfile_runs_as_non_root_with_healthcheck() -> None:
     lines = (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8").splitlines()
-    final = lines[max(i for i, ln in enumerate(lines) if ln.startswith("FROM ")):]
+    final = lines[max(i for i, ln in enumerate(lines) if ln.startswith("FROM ")) :]
     assert final[0].startswith("FROM python:3.11-slim")
     users = [ln.split()[1] for ln in final if ln.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0")
@@ -246,8 +273,12 @@ def test_workflow_is_scheduled_serialised_and_uses_secrets() -> None:
 def test_example_configs_load_and_wiring_holds() -> None:
     verify = _verify()
     configs = verify.example_configs()
-    assert set(configs) == {"docker/digest.toml", "systemd/digest.toml", "github/digest.toml",
-                            "k8s/cronjob.yaml ConfigMap"}
+    assert set(configs) == {
+        "docker/digest.toml",
+        "systemd/digest.toml",
+        "github/digest.toml",
+        "k8s/cronjob.yaml ConfigMap",
+    }
     assert verify.check_wiring() == []
     # The workflow checks the digest-state branch out at <repository>/.state.
     github = configs["github/digest.toml"]
@@ -269,22 +300,31 @@ def test_verifier_catches_broken_wiring(tmp_path: Path) -> None:
     shutil.copytree(WORKFLOW.parent, tmp_path / ".github" / "workflows")
     compose = tmp_path / "deploy" / "docker" / "compose.yaml"
     text = compose.read_text(encoding="utf-8")
-    compose.write_text(text.replace("    DIGEST_SECRET: ${DIGEST_SECRET:-}\n", ""),
-                       encoding="utf-8")
+    compose.write_text(
+        text.replace("    DIGEST_SECRET: ${DIGEST_SECRET:-}\n", ""), encoding="utf-8"
+    )
     serve = tmp_path / "deploy" / "k8s" / "serve.yaml"
-    serve.write_text(serve.read_text(encoding="utf-8").replace("mountPath: /data",
-                                                               "mountPath: /srv"),
-                     encoding="utf-8")
+    serve.write_text(
+        serve.read_text(encoding="utf-8").replace("mountPath: /data", "mountPath: /srv"),
+        encoding="utf-8",
+    )
     toml = tmp_path / "deploy" / "docker" / "digest.toml"
-    toml.write_text(toml.read_text(encoding="utf-8").replace('host = "0.0.0.0"',
-                                                             'host = "127.0.0.1"'),
-                    encoding="utf-8")
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace('host = "0.0.0.0"', 'host = "127.0.0.1"'),
+        encoding="utf-8",
+    )
     unit = tmp_path / "deploy" / "systemd" / "digest.service"
-    unit.write_text(unit.read_text(encoding="utf-8").replace("serve --web", "serve --webb"),
-                    encoding="utf-8")
+    unit.write_text(
+        unit.read_text(encoding="utf-8").replace("serve --web", "serve --webb"), encoding="utf-8"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(tmp_path / "deploy" / "verify.py"), "all"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "deploy" / "verify.py"), "all"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "compose.yaml: service digest does not pass DIGEST_SECRET" in proc.stdout
     assert "serve.yaml: Deployment: store /data/store is not on the PVC" in proc.stdout
@@ -301,7 +341,7 @@ def _healthcheck_argv() -> list[str]:
     text = (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8")
     joined = text.replace("\\\n", " ")
     (line,) = [ln for ln in joined.splitlines() if ln.startswith("HEALTHCHECK")]
-    argv = json.loads(line[line.index("CMD") + 3:].strip())
+    argv = json.loads(line[line.index("CMD") + 3 :].strip())
     assert argv[0] == "python"
     return [sys.executable, *argv[1:]]
 
@@ -332,8 +372,9 @@ def test_docker_healthcheck_command(status: int | None, healthy: bool) -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         env = {**os.environ, "DIGEST_HEALTH_URL": f"http://127.0.0.1:{port}/healthz"}
-        proc = subprocess.run(_healthcheck_argv(), env=env, capture_output=True, text=True,
-                              timeout=30)
+        proc = subprocess.run(
+            _healthcheck_argv(), env=env, capture_output=True, text=True, timeout=30
+        )
     finally:
         if status is not None:
             server.shutdown()
@@ -347,9 +388,14 @@ def _workflow_step(name: str) -> str:
 
 
 def _git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org",
-                           *args], cwd=cwd, check=True, capture_output=True, text=True,
-                          timeout=60).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
 
 
 def test_workflow_keeps_the_store_on_the_state_branch(tmp_path: Path) -> None:
@@ -367,10 +413,21 @@ def test_workflow_keeps_the_store_on_the_state_branch(tmp_path: Path) -> None:
     def run_job(n: int, write: str | None) -> str:
         work = tmp_path / f"run{n}"  # like actions/checkout: a fresh shallow clone
         _git("clone", "-q", "--depth", "1", f"file://{origin}", str(work), cwd=tmp_path)
-        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
-        r = subprocess.run(["bash", "-eo", "pipefail", "-c", restore], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=60)
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.org",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.org",
+        }
+        r = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", restore],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         store = work / ".state" / "store"
         before = (store / "seen.json").read_text(encoding="utf-8") if store.exists() else ""
@@ -378,8 +435,14 @@ def test_workflow_keeps_the_store_on_the_state_branch(tmp_path: Path) -> None:
             store.mkdir(parents=True, exist_ok=True)
             (store / "seen.json").write_text(write, encoding="utf-8")
             (store / "run.lock").write_text("", encoding="utf-8")
-        s = subprocess.run(["bash", "-eo", "pipefail", "-c", save], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=60)
+        s = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", save],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert s.returncode == 0, s.stdout + s.stderr
         return before
 
@@ -388,6 +451,7 @@ def test_workflow_keeps_the_store_on_the_state_branch(tmp_path: Path) -> None:
     assert run_job(3, None) == '{"a": 1, "b": 2}'  # unchanged: nothing committed
     log = _git("--git-dir", str(origin), "log", "--format=%s", "digest-state", cwd=tmp_path)
     assert log.splitlines() == ["digest state after run 4242"] * 2
-    files = _git("--git-dir", str(origin), "ls-tree", "-r", "--name-only", "digest-state",
-                 cwd=tmp_path).split()
+    files = _git(
+        "--git-dir", str(origin), "ls-tree", "-r", "--name-only", "digest-state", cwd=tmp_path
+    ).split()
     assert files == [".gitignore", "store/seen.json"]  # no lock files, no main-branch files

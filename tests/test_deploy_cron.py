@@ -35,8 +35,7 @@ CRONTAB = ROOT / "deploy" / "cron" / "crontab"
 SECRET = "cron-e2e-secret-not-for-production"
 READERS = ["ada@example.org", "bob@example.org", "cy@example.org"]
 # The host paths in the job line, and what this test points them at.
-HOST_PATHS = ("/etc/digest/digest.env", "/opt/digest/venv/bin/digest",
-              "/var/log/digest/run.log")
+HOST_PATHS = ("/etc/digest/digest.env", "/opt/digest/venv/bin/digest", "/var/log/digest/run.log")
 
 
 def cron_job(tmp: Path, config: Path) -> tuple[str, dict[str, str]]:
@@ -53,9 +52,11 @@ def cron_job(tmp: Path, config: Path) -> tuple[str, dict[str, str]]:
             command = line.split(None, 5)[5]
     for path in HOST_PATHS:
         assert path in command, f"the crontab's job line no longer uses {path}"
-    command = (command.replace(HOST_PATHS[0], str(tmp / "digest.env"))
-               .replace(HOST_PATHS[1], str(tmp / "bin" / "digest"))
-               .replace(HOST_PATHS[2], str(tmp / "run.log")))
+    command = (
+        command.replace(HOST_PATHS[0], str(tmp / "digest.env"))
+        .replace(HOST_PATHS[1], str(tmp / "bin" / "digest"))
+        .replace(HOST_PATHS[2], str(tmp / "run.log"))
+    )
     assert env["DIGEST_CONFIG"] == "/etc/digest/digest.toml"
     env["DIGEST_CONFIG"] = str(config)
     env["DIGEST_TEMPLATES"] = str(ROOT / "templates")
@@ -65,13 +66,16 @@ def cron_job(tmp: Path, config: Path) -> tuple[str, dict[str, str]]:
 def setup(tmp: Path, hf_url: str, smtp_port: int) -> Path:
     (tmp / "bin").mkdir()
     shim = tmp / "bin" / "digest"  # stands in for the venv's console script
-    shim.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" -m digest "$@"\n',
-                    encoding="utf-8")
+    shim.write_text(
+        f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" -m digest "$@"\n', encoding="utf-8"
+    )
     shim.chmod(0o755)
-    (tmp / "digest.env").write_text(f"# as in deploy/systemd/digest.env.example\n"
-                                    f"DIGEST_SECRET={SECRET}\n", encoding="utf-8")
+    (tmp / "digest.env").write_text(
+        f"# as in deploy/systemd/digest.env.example\nDIGEST_SECRET={SECRET}\n", encoding="utf-8"
+    )
     config = tmp / "digest.toml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 [http]
 retries = 0
 timeout = 10
@@ -81,7 +85,7 @@ offline_fallback = false
 base_url = "{hf_url}"
 mode = "trending"
 [store]
-path = "{tmp / 'store'}"
+path = "{tmp / "store"}"
 fsync = false
 [smtp]
 host = "127.0.0.1"
@@ -91,7 +95,9 @@ sender = "Cron Digest <digest@example.org>"
 [web]
 base_url = "http://127.0.0.1:8000"
 secret_env = "DIGEST_SECRET"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     store = open_store(load_config(config).store)
     try:
         created = (datetime.now(UTC) - timedelta(days=1)).isoformat()
@@ -102,8 +108,9 @@ secret_env = "DIGEST_SECRET"
 
 
 def run(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["/bin/sh", "-c", command], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        ["/bin/sh", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_crontab_line_runs_the_daily_job_once_and_overlaps_exit_75(tmp_path: Path) -> None:

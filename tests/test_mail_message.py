@@ -51,25 +51,35 @@ def assert_wire_safe(data: bytes) -> None:
 
 
 def sample_rendered() -> Rendered:
-    p = Paper(id="2601.00001", title="Continual Pretraining — für alle",
-              abstract="An abstract. " * 50, authors=("Ada Lovelace",), upvotes=3)
-    d = Digest(Subscriber("reader@example.org", ("continual pretraining",)),
-               date(2026, 1, 14), (Pick(p.id, 1.0, ("continual pretraining",)),))
+    p = Paper(
+        id="2601.00001",
+        title="Continual Pretraining — für alle",
+        abstract="An abstract. " * 50,
+        authors=("Ada Lovelace",),
+        upvotes=3,
+    )
+    d = Digest(
+        Subscriber("reader@example.org", ("continual pretraining",)),
+        date(2026, 1, 14),
+        (Pick(p.id, 1.0, ("continual pretraining",)),),
+    )
     lk = links("https://digest.example.org", "s3cret", "reader@example.org")
     return Renderer().render(d, {p.id: p}, lk)
 
 
 def build(rendered: Rendered | None = None, **kw: object) -> bytes:
-    args: dict[str, object] = dict(to="reader@example.org", sender=SENDER, digest_id=DID,
-                                   unsubscribe_url=UNSUB, now=NOW)
+    args: dict[str, object] = dict(
+        to="reader@example.org", sender=SENDER, digest_id=DID, unsubscribe_url=UNSUB, now=NOW
+    )
     args.update(kw)
     return build_message(rendered or sample_rendered(), **args).data  # type: ignore[arg-type]
 
 
 def test_parses_back_with_both_parts_text_first() -> None:
     r = sample_rendered()
-    out = build_message(r, to="reader@example.org", sender=SENDER, digest_id=DID,
-                        unsubscribe_url=UNSUB, now=NOW)
+    out = build_message(
+        r, to="reader@example.org", sender=SENDER, digest_id=DID, unsubscribe_url=UNSUB, now=NOW
+    )
     msg = parse(out.data)
     assert msg.get_content_type() == "multipart/alternative"
     parts = list(msg.iter_parts())
@@ -109,14 +119,21 @@ def test_raw_subject_is_encoded_and_folded() -> None:
 
 def test_deterministic_bytes_and_message_id() -> None:
     r = sample_rendered()
-    a = build_message(r, to="reader@example.org", sender=SENDER, digest_id=DID,
-                      unsubscribe_url=UNSUB, now=NOW)
-    b = build_message(r, to="reader@example.org", sender=SENDER, digest_id=DID,
-                      unsubscribe_url=UNSUB, now=NOW)
+    a = build_message(
+        r, to="reader@example.org", sender=SENDER, digest_id=DID, unsubscribe_url=UNSUB, now=NOW
+    )
+    b = build_message(
+        r, to="reader@example.org", sender=SENDER, digest_id=DID, unsubscribe_url=UNSUB, now=NOW
+    )
     assert a == b
-    other = build_message(r, to="other@example.org", sender=SENDER,
-                          digest_id=digest_id("other@example.org", date(2026, 1, 14)),
-                          unsubscribe_url=UNSUB, now=NOW)
+    other = build_message(
+        r,
+        to="other@example.org",
+        sender=SENDER,
+        digest_id=digest_id("other@example.org", date(2026, 1, 14)),
+        unsubscribe_url=UNSUB,
+        now=NOW,
+    )
     assert other.message_id != a.message_id
 
 
@@ -127,13 +144,16 @@ def test_naive_and_offset_datetimes() -> None:
     assert parsedate_to_datetime(parse(build(now=berlin))["Date"]) == NOW
 
 
-@pytest.mark.parametrize("field,value", [
-    ("to", "reader@example.org\r\nBcc: victim@example.org"),
-    ("to", "reader@example.org\nX: y"),
-    ("sender", "Digest <digest@example.org>\r\nBcc: victim@example.org"),
-    ("unsubscribe_url", "https://x.example/u\r\nX-Evil: 1"),
-    ("digest_id", "id\r\nX-Evil: 1"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("to", "reader@example.org\r\nBcc: victim@example.org"),
+        ("to", "reader@example.org\nX: y"),
+        ("sender", "Digest <digest@example.org>\r\nBcc: victim@example.org"),
+        ("unsubscribe_url", "https://x.example/u\r\nX-Evil: 1"),
+        ("digest_id", "id\r\nX-Evil: 1"),
+    ],
+)
 def test_header_injection_rejected(field: str, value: str) -> None:
     with pytest.raises(InputError, match="line break") as info:
         build(**{field: value})
@@ -147,8 +167,18 @@ def test_subject_injection_rejected() -> None:
         build(bad)
 
 
-@pytest.mark.parametrize("to", ["", "no-at-sign", "a b@example.org", "<a@example.org>",
-                                "a@example.org, b@example.org", "ü@example.org", "x" * 300])
+@pytest.mark.parametrize(
+    "to",
+    [
+        "",
+        "no-at-sign",
+        "a b@example.org",
+        "<a@example.org>",
+        "a@example.org, b@example.org",
+        "ü@example.org",
+        "x" * 300,
+    ],
+)
 def test_bad_recipient_rejected(to: str) -> None:
     with pytest.raises(InputError):
         build(to=to)
@@ -161,8 +191,7 @@ def test_bad_unsubscribe_url_rejected() -> None:
 
 
 def test_non_ascii_sender_name_and_idn_domain() -> None:
-    msg = parse(build(sender="Papier-Übersicht <digest@example.org>",
-                      to="leser@bücher.example"))
+    msg = parse(build(sender="Papier-Übersicht <digest@example.org>", to="leser@bücher.example"))
     assert msg["From"].addresses[0].display_name == "Papier-Übersicht"
     assert msg["To"] == "leser@xn--bcher-kva.example"
     assert_wire_safe(build(sender="Papier-Übersicht <digest@example.org>"))
@@ -171,8 +200,7 @@ def test_non_ascii_sender_name_and_idn_domain() -> None:
 def test_subject_that_looks_encoded_stays_literal() -> None:
     r = sample_rendered()
     subject = "Paper Digest: =?utf-8?q?not_encoded?="
-    assert parse(build(Rendered(subject=subject, text=r.text, html=r.html)))["Subject"] == \
-        subject
+    assert parse(build(Rendered(subject=subject, text=r.text, html=r.html)))["Subject"] == subject
 
 
 def test_long_ascii_subject_folds_and_round_trips() -> None:
@@ -188,8 +216,11 @@ _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=3000)
 
 
 @settings(max_examples=80, deadline=None)
-@given(text=_text, html=_text, subject=st.text(
-    st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=200))
+@given(
+    text=_text,
+    html=_text,
+    subject=st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=200),
+)
 def test_any_content_is_wire_safe_and_round_trips(text: str, html: str, subject: str) -> None:
     # Long lines, lines starting with "." or "From ", trailing spaces, CR/LF mixes,
     # control characters: the wire form stays CRLF-only with short lines, and parses
@@ -210,14 +241,28 @@ def test_golden_message(monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole message, byte for byte. The only volatile input, the tokens' timestamp,
     is pinned (the Date header comes from `now`, the boundary from the digest id)."""
     monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: 1_768_374_000)
-    p = Paper(id="2601.00001", title="Continual Pretraining — für alle",
-              abstract="An abstract.", authors=("Ada Lovelace",), upvotes=3)
-    d = Digest(Subscriber("reader@example.org", ("continual pretraining",)),
-               date(2026, 1, 14), (Pick(p.id, 1.0, ("continual pretraining",)),))
+    p = Paper(
+        id="2601.00001",
+        title="Continual Pretraining — für alle",
+        abstract="An abstract.",
+        authors=("Ada Lovelace",),
+        upvotes=3,
+    )
+    d = Digest(
+        Subscriber("reader@example.org", ("continual pretraining",)),
+        date(2026, 1, 14),
+        (Pick(p.id, 1.0, ("continual pretraining",)),),
+    )
     lk = links("https://digest.example.org", "s3cret", "reader@example.org")
     r = Renderer().render(d, {p.id: p}, lk)
-    out = build_message(r, to="reader@example.org", sender=SENDER, digest_id=d.id,
-                        unsubscribe_url=lk.unsubscribe_url, now=NOW)
+    out = build_message(
+        r,
+        to="reader@example.org",
+        sender=SENDER,
+        digest_id=d.id,
+        unsubscribe_url=lk.unsubscribe_url,
+        now=NOW,
+    )
     path = GOLDEN / "digest_email.eml"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_bytes(out.data)
@@ -231,6 +276,10 @@ def test_line_by_line_qp_equals_whole_body_qp(text: str) -> None:
     norm = text.replace("\r\n", "\n").replace("\r", "\n")
     if norm.endswith("\n"):
         norm = norm[:-1]
-    whole = binascii.b2a_qp((norm.replace("\n", "\r\n") + "\r\n").encode("utf-8"),
-                            quotetabs=False, istext=True, header=False)
+    whole = binascii.b2a_qp(
+        (norm.replace("\n", "\r\n") + "\r\n").encode("utf-8"),
+        quotetabs=False,
+        istext=True,
+        header=False,
+    )
     assert _qp(text) == whole

@@ -22,11 +22,20 @@ from digest.render import Rendered
 NOW = datetime(2026, 1, 14, 7, 0, tzinfo=UTC)
 
 
-def message(to: str = "a@example.org", html: str = "<p>Hello <b>you</b></p>",
-            did: str = "2026-01-14-0123456789abcdef0123") -> OutgoingMessage:
+def message(
+    to: str = "a@example.org",
+    html: str = "<p>Hello <b>you</b></p>",
+    did: str = "2026-01-14-0123456789abcdef0123",
+) -> OutgoingMessage:
     r = Rendered(subject="Paper Digest — 1 paper", text="Hello you\n", html=html)
-    return build_message(r, to=to, sender="Digest <d@example.org>", digest_id=did,
-                         unsubscribe_url="https://d.example.org/unsubscribe/t", now=NOW)
+    return build_message(
+        r,
+        to=to,
+        sender="Digest <d@example.org>",
+        digest_id=did,
+        unsubscribe_url="https://d.example.org/unsubscribe/t",
+        now=NOW,
+    )
 
 
 def test_writes_eml_and_html_preview(tmp_path: Path) -> None:
@@ -51,9 +60,12 @@ def test_rerun_overwrites_without_leftovers(tmp_path: Path) -> None:
         sender.send(message(html="<p>second</p>"))
         sender.send(message(to="b@example.org", did="2026-01-14-b"))
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["2026-01-14-0123456789abcdef0123.eml",
-                     "2026-01-14-0123456789abcdef0123.html",
-                     "2026-01-14-b.eml", "2026-01-14-b.html"]  # no temp files left
+    assert names == [
+        "2026-01-14-0123456789abcdef0123.eml",
+        "2026-01-14-0123456789abcdef0123.html",
+        "2026-01-14-b.eml",
+        "2026-01-14-b.html",
+    ]  # no temp files left
     assert (tmp_path / "2026-01-14-0123456789abcdef0123.html").read_text() == "<p>second</p>"
 
 
@@ -75,8 +87,12 @@ def test_folder_that_cannot_be_created(tmp_path: Path) -> None:
 
 
 def test_make_sender_picks_outbox_or_smtp(tmp_path: Path) -> None:
-    outbox = make_sender(Config(outbox=OutboxConfig(path=tmp_path),
-                                store=StoreConfig(path=tmp_path / "data", fsync=False)))
+    outbox = make_sender(
+        Config(
+            outbox=OutboxConfig(path=tmp_path),
+            store=StoreConfig(path=tmp_path / "data", fsync=False),
+        )
+    )
     assert isinstance(outbox, OutboxSender) and outbox.name == "outbox"
     assert outbox.folder == tmp_path and outbox.fsync is False
     smtp = make_sender(Config(smtp=SmtpConfig(host="mail.example.org")))

@@ -25,8 +25,13 @@ from digest.tokens import links
 DAY = date(2026, 1, 14)
 NOW = datetime(2026, 1, 14, 7, 0, tzinfo=UTC)
 SENDER = "Paper Digest <digest@papers.example.org>"
-PAPER = Paper(id="2601.00001", title="Continual Pretraining — für alle",
-              abstract="An abstract. " * 30, authors=("Ada Lovelace",), upvotes=3)
+PAPER = Paper(
+    id="2601.00001",
+    title="Continual Pretraining — für alle",
+    abstract="An abstract. " * 30,
+    authors=("Ada Lovelace",),
+    upvotes=3,
+)
 _RENDERER: Renderer | None = None
 
 
@@ -34,17 +39,27 @@ def message(to: str) -> OutgoingMessage:
     global _RENDERER
     if _RENDERER is None:
         _RENDERER = Renderer()
-    d = Digest(Subscriber(to, ("continual pretraining",)), DAY,
-               (Pick(PAPER.id, 1.0, ("continual pretraining",)),))
+    d = Digest(
+        Subscriber(to, ("continual pretraining",)),
+        DAY,
+        (Pick(PAPER.id, 1.0, ("continual pretraining",)),),
+    )
     lk = links("https://digest.example.org", "s3cret", to)
     r = _RENDERER.render(d, {PAPER.id: PAPER}, lk)
-    return build_message(r, to=to, sender=SENDER, digest_id=digest_id(to, DAY),
-                         unsubscribe_url=lk.unsubscribe_url, now=NOW)
+    return build_message(
+        r,
+        to=to,
+        sender=SENDER,
+        digest_id=digest_id(to, DAY),
+        unsubscribe_url=lk.unsubscribe_url,
+        now=NOW,
+    )
 
 
 def cfg(srv: SmtpServer, **kw: object) -> SmtpConfig:
-    base: dict[str, object] = dict(host=srv.host, port=srv.port, security="none",
-                                   sender=SENDER, timeout=5.0)
+    base: dict[str, object] = dict(
+        host=srv.host, port=srv.port, security="none", sender=SENDER, timeout=5.0
+    )
     base.update(kw)
     return SmtpConfig(**base)  # type: ignore[arg-type]
 
@@ -139,8 +154,9 @@ def test_server_gone_mid_run_is_transient() -> None:
 
 def test_unreachable_server_on_enter() -> None:
     port = free_port()  # nothing listens there
-    sender = SmtpSender(SmtpConfig(host="127.0.0.1", port=port, security="none",
-                                   sender=SENDER, timeout=5.0))
+    sender = SmtpSender(
+        SmtpConfig(host="127.0.0.1", port=port, security="none", sender=SENDER, timeout=5.0)
+    )
     with pytest.raises(DeliveryError) as info:
         sender.__enter__()
     assert str(info.value) == f"SMTP 127.0.0.1:{port}: connection refused"
@@ -151,8 +167,9 @@ def test_server_that_never_answers_times_out() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         port = listener.getsockname()[1]
-        sender = SmtpSender(SmtpConfig(host="127.0.0.1", port=port, security="none",
-                                       sender=SENDER, timeout=0.5))
+        sender = SmtpSender(
+            SmtpConfig(host="127.0.0.1", port=port, security="none", sender=SENDER, timeout=0.5)
+        )
         with pytest.raises(DeliveryError, match="timed out") as info:
             sender.__enter__()
         assert "\n" not in str(info.value)
@@ -169,8 +186,13 @@ def test_starttls_with_login_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_SMTP_USER", "digest")
     monkeypatch.setenv("TEST_SMTP_PASS", "pa55word")
     with SmtpServer(tls="starttls", auth=("digest", "pa55word")) as srv:
-        c = cfg(srv, host="localhost", security="starttls", username_env="TEST_SMTP_USER",
-                password_env="TEST_SMTP_PASS")
+        c = cfg(
+            srv,
+            host="localhost",
+            security="starttls",
+            username_env="TEST_SMTP_USER",
+            password_env="TEST_SMTP_PASS",
+        )
         with SmtpSender(c, ssl_context=srv.client_context()) as sender:
             sender.send(message("a@example.org"))
         assert srv.logins == ["digest"] and srv.received == 1
@@ -180,8 +202,13 @@ def test_wrong_password_is_one_line_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TEST_SMTP_USER", "digest")
     monkeypatch.setenv("TEST_SMTP_PASS", "wrong")
     with SmtpServer(tls="starttls", auth=("digest", "pa55word")) as srv:
-        c = cfg(srv, host="localhost", security="starttls", username_env="TEST_SMTP_USER",
-                password_env="TEST_SMTP_PASS")
+        c = cfg(
+            srv,
+            host="localhost",
+            security="starttls",
+            username_env="TEST_SMTP_USER",
+            password_env="TEST_SMTP_PASS",
+        )
         with pytest.raises(DeliveryError, match="login refused: 535") as info:
             SmtpSender(c, ssl_context=srv.client_context()).__enter__()
         assert "\n" not in str(info.value) and "wrong" not in str(info.value)
@@ -189,8 +216,9 @@ def test_wrong_password_is_one_line_error(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_implicit_tls() -> None:
     with SmtpServer(tls="ssl") as srv:
-        with SmtpSender(cfg(srv, host="localhost", security="ssl"),
-                        ssl_context=srv.client_context()) as sender:
+        with SmtpSender(
+            cfg(srv, host="localhost", security="ssl"), ssl_context=srv.client_context()
+        ) as sender:
             sender.send(message("a@example.org"))
             sender.send(message("b@example.org"))
         assert srv.received == 2 and srv.connections == 1
@@ -210,14 +238,25 @@ def test_credentials_checked_at_construction(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("NOPE_PASS", "x")
     base = SmtpConfig(host="mail.example.org", sender=SENDER)
     with pytest.raises(ConfigError, match="NOPE_USER is not set"):
-        SmtpSender(SmtpConfig(**{**base.__dict__, "username_env": "NOPE_USER",
-                                 "password_env": "NOPE_PASS"}))
+        SmtpSender(
+            SmtpConfig(
+                **{**base.__dict__, "username_env": "NOPE_USER", "password_env": "NOPE_PASS"}
+            )
+        )
     with pytest.raises(ConfigError, match="both or neither"):
         SmtpSender(SmtpConfig(**{**base.__dict__, "password_env": "NOPE_PASS"}))
     monkeypatch.setenv("NOPE_USER", "u")
     with pytest.raises(ConfigError, match="unencrypted"):
-        SmtpSender(SmtpConfig(**{**base.__dict__, "security": "none",
-                                 "username_env": "NOPE_USER", "password_env": "NOPE_PASS"}))
+        SmtpSender(
+            SmtpConfig(
+                **{
+                    **base.__dict__,
+                    "security": "none",
+                    "username_env": "NOPE_USER",
+                    "password_env": "NOPE_PASS",
+                }
+            )
+        )
     with pytest.raises(ConfigError, match="host"):
         SmtpSender(SmtpConfig(host=""))
 

@@ -44,7 +44,6 @@ def test_prefetch_left_early_stops_the_producer():
     assert not p._thread.is_alive()
     assert len(produced) < 10  # bounded look-ahead: depth + the one being offered + taken
 
-
     written: list[int] = []
     busy = threading.Lock()
 
@@ -127,12 +126,17 @@ def _world(tmp_path, srv, smtp, n):
     from digest.store import open_store
 
     cfg = srv.configure(Config(), categories=(), retries=0, offline_fallback=False)
-    cfg = replace(cfg, store=StoreConfig(path=tmp_path / "data", fsync=False),
-                  smtp=SmtpConfig(host=smtp.host, port=smtp.port, security="none",
-                                  sender="Digest <digest@example.org>"))
+    cfg = replace(
+        cfg,
+        store=StoreConfig(path=tmp_path / "data", fsync=False),
+        smtp=SmtpConfig(
+            host=smtp.host, port=smtp.port, security="none", sender="Digest <digest@example.org>"
+        ),
+    )
     store = open_store(cfg.store)
-    store.put_subscribers([Subscriber(email=f"u{i:03d}@example.org", created="x")
-                           for i in range(n)])
+    store.put_subscribers(
+        [Subscriber(email=f"u{i:03d}@example.org", created="x") for i in range(n)]
+    )
     return cfg, store
 
 
@@ -152,9 +156,9 @@ def test_run_records_every_accepted_message_in_send_order(tmp_path):
             report = run_daily(cfg, day, store=store)
             assert report.sent == smtp.received == 40
             assert [m.rcpt_tos[0] for m in smtp.messages] == sorted(
-                f"u{i:03d}@example.org" for i in range(40))
-            assert store.digests_for_day(day) == {
-                f"u{i:03d}@example.org": SENT for i in range(40)}
+                f"u{i:03d}@example.org" for i in range(40)
+            )
+            assert store.digests_for_day(day) == {f"u{i:03d}@example.org": SENT for i in range(40)}
         finally:
             store.close()
 

@@ -50,8 +50,15 @@ PROFILES = {
 
 
 def subscribers(profiles=PROFILES, max_papers=5) -> list[Subscriber]:
-    return [Subscriber(email=e, keywords=parse_keywords(k), max_papers=max_papers,
-                       created="2025-12-01T00:00:00+00:00") for e, k in profiles.items()]
+    return [
+        Subscriber(
+            email=e,
+            keywords=parse_keywords(k),
+            max_papers=max_papers,
+            created="2025-12-01T00:00:00+00:00",
+        )
+        for e, k in profiles.items()
+    ]
 
 
 def papers_in(msg) -> set[str]:
@@ -62,13 +69,18 @@ def papers_in(msg) -> set[str]:
 @pytest.fixture
 def world(tmp_path):
     with FixtureServer() as srv, SmtpServer() as smtp:
-        cfg = srv.configure(Config(), categories=(), lookback_days=3, retries=0,
-                            offline_fallback=False)
+        cfg = srv.configure(
+            Config(), categories=(), lookback_days=3, retries=0, offline_fallback=False
+        )
         cfg = replace(
             cfg,
             store=StoreConfig(path=tmp_path / "data", fsync=False),
-            smtp=SmtpConfig(host=smtp.host, port=smtp.port, security="none",
-                            sender="Lab Papers <papers@example.org>"),
+            smtp=SmtpConfig(
+                host=smtp.host,
+                port=smtp.port,
+                security="none",
+                sender="Lab Papers <papers@example.org>",
+            ),
         )
         yield cfg, smtp
 
@@ -167,15 +179,16 @@ def test_unreachable_smtp_server_is_one_line_and_sends_nothing(world, tmp_path, 
 def test_a_day_with_nothing_to_mail_never_contacts_the_smtp_server(world):
     cfg, smtp = world
     store = open_store(cfg.store)
-    store.put_subscribers(subscribers({"a@example.org": "zzqxv",
-                                       "b@example.org": "qqzxw"}))
+    store.put_subscribers(subscribers({"a@example.org": "zzqxv", "b@example.org": "qqzxw"}))
     store.close()
     dead = replace(cfg, smtp=replace(cfg.smtp, port=1))  # nothing listens on port 1
     report = run_daily(dead, date(2026, 1, 14), progress=False)  # no DeliveryError
     assert (report.sent, report.empty) == (0, 2)
     store = open_store(cfg.store)
-    assert store.digests_for_day(date(2026, 1, 14)) == {"a@example.org": "empty",
-                                                         "b@example.org": "empty"}
+    assert store.digests_for_day(date(2026, 1, 14)) == {
+        "a@example.org": "empty",
+        "b@example.org": "empty",
+    }
     store.close()
 
 
@@ -207,13 +220,25 @@ def test_sigkill_mid_send_then_rerun_gives_everyone_exactly_one_digest(world, tm
     cfg, smtp = world
     n = 120
     store = open_store(cfg.store)
-    store.put_subscribers([Subscriber(email=f"user{i:03d}@example.org",
-                                      keywords=parse_keywords(k), max_papers=4)
-                           for i, k in enumerate(list(PROFILES.values()) * (n // 10))])
+    store.put_subscribers(
+        [
+            Subscriber(email=f"user{i:03d}@example.org", keywords=parse_keywords(k), max_papers=4)
+            for i, k in enumerate(list(PROFILES.values()) * (n // 10))
+        ]
+    )
     store.close()
     conf = _config_file(tmp_path, cfg, smtp)
-    cmd = [sys.executable, "-m", "digest", "--config", str(conf), "run", "--date", "2026-01-14",
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "digest",
+        "--config",
+        str(conf),
+        "run",
+        "--date",
+        "2026-01-14",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -253,8 +278,9 @@ def test_a_message_that_cannot_be_built_fails_alone(world):
     hand-edited file) fails that digest only; everyone else is served."""
     cfg, smtp = world
     store = open_store(cfg.store)
-    store.put_subscribers([*subscribers(max_papers=2),
-                           Subscriber(email="zoë@example.org", max_papers=2)])
+    store.put_subscribers(
+        [*subscribers(max_papers=2), Subscriber(email="zoë@example.org", max_papers=2)]
+    )
     store.close()
     report = run_daily(cfg, date(2026, 1, 14), progress=False)
     assert report.failed == 1 and report.sent == len(PROFILES)

@@ -19,11 +19,20 @@ DAY = date(2026, 1, 14)
 
 
 def papers() -> tuple[Paper, ...]:
-    rows = [json.loads(line) for line in
-            (SHARED / "relevance-dev" / "corpus.jsonl").read_text().splitlines()[:120]]
-    return tuple(Paper(id=r["id"], title=r["title"], abstract=r.get("abstract", ""),
-                       ai_keywords=tuple(r.get("ai_keywords") or ()),
-                       upvotes=int(r.get("upvotes") or 0)) for r in rows)
+    rows = [
+        json.loads(line)
+        for line in (SHARED / "relevance-dev" / "corpus.jsonl").read_text().splitlines()[:120]
+    ]
+    return tuple(
+        Paper(
+            id=r["id"],
+            title=r["title"],
+            abstract=r.get("abstract", ""),
+            ai_keywords=tuple(r.get("ai_keywords") or ()),
+            upvotes=int(r.get("upvotes") or 0),
+        )
+        for r in rows
+    )
 
 
 def subscribers(ps: tuple[Paper, ...], n: int) -> list[Subscriber]:
@@ -32,9 +41,14 @@ def subscribers(ps: tuple[Paper, ...], n: int) -> list[Subscriber]:
     subs = []
     for i in range(n):
         kws = rnd.sample(vocab, rnd.randint(0, 3)) + (["-survey"] if i % 7 == 0 else [])
-        subs.append(Subscriber(email=f"u{i:04d}@example.org", keywords=parse_keywords(kws),
-                               max_papers=rnd.randint(1, 8),
-                               min_score=30.0 if i % 11 == 0 else None))
+        subs.append(
+            Subscriber(
+                email=f"u{i:04d}@example.org",
+                keywords=parse_keywords(kws),
+                max_papers=rnd.randint(1, 8),
+                min_score=30.0 if i % 11 == 0 else None,
+            )
+        )
     return subs
 
 

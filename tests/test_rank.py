@@ -395,7 +395,9 @@ def test_exotic_chars_are_exactly_the_non_ascii_chars_that_fold_onto_ascii() -> 
     from digest.rank.exclusions import EXOTIC_CHARS
 
     derived = "".join(
-        ch for ch in map(chr, range(0x80, 0x10000))
-        if any(x.isascii() and x.isalnum() for x in ch.lower() + ch.upper() + ch.casefold()))
+        ch
+        for ch in map(chr, range(0x80, 0x10000))
+        if any(x.isascii() and x.isalnum() for x in ch.lower() + ch.upper() + ch.casefold())
+    )
     assert derived == EXOTIC_CHARS
     assert excluded(["kelvin"], "a \u212aelvin-scale benchmark")  # the Kelvin sign folds to K

@@ -53,27 +53,45 @@ def check_golden(name: str, actual: str) -> None:
 
 def papers_sample() -> dict[str, Paper]:
     ps = [
-        Paper(id="2601.00001", title="Continual Pretraining for Low-Resource Languages",
-              abstract="We study continual pretraining of large language models on "
-                       "low-resource languages. " * 8,
-              authors=("Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"),
-              ai_summary="Continual pretraining with replay keeps English skills while "
-                         "adding Swahili and Yoruba.",
-              upvotes=42, github_repo="https://github.com/example/cpt", github_stars=1234,
-              project_page="https://example.org/cpt"),
-        Paper(id="2601.00002", title="A Survey-Free Look at Tokenizers",
-              abstract="Tokenizers matter. " * 40, authors=("Barbara Liskov",),
-              upvotes=7),
-        Paper(id="2601.00003", title="Über-efficient Attention — with ünïcode",
-              abstract="Short abstract.", authors=(), upvotes=None,
-              github_repo="https://github.com/example/attn", github_stars=None),
+        Paper(
+            id="2601.00001",
+            title="Continual Pretraining for Low-Resource Languages",
+            abstract="We study continual pretraining of large language models on "
+            "low-resource languages. " * 8,
+            authors=("Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"),
+            ai_summary="Continual pretraining with replay keeps English skills while "
+            "adding Swahili and Yoruba.",
+            upvotes=42,
+            github_repo="https://github.com/example/cpt",
+            github_stars=1234,
+            project_page="https://example.org/cpt",
+        ),
+        Paper(
+            id="2601.00002",
+            title="A Survey-Free Look at Tokenizers",
+            abstract="Tokenizers matter. " * 40,
+            authors=("Barbara Liskov",),
+            upvotes=7,
+        ),
+        Paper(
+            id="2601.00003",
+            title="Über-efficient Attention — with ünïcode",
+            abstract="Short abstract.",
+            authors=(),
+            upvotes=None,
+            github_repo="https://github.com/example/attn",
+            github_stars=None,
+        ),
     ]
     return {p.id: p for p in ps}
 
 
-def digest_for(picks: tuple[Pick, ...], keywords: tuple[str, ...] = (
-        "continual pretraining", "low-resource", "-survey"),
-        email: str = "reader@example.org", day: date = DAY) -> Digest:
+def digest_for(
+    picks: tuple[Pick, ...],
+    keywords: tuple[str, ...] = ("continual pretraining", "low-resource", "-survey"),
+    email: str = "reader@example.org",
+    day: date = DAY,
+) -> Digest:
     return Digest(Subscriber(email, keywords), day, picks)
 
 
@@ -101,8 +119,9 @@ def test_golden_files(renderer: Renderer) -> None:
 
 def test_subject(renderer: Renderer) -> None:
     out = renderer.render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
-    assert out.subject == ("Paper Digest — 3 papers for 2026-01-14: "
-                           "Continual Pretraining for Low-Resource Languages")
+    assert out.subject == (
+        "Paper Digest — 3 papers for 2026-01-14: Continual Pretraining for Low-Resource Languages"
+    )
     one = renderer.render(digest_for(SAMPLE_PICKS[1:2]), papers_sample(), LINKS)
     assert one.subject.startswith("Paper Digest — 1 paper for 2026-01-14: A Survey-Free")
     long = Paper(id="2601.09999", title="word " * 60, abstract="x")
@@ -112,8 +131,7 @@ def test_subject(renderer: Renderer) -> None:
 
 
 def test_site_name_is_used() -> None:
-    out = Renderer(site_name="Lab Papers").render(digest_for(SAMPLE_PICKS), papers_sample(),
-                                                  LINKS)
+    out = Renderer(site_name="Lab Papers").render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
     assert out.subject.startswith("Lab Papers — 3 papers")
     assert "Lab Papers" in out.html and "Lab Papers" in out.text
 
@@ -121,10 +139,15 @@ def test_site_name_is_used() -> None:
 def test_links_and_paper_details_present(renderer: Renderer) -> None:
     out = renderer.render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
     for part in (out.html, out.text):
-        for url in (LINKS.unsubscribe_url, LINKS.manage_url, LINKS.feed_url,
-                    "https://huggingface.co/papers/2601.00001",
-                    "https://arxiv.org/abs/2601.00001",
-                    "https://github.com/example/cpt", "https://example.org/cpt"):
+        for url in (
+            LINKS.unsubscribe_url,
+            LINKS.manage_url,
+            LINKS.feed_url,
+            "https://huggingface.co/papers/2601.00001",
+            "https://arxiv.org/abs/2601.00001",
+            "https://github.com/example/cpt",
+            "https://example.org/cpt",
+        ):
             assert url in part, url
         assert "Ada Lovelace, Alan Turing, Grace Hopper et al." in part
         assert "Edsger" not in part
@@ -163,12 +186,19 @@ def test_css_is_inlined_for_mail_clients(renderer: Renderer) -> None:
 
 def test_everything_from_sources_is_escaped(renderer: Renderer) -> None:
     evil = "<script>alert(1)</script>"
-    p = Paper(id="2601.66666", title=f"Title {evil}", abstract=f"Abstract {evil} & more",
-              authors=(f"Mallory {evil}", "Bob"), ai_summary=None,
-              github_repo="javascript:alert(1)", project_page="https://ok.example/\"><x",
-              upvotes=1)
-    d = digest_for((Pick(p.id, 1.0, (f"term {evil}",)),),
-                   keywords=(f"kw {evil}",), email="a@example.org")
+    p = Paper(
+        id="2601.66666",
+        title=f"Title {evil}",
+        abstract=f"Abstract {evil} & more",
+        authors=(f"Mallory {evil}", "Bob"),
+        ai_summary=None,
+        github_repo="javascript:alert(1)",
+        project_page='https://ok.example/"><x',
+        upvotes=1,
+    )
+    d = digest_for(
+        (Pick(p.id, 1.0, (f"term {evil}",)),), keywords=(f"kw {evil}",), email="a@example.org"
+    )
     out = renderer.render(d, {p.id: p}, LINKS)
     assert "<script" not in out.html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out.html
@@ -182,8 +212,7 @@ def test_everything_from_sources_is_escaped(renderer: Renderer) -> None:
 
 def test_source_text_cannot_fake_the_card_slot(renderer: Renderer) -> None:
     fake = "<digest-slot/>"
-    p = Paper(id="2601.77777", title=f"A {fake} B", abstract=f"{fake} {fake}",
-              authors=(fake,))
+    p = Paper(id="2601.77777", title=f"A {fake} B", abstract=f"{fake} {fake}", authors=(fake,))
     out = renderer.render(digest_for((Pick(p.id, 1.0, (fake,)),)), {p.id: p}, LINKS)
     assert fake not in out.html and "&lt;digest-slot/&gt;" in out.html
     assert "matched: &lt;digest-slot/&gt;" in out.html
@@ -192,9 +221,15 @@ def test_source_text_cannot_fake_the_card_slot(renderer: Renderer) -> None:
 def test_cached_cards_do_not_leak_between_subscribers(renderer: Renderer) -> None:
     papers = papers_sample()
     a = renderer.render(digest_for(SAMPLE_PICKS, email="a@example.org"), papers, LINKS)
-    b = renderer.render(digest_for((Pick("2601.00001", 1.0, ("tokenizers",)),),
-                                   keywords=("tokenizers",), email="b@example.org"), papers,
-                        LINKS)
+    b = renderer.render(
+        digest_for(
+            (Pick("2601.00001", 1.0, ("tokenizers",)),),
+            keywords=("tokenizers",),
+            email="b@example.org",
+        ),
+        papers,
+        LINKS,
+    )
     assert "matched: tokenizers" in b.html and "matched: tokenizers" not in a.html
     assert "a@example.org" not in b.html
     # A fresh renderer gives the same bytes: the cache changes speed, not output.
@@ -202,8 +237,7 @@ def test_cached_cards_do_not_leak_between_subscribers(renderer: Renderer) -> Non
     assert again == a
     # A changed paper under the same id (a later upvote count) is re-rendered.
     p = papers["2601.00002"]
-    changed = {**papers, p.id: Paper(**{**{f: getattr(p, f) for f in p.__slots__},
-                                       "upvotes": 999})}
+    changed = {**papers, p.id: Paper(**{**{f: getattr(p, f) for f in p.__slots__}, "upvotes": 999})}
     c = renderer.render(digest_for(SAMPLE_PICKS), changed, LINKS)
     assert "999 upvotes" in c.html
 
@@ -241,25 +275,35 @@ def _fixture_papers() -> list[Paper]:
         for item in json.loads(f.read_text(encoding="utf-8")):
             p = item["paper"]
             out[p["id"]] = Paper(
-                id=p["id"], title=" ".join(p["title"].split()), abstract=p["summary"],
+                id=p["id"],
+                title=" ".join(p["title"].split()),
+                abstract=p["summary"],
                 authors=tuple(a["name"] for a in p.get("authors", [])),
-                ai_summary=p.get("ai_summary"), upvotes=int(p.get("upvotes", 0)),
+                ai_summary=p.get("ai_summary"),
+                upvotes=int(p.get("upvotes", 0)),
                 github_repo=p.get("githubRepo"),
                 github_stars=int(p["githubStars"]) if "githubStars" in p else None,
-                project_page=p.get("projectPage"))
+                project_page=p.get("projectPage"),
+            )
     return list(out.values())
 
 
 def _bulk(p: Paper) -> int:
-    return len(p.title) + len(p.ai_summary or p.abstract) + 60 * bool(p.github_repo) \
-        + 60 * bool(p.project_page) + sum(map(len, p.authors[:3]))
+    return (
+        len(p.title)
+        + len(p.ai_summary or p.abstract)
+        + 60 * bool(p.github_repo)
+        + 60 * bool(p.project_page)
+        + sum(map(len, p.authors[:3]))
+    )
 
 
 def test_100_papers_stay_under_gmail_clip(renderer: Renderer) -> None:
     papers = sorted(_fixture_papers(), key=_bulk, reverse=True)[:100]  # the bulkiest
     assert len(papers) == 100
-    picks = tuple(Pick(p.id, 1.0, ("continual pretraining", "large language model"))
-                  for p in papers)
+    picks = tuple(
+        Pick(p.id, 1.0, ("continual pretraining", "large language model")) for p in papers
+    )
     out = renderer.render(digest_for(picks), {p.id: p for p in papers}, LINKS)
     assert len(out.html.encode("utf-8")) < GMAIL_CLIP_BYTES
     assert out.html.count("https://huggingface.co/papers/") == 100
@@ -267,14 +311,21 @@ def test_100_papers_stay_under_gmail_clip(renderer: Renderer) -> None:
 
 
 def test_pathological_sizes_still_fit(renderer: Renderer) -> None:
-    papers = [Paper(id=f"2601.{i:05d}", title="Very " * 400 + str(i), abstract="word " * 2000,
-                    authors=tuple("Author With A Very Long Name " * 5 for _ in range(50)),
-                    ai_summary="summary " * 500, github_repo=f"https://github.com/o/r{i}",
-                    github_stars=99999, project_page=f"https://example.org/{'p' * 200}/{i}",
-                    upvotes=99999)
-              for i in range(100)]
-    picks = tuple(Pick(p.id, 1.0, tuple(f"term number {j}" for j in range(10)))
-                  for p in papers)
+    papers = [
+        Paper(
+            id=f"2601.{i:05d}",
+            title="Very " * 400 + str(i),
+            abstract="word " * 2000,
+            authors=tuple("Author With A Very Long Name " * 5 for _ in range(50)),
+            ai_summary="summary " * 500,
+            github_repo=f"https://github.com/o/r{i}",
+            github_stars=99999,
+            project_page=f"https://example.org/{'p' * 200}/{i}",
+            upvotes=99999,
+        )
+        for i in range(100)
+    ]
+    picks = tuple(Pick(p.id, 1.0, tuple(f"term number {j}" for j in range(10))) for p in papers)
     out = renderer.render(digest_for(picks), {p.id: p for p in papers}, LINKS)
     assert len(out.html.encode("utf-8")) < GMAIL_CLIP_BYTES
     # The HTML shows the best picks that fit and says how many more there are ...
@@ -325,9 +376,9 @@ def test_bad_templates_fail_at_construction(tmp_path: Path) -> None:
     html = (folder / "digest_email.html").read_text(encoding="utf-8")
     # A Jinja statement in <head> would be moved by the HTML parser during inlining.
     (folder / "digest_email.html").write_text(
-        html.replace("<title>", "{% if count %}<title>").replace("</title>",
-                                                              "</title>{% endif %}"),
-        encoding="utf-8")
+        html.replace("<title>", "{% if count %}<title>").replace("</title>", "</title>{% endif %}"),
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError, match="does not survive CSS inlining"):
         Renderer(folder)
     shutil.copy(default_templates_dir() / "digest_email.html", folder / "digest_email.html")
@@ -339,9 +390,14 @@ def test_bad_templates_fail_at_construction(tmp_path: Path) -> None:
         Renderer(folder)
 
 
-@pytest.mark.parametrize("missing,message", [("_style.css", "cannot read"),
-                                             ("digest_email.html", "digest_email.html"),
-                                             ("subject.txt", "subject.txt")])
+@pytest.mark.parametrize(
+    "missing,message",
+    [
+        ("_style.css", "cannot read"),
+        ("digest_email.html", "digest_email.html"),
+        ("subject.txt", "subject.txt"),
+    ],
+)
 def test_missing_template_files(tmp_path: Path, missing: str, message: str) -> None:
     folder = tmp_path / "tpl"
     shutil.copytree(default_templates_dir(), folder)

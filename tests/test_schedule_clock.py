@@ -119,7 +119,8 @@ def test_fires_within_window_bounds():
     at = time(7, 0)
     now = utc(2026, 1, 15, 9, 0)  # 10:00 Berlin: 3 hours late
     assert fires_within(now, at, BERLIN, timedelta(hours=6)) == [
-        (date(2026, 1, 15), utc(2026, 1, 15, 6, 0))]
+        (date(2026, 1, 15), utc(2026, 1, 15, 6, 0))
+    ]
     assert fires_within(now, at, BERLIN, timedelta(hours=3)) == []  # exactly at the edge: out
     # A 30-hour window spans yesterday's and today's send times, oldest first.
     days = [d for d, _ in fires_within(now, at, BERLIN, timedelta(hours=30))]
@@ -129,9 +130,18 @@ def test_fires_within_window_bounds():
 @settings(max_examples=200, deadline=None)
 @given(
     st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2037, 12, 31)),
-    st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe",
-                     "Asia/Kolkata", "Pacific/Chatham", "UTC"]),
-    st.integers(0, 23), st.sampled_from([0, 15, 30, 45]),
+    st.sampled_from(
+        [
+            "Europe/Berlin",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Kolkata",
+            "Pacific/Chatham",
+            "UTC",
+        ]
+    ),
+    st.integers(0, 23),
+    st.sampled_from([0, 15, 30, 45]),
 )
 def test_next_fire_is_after_now_and_within_a_day_or_so(naive, tzname, hh, mm):
     now = naive.replace(tzinfo=UTC)

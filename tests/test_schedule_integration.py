@@ -42,13 +42,18 @@ def world(tmp_path):
         cfg = replace(
             cfg,
             store=StoreConfig(path=tmp_path / "data", fsync=False),
-            smtp=SmtpConfig(host=smtp.host, port=smtp.port, security="none",
-                            sender="Digest <digest@example.org>"),
+            smtp=SmtpConfig(
+                host=smtp.host,
+                port=smtp.port,
+                security="none",
+                sender="Digest <digest@example.org>",
+            ),
             schedule=ScheduleConfig(time="07:00", timezone="Europe/Berlin"),
         )
         store = open_store(cfg.store)
-        store.put_subscribers([Subscriber(email=e, created="2025-12-01T00:00:00+00:00")
-                               for e in EMAILS])
+        store.put_subscribers(
+            [Subscriber(email=e, created="2025-12-01T00:00:00+00:00") for e in EMAILS]
+        )
         try:
             yield cfg, store, smtp
         finally:
@@ -74,8 +79,9 @@ def test_daily_send_then_quiet_day_then_already_served(world):
     assert store.digests_for_day(date(2026, 1, 10)) == dict.fromkeys(EMAILS, EMPTY)
     st = collect(cfg, store, clock())
     assert st["why_quiet"].startswith("0 new papers")
-    assert any(line.startswith("nothing went out in the last run: 0 new papers")
-               for line in lines(st))
+    assert any(
+        line.startswith("nothing went out in the last run: 0 new papers") for line in lines(st)
+    )
     assert svc.tick() == []  # EMPTY is done: not retried
 
     # A manual re-run of a served day: status says everyone was already served.
@@ -87,8 +93,12 @@ def test_daily_send_then_quiet_day_then_already_served(world):
 def test_all_sources_failed_is_explained_then_retried(world):
     cfg, store, smtp = world
     clock = Clock(utc(2026, 1, 6, 6, 0))
-    down = replace(cfg, sources=replace(
-        cfg.sources, huggingface=replace(cfg.sources.huggingface, base_url=unused_url())))
+    down = replace(
+        cfg,
+        sources=replace(
+            cfg.sources, huggingface=replace(cfg.sources.huggingface, base_url=unused_url())
+        ),
+    )
     assert Service(down, store, clock=clock).tick() == []
     st = collect(cfg, store, clock())
     assert st["why_quiet"].startswith("all sources failed")

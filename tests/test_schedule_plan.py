@@ -40,7 +40,8 @@ def test_at_send_time_everyone_active_is_due_for_the_local_day():
     subs = [sub("a@x.org"), sub("b@x.org"), sub("p@x.org", status=PAUSED)]
     plan = catch_up_plan(utc(2026, 1, 15, 6, 0), subs, CFG, {})
     assert [(g.day, sorted(g.emails)) for g in plan] == [
-        (date(2026, 1, 15), ["a@x.org", "b@x.org"])]
+        (date(2026, 1, 15), ["a@x.org", "b@x.org"])
+    ]
     assert plan[0].since == utc(2026, 1, 15, 6, 0)
 
 
@@ -79,7 +80,8 @@ def test_downtime_over_send_time_is_caught_up_once():
     # The next day is owed at its own send time, not before.
     assert catch_up_plan(utc(2026, 1, 16, 5, 59), subs, CFG, records) == []
     assert [g.day for g in catch_up_plan(utc(2026, 1, 16, 6, 0), subs, CFG, records)] == [
-        date(2026, 1, 16)]
+        date(2026, 1, 16)
+    ]
 
 
 def test_crash_mid_run_restart_sends_only_the_rest():
@@ -148,8 +150,11 @@ def test_due_subscribers_flattens_oldest_first():
     cfg = ScheduleConfig(time="07:00", timezone="Europe/Berlin", misfire_grace_hours=30)
     pairs = due_subscribers(utc(2026, 1, 15, 6, 0), [sub("b@x"), sub("a@x")], cfg, {})
     assert [(s.email, d) for s, d in pairs] == [
-        ("a@x", date(2026, 1, 14)), ("b@x", date(2026, 1, 14)),
-        ("a@x", date(2026, 1, 15)), ("b@x", date(2026, 1, 15))]
+        ("a@x", date(2026, 1, 14)),
+        ("b@x", date(2026, 1, 14)),
+        ("a@x", date(2026, 1, 15)),
+        ("b@x", date(2026, 1, 15)),
+    ]
 
 
 def test_group_only_predicate_selects_its_emails():
@@ -160,10 +165,12 @@ def test_group_only_predicate_selects_its_emails():
 
 def test_dst_days_each_subscriber_owed_exactly_once():
     """Walk a whole DST week tick by tick (every 10 min); count the runs per local day."""
-    for tz, hour, first in (("Europe/Berlin", 2, date(2026, 3, 27)),
-                            ("Europe/Berlin", 2, date(2026, 10, 23)),
-                            ("America/New_York", 1, date(2026, 10, 30)),
-                            ("America/New_York", 2, date(2026, 3, 6))):
+    for tz, hour, first in (
+        ("Europe/Berlin", 2, date(2026, 3, 27)),
+        ("Europe/Berlin", 2, date(2026, 10, 23)),
+        ("America/New_York", 1, date(2026, 10, 30)),
+        ("America/New_York", 2, date(2026, 3, 6)),
+    ):
         s = sub("a@x", send_hour=hour, timezone=tz)
         records: dict[tuple[str, date], str] = {}
         sends: list[date] = []
@@ -189,16 +196,23 @@ def test_next_send_over_slots():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    people=st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 23)),
-                              st.sampled_from([None, "Europe/Berlin", "America/New_York",
-                                               "Asia/Kolkata", "Australia/Lord_Howe"])),
-                    min_size=1, max_size=5),
+    people=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(0, 23)),
+            st.sampled_from(
+                [None, "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
+            ),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
     grace_h=st.sampled_from([1, 6, 30]),
     start=st.datetimes(min_value=datetime(2026, 3, 5), max_value=datetime(2026, 11, 5)),
     gaps=st.lists(st.floats(0.01, 0.99), min_size=20, max_size=120),
 )
-def test_property_ticks_closer_than_grace_serve_every_day_exactly_once(people, grace_h, start,
-                                                                      gaps):
+def test_property_ticks_closer_than_grace_serve_every_day_exactly_once(
+    people, grace_h, start, gaps
+):
     """Ticks at random moments, never further apart than the grace: every send instant
     between the first and the last tick is served exactly once, never early, never later
     than the grace."""

@@ -50,13 +50,26 @@ class FakeStore:
         return self.run_reports[:limit]
 
     def history(self, email: str, limit: int = 30) -> list[dict[str, Any]]:
-        rows = [{"id": digest_id(e, d), "day": d.isoformat(), "state": s, "papers": ["2601.1"],
-                 "at": "", "detail": ""} for (e, d), s in self.records.items() if e == email]
+        rows = [
+            {
+                "id": digest_id(e, d),
+                "day": d.isoformat(),
+                "state": s,
+                "papers": ["2601.1"],
+                "at": "",
+                "detail": "",
+            }
+            for (e, d), s in self.records.items()
+            if e == email
+        ]
         return sorted(rows, key=lambda r: r["day"], reverse=True)[:limit]
 
     def pending_retries(self) -> list[dict[str, Any]]:
-        return [{"email": e, "day": d.isoformat(), "state": s, "detail": "451 try later"}
-                for (e, d), s in self.records.items() if s not in DONE_STATES]
+        return [
+            {"email": e, "day": d.isoformat(), "state": s, "detail": "451 try later"}
+            for (e, d), s in self.records.items()
+            if s not in DONE_STATES
+        ]
 
 
 class FakeRun:
@@ -68,16 +81,27 @@ class FakeRun:
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
 
-    def __call__(self, cfg: Config, day: date, *, now: Callable[[], datetime], store: Any,
-                 only: Callable[[Subscriber], bool], stop: threading.Event) -> RunReport:
+    def __call__(
+        self,
+        cfg: Config,
+        day: date,
+        *,
+        now: Callable[[], datetime],
+        store: Any,
+        only: Callable[[Subscriber], bool],
+        stop: threading.Event,
+    ) -> RunReport:
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(10)
         if self.raise_ is not None:
             raise self.raise_
         done = self.store.digests_for_day(day)
-        todo = sorted(s.email for s in self.store.subscribers()
-                      if s.status == ACTIVE and only(s) and done.get(s.email) not in DONE_STATES)
+        todo = sorted(
+            s.email
+            for s in self.store.subscribers()
+            if s.status == ACTIVE and only(s) and done.get(s.email) not in DONE_STATES
+        )
         self.calls.append((day, todo))
         report = RunReport(day=day, started=now().isoformat(), new_papers=3)
         for e in todo:
@@ -97,8 +121,9 @@ class Clock:
         return self.t
 
 
-def make(subs: list[Subscriber], t: datetime, **sched: Any) -> tuple[Service, FakeStore,
-                                                                      FakeRun, Clock]:
+def make(
+    subs: list[Subscriber], t: datetime, **sched: Any
+) -> tuple[Service, FakeStore, FakeRun, Clock]:
     sched.setdefault("time", "07:00")
     sched.setdefault("timezone", "Europe/Berlin")
     cfg = Config(schedule=ScheduleConfig(**sched))
@@ -133,23 +158,42 @@ def test_trigger_fires_at_local_send_time_across_dst():
     for _ in range(4):  # 28th (CET), 29th (switch day, CEST), 30th, 31st
         prev = trig.get_next_fire_time(prev, now)
         fires.append(prev)
-    assert fires == [utc(2026, 3, 28, 6, 0), utc(2026, 3, 29, 5, 0), utc(2026, 3, 30, 5, 0),
-                     utc(2026, 3, 31, 5, 0)]
+    assert fires == [
+        utc(2026, 3, 28, 6, 0),
+        utc(2026, 3, 29, 5, 0),
+        utc(2026, 3, 30, 5, 0),
+        utc(2026, 3, 31, 5, 0),
+    ]
     (only,) = slot
     assert all(f.astimezone(only.tz).hour == 7 for f in fires)
 
 
-@pytest.mark.parametrize("tz, hhmm, start, expected", [
-    # Berlin spring forward: 02:30 does not exist on Mar 29 -> the transition, 03:00 CEST.
-    ("Europe/Berlin", "02:30", utc(2026, 3, 28, 12), [utc(2026, 3, 29, 1, 0),
-                                                     utc(2026, 3, 30, 0, 30)]),
-    # Berlin fall back: 02:30 happens twice on Oct 25 -> only the first (CEST, 00:30 UTC).
-    ("Europe/Berlin", "02:30", utc(2026, 10, 24, 12), [utc(2026, 10, 25, 0, 30),
-                                                      utc(2026, 10, 26, 1, 30)]),
-    # New York spring forward: 02:30 missing on Mar 8 -> 03:00 EDT (07:00 UTC).
-    ("America/New_York", "02:30", utc(2026, 3, 7, 12), [utc(2026, 3, 8, 7, 0),
-                                                       utc(2026, 3, 9, 6, 30)]),
-])
+@pytest.mark.parametrize(
+    "tz, hhmm, start, expected",
+    [
+        # Berlin spring forward: 02:30 does not exist on Mar 29 -> the transition, 03:00 CEST.
+        (
+            "Europe/Berlin",
+            "02:30",
+            utc(2026, 3, 28, 12),
+            [utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 0, 30)],
+        ),
+        # Berlin fall back: 02:30 happens twice on Oct 25 -> only the first (CEST, 00:30 UTC).
+        (
+            "Europe/Berlin",
+            "02:30",
+            utc(2026, 10, 24, 12),
+            [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)],
+        ),
+        # New York spring forward: 02:30 missing on Mar 8 -> 03:00 EDT (07:00 UTC).
+        (
+            "America/New_York",
+            "02:30",
+            utc(2026, 3, 7, 12),
+            [utc(2026, 3, 8, 7, 0), utc(2026, 3, 9, 6, 30)],
+        ),
+    ],
+)
 def test_trigger_across_transitions(tz, hhmm, start, expected):
     slot = default_slot(ScheduleConfig(time=hhmm, timezone=tz))
     trig = SendTimesTrigger(lambda: {slot}, recheck=timedelta(days=7))
@@ -158,8 +202,10 @@ def test_trigger_across_transitions(tz, hhmm, start, expected):
 
 
 def test_trigger_fall_back_and_new_york_fire_once_per_day():
-    ny = Slot(datetime(2000, 1, 1, 1, 30).time(), default_slot(
-        ScheduleConfig(timezone="America/New_York")).tz)
+    ny = Slot(
+        datetime(2000, 1, 1, 1, 30).time(),
+        default_slot(ScheduleConfig(timezone="America/New_York")).tz,
+    )
     trig = SendTimesTrigger(lambda: {ny}, recheck=timedelta(days=7))
     fires, prev = [], None
     for _ in range(3):
@@ -173,8 +219,9 @@ def test_trigger_first_fire_is_inclusive_and_recheck_caps_the_wait():
     slot = {default_slot(ScheduleConfig(time="07:00", timezone="UTC"))}
     trig = SendTimesTrigger(lambda: slot, recheck=timedelta(hours=1))
     assert trig.get_next_fire_time(None, utc(2026, 1, 15, 7, 0)) == utc(2026, 1, 15, 7, 0)
-    assert trig.get_next_fire_time(utc(2026, 1, 15, 7, 0), utc(2026, 1, 15, 7, 0)) == \
-        utc(2026, 1, 15, 8, 0)
+    assert trig.get_next_fire_time(utc(2026, 1, 15, 7, 0), utc(2026, 1, 15, 7, 0)) == utc(
+        2026, 1, 15, 8, 0
+    )
     assert next_recheck(utc(2026, 1, 15, 7, 59, 59), timedelta(hours=1)) == utc(2026, 1, 15, 8)
 
 
@@ -204,8 +251,11 @@ def test_crash_mid_run_restart_sends_the_rest():
 
 
 def test_per_subscriber_hours_are_honoured_hour_by_hour():
-    subs = [sub("de@x"), sub("ny@x", send_hour=9, timezone="America/New_York"),
-            sub("tk@x", send_hour=8, timezone="Asia/Tokyo")]
+    subs = [
+        sub("de@x"),
+        sub("ny@x", send_hour=9, timezone="America/New_York"),
+        sub("tk@x", send_hour=8, timezone="Asia/Tokyo"),
+    ]
     svc, store, run, clock = make(subs, utc(2026, 1, 15, 5, 0))
     for h in range(5, 30):  # 05:00 UTC: Tokyo's digest of the 15th is 6 h old (grace over)
         clock.t = utc(2026, 1, 15) + timedelta(hours=h)
@@ -286,11 +336,13 @@ def test_next_run_is_now_when_owed_else_next_send_time():
     assert svc.next_run() == utc(2026, 1, 16, 6, 0)
 
 
-@pytest.mark.parametrize("grace_h, late_h, expect_run", [(6, 5, True), (6, 7, False),
-                                                          (24, 23, True)])
+@pytest.mark.parametrize(
+    "grace_h, late_h, expect_run", [(6, 5, True), (6, 7, False), (24, 23, True)]
+)
 def test_catch_up_respects_misfire_grace(grace_h, late_h, expect_run):
-    svc, store, run, _ = make([sub("a@x")], utc(2026, 1, 15, 6) + timedelta(hours=late_h),
-                              misfire_grace_hours=grace_h)
+    svc, store, run, _ = make(
+        [sub("a@x")], utc(2026, 1, 15, 6) + timedelta(hours=late_h), misfire_grace_hours=grace_h
+    )
     svc.tick()
     assert bool(run.calls) is expect_run
 

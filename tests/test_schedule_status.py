@@ -27,8 +27,9 @@ def test_why_quiet_says_why():
     assert "everyone already served" in why_quiet(report(already_done=7))
     msg = why_quiet(report(fetched={"huggingface": 0}, source_errors={"huggingface": "HTTP 503"}))
     assert msg.startswith("all sources failed") and "HTTP 503" in msg
-    assert why_quiet(report() | {"error": "every source failed, nothing sent (hf: timeout)"}) \
-        .startswith("all sources failed")
+    assert why_quiet(
+        report() | {"error": "every source failed, nothing sent (hf: timeout)"}
+    ).startswith("all sources failed")
     assert "wait for a retry" in why_quiet(report(deferred=2))
     assert "refused every digest" in why_quiet(report(failed=2))
     assert why_quiet(report()) == "no active subscriber was due"
@@ -36,9 +37,14 @@ def test_why_quiet_says_why():
 
 
 def test_collect_and_lines_after_a_run():
-    svc, store, run, clock = make([sub("a@x"), sub("b@x", send_hour=9,
-                                                   timezone="America/New_York"),
-                                   sub("p@x", status=PAUSED)], utc(2026, 1, 15, 6, 30))
+    svc, store, run, clock = make(
+        [
+            sub("a@x"),
+            sub("b@x", send_hour=9, timezone="America/New_York"),
+            sub("p@x", status=PAUSED),
+        ],
+        utc(2026, 1, 15, 6, 30),
+    )
     svc.tick()
     store.records[("b@x", date(2026, 1, 14))] = DEFERRED
     cfg = Config(schedule=ScheduleConfig(time="07:00", timezone="Europe/Berlin"))
@@ -54,8 +60,14 @@ def test_collect_and_lines_after_a_run():
     assert st["pending_retries"][0]["retry"].startswith("no: beyond the misfire grace")
     text = "\n".join(lines(st))
     assert "schedule: 07:00 Europe/Berlin" in text
-    assert st["day"] == {"day": "2026-01-15", "sent": 1, "empty": 0, "failed": 0,
-                         "deferred": 0, "none yet": 1}  # b@x's 09:00 has not come
+    assert st["day"] == {
+        "day": "2026-01-15",
+        "sent": 1,
+        "empty": 0,
+        "failed": 0,
+        "deferred": 0,
+        "none yet": 1,
+    }  # b@x's 09:00 has not come
     assert "digests for 2026-01-15: sent 1, empty 0, failed 0, deferred 0, none yet 1" in text
     assert "next run: 2026-01-15T14:00:00+00:00 (in 7 h 30 min)" in text
     assert "waiting for retry: 1" in text and "451 try later" in text
@@ -77,8 +89,9 @@ def test_status_before_any_run_and_when_owed():
 def test_deferred_digest_within_grace_is_retried_at_the_next_tick():
     svc, store, run, clock = make([sub("a@x")], utc(2026, 1, 15, 6, 30))
     store.records[("a@x", date(2026, 1, 15))] = DEFERRED
-    st = collect(Config(schedule=ScheduleConfig(time="07:00", timezone="Europe/Berlin")),
-                 store, clock())
+    st = collect(
+        Config(schedule=ScheduleConfig(time="07:00", timezone="Europe/Berlin")), store, clock()
+    )
     assert st["pending_retries"][0]["retry"] == "at the next tick"
     assert "(retry: at the next tick)" in "\n".join(lines(st))
     assert [r.sent for r in svc.tick()] == [1]  # and the tick does retry it

@@ -55,13 +55,19 @@ class Hold:
             self.release.wait(WAIT)
 
 
-def wait_for(cond: Callable[[], bool], what: str, proc: subprocess.Popen | None = None,
-             log: Path | None = None) -> None:
+def wait_for(
+    cond: Callable[[], bool],
+    what: str,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + WAIT
     while not cond():
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"serve exited early ({proc.returncode}) waiting for {what}:\n"
-                        + (log.read_text() if log else ""))
+            pytest.fail(
+                f"serve exited early ({proc.returncode}) waiting for {what}:\n"
+                + (log.read_text() if log else "")
+            )
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}:\n" + (log.read_text() if log else ""))
         time.sleep(0.05)
@@ -73,8 +79,9 @@ def smtp():
         yield srv
 
 
-def write_config(tmp: Path, hf_url: str, smtp_port: int, send_time: str,
-                 web_port: int = 8000) -> Path:
+def write_config(
+    tmp: Path, hf_url: str, smtp_port: int, send_time: str, web_port: int = 8000
+) -> Path:
     cfg = tmp / "digest.toml"
     cfg.write_text(f"""
 site_name = "E2E Digest"
@@ -109,19 +116,39 @@ misfire_grace_hours = 6
 
 
 def start_serve(cfg: Path, log: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, DIGEST_E2E_SECRET="e2e-secret-not-for-production",
-               PYTHONPATH=str(ROOT))
+    env = dict(os.environ, DIGEST_E2E_SECRET="e2e-secret-not-for-production", PYTHONPATH=str(ROOT))
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg), "serve",
-                                 *extra], cwd=cfg.parent, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "digest", "--config", str(cfg), "serve", *extra],
+            cwd=cfg.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def status_json(cfg: Path) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "status",
-                          "--json", "--runs", "10", "--all"], cwd=cfg.parent, env=env,
-                         capture_output=True, text=True, timeout=WAIT, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digest",
+            "--config",
+            str(cfg),
+            "status",
+            "--json",
+            "--runs",
+            "10",
+            "--all",
+        ],
+        cwd=cfg.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -180,15 +207,18 @@ def test_serve_sigterm_mid_send_then_restart_sends_each_digest_once(tmp_path, sm
         st = status_json(cfg_path)
         last = st["runs"][0]
         assert last["sent"] == HOLD_AT and any("stopped" in n for n in last["notes"])
-        assert st["owed_now"] == [{"day": day.isoformat(),
-                                   "subscribers": N_SUBSCRIBERS - HOLD_AT}]
+        assert st["owed_now"] == [{"day": day.isoformat(), "subscribers": N_SUBSCRIBERS - HOLD_AT}]
 
         smtp.on_message = None
         proc = start_serve(cfg_path, log)
         try:
             wait_for(lambda: smtp.received >= N_SUBSCRIBERS, "every digest", proc, log)
-            wait_for(lambda: log.read_text().count("digest run for") >= 2,
-                     "the restart's run report", proc, log)
+            wait_for(
+                lambda: log.read_text().count("digest run for") >= 2,
+                "the restart's run report",
+                proc,
+                log,
+            )
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(WAIT) == 0, log.read_text()
         finally:
@@ -203,16 +233,27 @@ def test_serve_sigterm_mid_send_then_restart_sends_each_digest_once(tmp_path, sm
     assert all(mid.startswith(f"<{day.isoformat()}-") for mid in mids)  # the day's digest
     st = status_json(cfg_path)
     assert st["owed_now"] == [] and st["pending_retries"] == []
-    assert st["day"] == {"day": day.isoformat(), "sent": N_SUBSCRIBERS, "empty": 0,
-                         "failed": 0, "deferred": 0, "none yet": 0}
+    assert st["day"] == {
+        "day": day.isoformat(),
+        "sent": N_SUBSCRIBERS,
+        "empty": 0,
+        "failed": 0,
+        "deferred": 0,
+        "none yet": 0,
+    }
     assert {p["last"]["state"] for p in st["subscribers"]} == {"sent"}
     assert {p["last"]["day"] for p in st["subscribers"]} == {day.isoformat()}
     text = log.read_text()
     assert "stopped cleanly" in text and "Traceback" not in text
-    human = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg_path), "status",
-                            "--all"],
-                           cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                           capture_output=True, text=True, timeout=WAIT, check=True).stdout
+    human = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(cfg_path), "status", "--all"],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    ).stdout
     assert "schedule: " + sent_at.strftime("%H:%M") + " UTC" in human
     assert f"sent {N_SUBSCRIBERS - HOLD_AT}," in human and f"sent {HOLD_AT}," in human
     assert "reader299@example.org" in human and "waiting for retry: 0" in human
@@ -241,8 +282,9 @@ def test_serve_killed_mid_send_restart_sends_the_rest(tmp_path, smtp):
         smtp.on_message = None
         proc = start_serve(cfg_path, log)  # the store's run lock died with the process
         try:
-            wait_for(lambda: log.read_text().count("digest run for") >= 1, "the restart's run",
-                     proc, log)
+            wait_for(
+                lambda: log.read_text().count("digest run for") >= 1, "the restart's run", proc, log
+            )
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(WAIT) == 0, log.read_text()
         finally:
@@ -276,8 +318,12 @@ def test_serve_web_runs_the_web_service_in_the_same_process(tmp_path, smtp):
             # One serve per store: a second one refuses at once, in one line.
             second = subprocess.run(
                 [sys.executable, "-m", "digest", "--config", str(cfg_path), "serve"],
-                cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
-                text=True, timeout=WAIT)
+                cwd=tmp_path,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                capture_output=True,
+                text=True,
+                timeout=WAIT,
+            )
             assert second.returncode == 75  # StoreLocked: EX_TEMPFAIL
             assert "another `digest serve` is already running" in second.stderr
             assert len(second.stderr.strip().splitlines()) == 1, second.stderr

@@ -81,7 +81,8 @@ def test_rss_keeps_new_and_cross_and_drops_replacements() -> None:
 
 def test_rss_item_without_an_id_is_skipped_and_counted() -> None:
     feed = RSS.replace(b"oai:arXiv.org:2604.21935v1", b"garbage", 1).replace(
-        b"<link>https://arxiv.org/abs/2604.21935</link>", b"<link>nope</link>", 1)
+        b"<link>https://arxiv.org/abs/2604.21935</link>", b"<link>nope</link>", 1
+    )
     papers, skipped = parse_rss(feed)
     assert [p.id for p in papers] == ["2604.21936", "2604.21937"] and skipped == 1
 
@@ -104,12 +105,15 @@ def test_atom_error_feed_is_reported_with_its_summary() -> None:
         parse_atom(API_ERROR)
 
 
-@pytest.mark.parametrize("body", [
-    b"<rss><channel><item><title>unclosed",
-    b"",
-    b"\x00\x01binary",
-    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><rss/>',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<rss><channel><item><title>unclosed",
+        b"",
+        b"\x00\x01binary",
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><rss/>',
+    ],
+)
 def test_malformed_or_hostile_xml_is_a_one_line_value_error(body: bytes) -> None:
     for parse in (parse_rss, parse_atom):
         with pytest.raises(ValueError) as info:
@@ -125,14 +129,19 @@ def test_wrong_kind_of_document() -> None:
 
 
 def test_request_for_each_mode() -> None:
-    cfg = arxiv.ArxivConfig(categories=("cs.AI", "cs.LG"), mode="rss",
-                            rss_base_url="https://rss.arxiv.org/rss/")
+    cfg = arxiv.ArxivConfig(
+        categories=("cs.AI", "cs.LG"), mode="rss", rss_base_url="https://rss.arxiv.org/rss/"
+    )
     assert request_for(cfg) == ("https://rss.arxiv.org/rss/cs.AI+cs.LG", None)
     api = arxiv.ArxivConfig(categories=("cs.AI", "cs.LG"), mode="api", max_results=50)
     url, params = request_for(api)
     assert url == "https://export.arxiv.org/api/query"
-    assert params == {"search_query": "cat:cs.AI OR cat:cs.LG", "sortBy": "submittedDate",
-                      "sortOrder": "descending", "max_results": "50"}
+    assert params == {
+        "search_query": "cat:cs.AI OR cat:cs.LG",
+        "sortBy": "submittedDate",
+        "sortOrder": "descending",
+        "max_results": "50",
+    }
     assert cfg.min_interval == 3.0  # arXiv's 3-second rule is the default
 
 

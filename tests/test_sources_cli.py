@@ -45,16 +45,20 @@ def test_fetch_json(srv: FixtureServer) -> None:
     papers = json.loads(text)
     assert code == 0 and len(papers) == 28
     assert papers == sorted(papers, key=lambda p: p["id"])
-    assert all(p["sources"] == ["huggingface"] and p["listed_on"] == "2026-03-10"
-               for p in papers)
+    assert all(p["sources"] == ["huggingface"] and p["listed_on"] == "2026-03-10" for p in papers)
 
 
 def test_fetch_every_source_failed(srv: FixtureServer) -> None:
     cfg = srv.configure(offline_fallback=False, retries=0)
     s = cfg.sources
-    cfg = replace(cfg, sources=replace(
-        s, huggingface=replace(s.huggingface, base_url=unused_url()),
-        arxiv=replace(s.arxiv, rss_base_url=unused_url())))
+    cfg = replace(
+        cfg,
+        sources=replace(
+            s,
+            huggingface=replace(s.huggingface, base_url=unused_url()),
+            arxiv=replace(s.arxiv, rss_base_url=unused_url()),
+        ),
+    )
     with pytest.raises(AllSourcesFailed, match="^every source failed \\(huggingface: GET"):
         run(cfg, "--date", "2026-03-10")
 

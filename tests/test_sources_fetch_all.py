@@ -33,18 +33,24 @@ def _fresh(srv: FixtureServer) -> None:
 
 def pointed_at(cfg: Config, hf_url: str, arxiv_url: str) -> Config:
     s = cfg.sources
-    return replace(cfg, sources=replace(
-        s,
-        huggingface=replace(s.huggingface, base_url=hf_url),
-        arxiv=replace(s.arxiv, rss_base_url=f"{arxiv_url}/rss",
-                      api_base_url=f"{arxiv_url}/api/query"),
-    ))
+    return replace(
+        cfg,
+        sources=replace(
+            s,
+            huggingface=replace(s.huggingface, base_url=hf_url),
+            arxiv=replace(
+                s.arxiv, rss_base_url=f"{arxiv_url}/rss", api_base_url=f"{arxiv_url}/api/query"
+            ),
+        ),
+    )
 
 
 def test_both_sources_in_a_fixed_order(srv: FixtureServer) -> None:
     results = fetch_all(srv.configure(lookback_days=2), DAY)
     assert [(r.source, r.ok, len(r.papers)) for r in results] == [
-        ("huggingface", True, 28), ("arxiv", True, 3)]
+        ("huggingface", True, 28),
+        ("arxiv", True, 3),
+    ]
     assert len(merge(results)) == 31
 
 
@@ -127,35 +133,40 @@ def test_client_factory_sets_timeouts_and_user_agent() -> None:
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("7", 7.0),
-    (" 0 ", 0.0),
-    ("Tue, 10 Mar 2026 12:00:30 GMT", 30.0),
-    ("Tue, 10 Mar 2026 11:00:00 GMT", 0.0),  # in the past: go now
-    ("soon", None),
-    ("-5", None),
-    ("", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("7", 7.0),
+        (" 0 ", 0.0),
+        ("Tue, 10 Mar 2026 12:00:30 GMT", 30.0),
+        ("Tue, 10 Mar 2026 11:00:00 GMT", 0.0),  # in the past: go now
+        ("soon", None),
+        ("-5", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_retry_after(value: str | None, expected: float | None) -> None:
     assert retry_after_seconds(value, NOW) == expected
 
 
-@pytest.mark.parametrize("headers, expected", [
-    ({"ratelimit": '"default";r=0;t=55'}, 55.0),
-    ({"ratelimit": '"api";r=0;t=119, "resolvers";r=90;t=5'}, 119.0),
-    ({"ratelimit": '"a";r=4;t=5, "b";r=0;t=3'}, 3.0),  # the exhausted policy decides
-    ({"ratelimit": '"a";r=4;t=5'}, 5.0),
-    ({"ratelimit-reset": "12"}, 12.0),
-    ({"ratelimit": "garbage", "ratelimit-reset": "9"}, 9.0),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ({"ratelimit": '"default";r=0;t=55'}, 55.0),
+        ({"ratelimit": '"api";r=0;t=119, "resolvers";r=90;t=5'}, 119.0),
+        ({"ratelimit": '"a";r=4;t=5, "b";r=0;t=3'}, 3.0),  # the exhausted policy decides
+        ({"ratelimit": '"a";r=4;t=5'}, 5.0),
+        ({"ratelimit-reset": "12"}, 12.0),
+        ({"ratelimit": "garbage", "ratelimit-reset": "9"}, 9.0),
+        ({}, None),
+    ],
+)
 def test_ratelimit_headers(headers: dict[str, str], expected: float | None) -> None:
     assert ratelimit_seconds(httpx.Headers(headers)) == expected
 
 
-def test_loopback_never_goes_through_an_environment_proxy(srv: FixtureServer,
-                                                          monkeypatch) -> None:
+def test_loopback_never_goes_through_an_environment_proxy(srv: FixtureServer, monkeypatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", unused_url())
     monkeypatch.setenv("http_proxy", unused_url())
     [result] = fetch_all(srv.configure(categories=()), DAY)

@@ -77,8 +77,9 @@ def test_line_breaks_in_titles_are_collapsed() -> None:
         it["paper"]["title"] for p in ALL_DAYS for it in json.loads(p.read_bytes())
     ]
     assert any("\n" in t for t in raw), "the fixtures are known to contain line breaks"
-    item = next(it for p in ALL_DAYS for it in json.loads(p.read_bytes())
-                if "\n" in it["paper"]["title"])
+    item = next(
+        it for p in ALL_DAYS for it in json.loads(p.read_bytes()) if "\n" in it["paper"]["title"]
+    )
     [paper], _ = parse_daily_papers([item])
     assert paper.title == " ".join(item["paper"]["title"].split())
 
@@ -98,8 +99,13 @@ def test_optional_fields_are_kept_when_present() -> None:
 
 
 def item(**paper) -> dict:
-    base = {"id": "2603.07660", "title": "A title", "summary": "An abstract.",
-            "authors": [{"name": "Ada Lovelace"}], "submittedOnDailyAt": "2026-03-10T01:24:03Z"}
+    base = {
+        "id": "2603.07660",
+        "title": "A title",
+        "summary": "An abstract.",
+        "authors": [{"name": "Ada Lovelace"}],
+        "submittedOnDailyAt": "2026-03-10T01:24:03Z",
+    }
     base.update(paper)
     return {"paper": {k: v for k, v in base.items() if v is not ...}}
 
@@ -125,11 +131,21 @@ def test_bad_items_are_skipped_and_counted() -> None:
 
 
 def test_wrong_types_in_optional_fields_are_ignored_not_fatal() -> None:
-    [p], skipped = parse_daily_papers([item(
-        upvotes="12", githubStars=True, githubRepo="javascript:alert(1)", projectPage=None,
-        ai_summary=42, ai_keywords="not a list", authors={"name": "x"},
-        submittedOnDailyAt="yesterday", summary=None,
-    )])
+    [p], skipped = parse_daily_papers(
+        [
+            item(
+                upvotes="12",
+                githubStars=True,
+                githubRepo="javascript:alert(1)",
+                projectPage=None,
+                ai_summary=42,
+                ai_keywords="not a list",
+                authors={"name": "x"},
+                submittedOnDailyAt="yesterday",
+                summary=None,
+            )
+        ]
+    )
     assert skipped == 0
     assert (p.upvotes, p.github_stars, p.github_repo, p.project_page) == (None, None, None, None)
     assert (p.ai_summary, p.ai_keywords, p.authors, p.abstract) == (None, (), (), "")
@@ -139,12 +155,16 @@ def test_wrong_types_in_optional_fields_are_ignored_not_fatal() -> None:
 
 
 def test_markup_in_title_is_kept_as_text_and_control_chars_dropped() -> None:
-    [p], _ = parse_daily_papers([item(
-        title="<script>alert('x')</script>\x00 Fast\x07 &amp; <b>Bold</b>\r\nTitle\u0085"
-              "\u202e\ud800",  # a bidi override and a lone surrogate (valid JSON) go too
-        authors=[{"name": "Eve\x1b[31m"}, {"name": 7}, "x"],
-        ai_keywords=["LLM", "LLM", 3, " rag\n"],
-    )])
+    [p], _ = parse_daily_papers(
+        [
+            item(
+                title="<script>alert('x')</script>\x00 Fast\x07 &amp; <b>Bold</b>\r\nTitle\u0085"
+                "\u202e\ud800",  # a bidi override and a lone surrogate (valid JSON) go too
+                authors=[{"name": "Eve\x1b[31m"}, {"name": 7}, "x"],
+                ai_keywords=["LLM", "LLM", 3, " rag\n"],
+            )
+        ]
+    )
     assert p.title == "<script>alert('x')</script> Fast &amp; <b>Bold</b> Title"
     assert p.authors == ("Eve[31m",)
     assert p.ai_keywords == ("LLM", "rag")
@@ -170,8 +190,11 @@ def test_day_is_fetched_page_by_page(srv: FixtureServer) -> None:
     assert result.ok and result.skipped == 0
     assert [p.id for p in result.papers] == [it["paper"]["id"] for it in recorded("2026-03-10")]
     pages = [(r.query["date"], r.query["limit"], r.query["p"]) for r in srv.requests]
-    assert pages == [("2026-03-10", "10", "0"), ("2026-03-10", "10", "1"),
-                     ("2026-03-10", "10", "2")]
+    assert pages == [
+        ("2026-03-10", "10", "0"),
+        ("2026-03-10", "10", "1"),
+        ("2026-03-10", "10", "2"),
+    ]
     assert result.requests == 3 and waits == []
 
 
@@ -216,8 +239,14 @@ def test_retry_after_is_capped_at_max_backoff(srv: FixtureServer) -> None:
 
 
 def test_hugging_face_ratelimit_headers_are_honoured(srv: FixtureServer) -> None:
-    srv.fail_next(1, status=429, headers={"RateLimit": '"api";r=0;t=55',
-                                          "RateLimit-Policy": '"fixed window";"api";q=500;w=300'})
+    srv.fail_next(
+        1,
+        status=429,
+        headers={
+            "RateLimit": '"api";r=0;t=55',
+            "RateLimit-Policy": '"fixed window";"api";q=500;w=300',
+        },
+    )
     srv.fail_next(1, status=429, headers={"RateLimit-Reset": "12"})
     result, waits = hf_only(srv)
     assert result.ok and waits == [55.0, 12.0]
@@ -259,7 +288,8 @@ def test_a_failed_day_is_a_note_and_the_other_days_go_on(srv: FixtureServer) -> 
     assert len(result.notes) == 1
     assert result.notes[0] == (
         f"huggingface: GET {srv.url}/api/daily_papers?date=2026-03-08&limit=50&p=0: "
-        "HTTP 502 after 3 attempts (listing 2026-03-08 incomplete)")
+        "HTTP 502 after 3 attempts (listing 2026-03-08 incomplete)"
+    )
 
 
 def test_timeouts_are_retried_then_reported(srv: FixtureServer) -> None:
@@ -298,7 +328,10 @@ def test_trending_mode_is_paged_and_bounded(srv: FixtureServer) -> None:
     result, _ = hf_only(srv, hf_mode="trending", limit=20)
     assert result.ok and result.notes == ()
     assert [(r.query["sort"], r.query["p"]) for r in srv.requests] == [
-        ("trending", "0"), ("trending", "1"), ("trending", "2")]
+        ("trending", "0"),
+        ("trending", "1"),
+        ("trending", "2"),
+    ]
     assert len(result.papers) == 20 * hf.TRENDING_PAGES
     ups = [p.upvotes for p in result.papers]
     assert ups == sorted(ups, reverse=True)

@@ -52,10 +52,20 @@ def record(s: TinyStore, email: str, day: date, state: str, ids=(), detail="") -
 
 
 def test_paper_round_trip_full_and_minimal() -> None:
-    full = Paper(id="2601.00001", title="T — ü", abstract="A", authors=("A. One", "B. Two"),
-                 listed_on=D0, ai_summary="S", ai_keywords=("k1", "k2"), upvotes=0,
-                 github_repo="https://github.com/x/y", github_stars=7,
-                 project_page="https://x.org", sources=("huggingface", "arxiv"))
+    full = Paper(
+        id="2601.00001",
+        title="T — ü",
+        abstract="A",
+        authors=("A. One", "B. Two"),
+        listed_on=D0,
+        ai_summary="S",
+        ai_keywords=("k1", "k2"),
+        upvotes=0,
+        github_repo="https://github.com/x/y",
+        github_stars=7,
+        project_page="https://x.org",
+        sources=("huggingface", "arxiv"),
+    )
     d = json.loads(json.dumps(paper_to_dict(full)))
     assert d["l"] == "2026-01-05" and d["au"] == ["A. One", "B. Two"]
     assert paper_from_dict(full.id, d) == full
@@ -65,8 +75,16 @@ def test_paper_round_trip_full_and_minimal() -> None:
 
 
 def test_subscriber_round_trip_and_bad_values() -> None:
-    sub = Subscriber("Ann@example.org", ("llm", "-survey"), max_papers=5, min_score=0.5,
-                     status=PAUSED, send_hour=7, timezone="Europe/Berlin", created="2026-01-01")
+    sub = Subscriber(
+        "Ann@example.org",
+        ("llm", "-survey"),
+        max_papers=5,
+        min_score=0.5,
+        status=PAUSED,
+        send_hour=7,
+        timezone="Europe/Berlin",
+        created="2026-01-01",
+    )
     assert subscriber_from_dict(json.loads(json.dumps(subscriber_to_dict(sub)))) == sub
     assert subscriber_to_dict(Subscriber("b@x.org")) == {"e": "b@x.org"}
     with pytest.raises(ValueError):
@@ -148,8 +166,10 @@ def test_delivered_since_later_record_wins(cfg: StoreConfig, store: TinyStore) -
     assert s.pending_retries() == []
     hist = s.history("a@x.org")
     assert [(h["day"], h["state"], h["papers"]) for h in hist] == [
-        ("2026-01-07", SENT, ["p4"]), ("2026-01-06", SENT, ["p3"]), ("2026-01-05", SENT,
-                                                                     ["p1", "p2"])]
+        ("2026-01-07", SENT, ["p4"]),
+        ("2026-01-06", SENT, ["p3"]),
+        ("2026-01-05", SENT, ["p1", "p2"]),
+    ]
     assert hist[0]["id"] == digest_id("a@x.org", d2) and hist[0]["at"].endswith("+00:00")
     assert len(s.history("a@x.org", limit=2)) == 2
     assert s.history("b@x.org")[0]["detail"] == "550 no such user"
@@ -165,7 +185,9 @@ def test_pending_retries_lists_latest_deferred(store: TinyStore) -> None:
     record(store, "c@x.org", d1, DEFERRED, ["p2"])
     got = store.pending_retries()
     assert [(r["email"], r["day"], r["papers"], r["detail"]) for r in got] == [
-        ("a@x.org", "2026-01-05", ["p1"], "421 later"), ("c@x.org", "2026-01-06", ["p2"], "")]
+        ("a@x.org", "2026-01-05", ["p1"], "421 later"),
+        ("c@x.org", "2026-01-06", ["p2"], ""),
+    ]
     assert got[0]["id"] == digest_id("a@x.org", D0)
 
 
@@ -199,10 +221,16 @@ def test_prune_keeps_within_retention(cfg: StoreConfig, store: TinyStore) -> Non
         store.record_run({"day": day.isoformat(), "age": age})
     store.prune(today)
     # seen: retention_days=60; details, digests, runs: history_days=10
-    assert store.record_seen([paper("p70"), paper("p50")], today) == {"p70": today,
-                                                                      "p50": today - timedelta(50)}
+    assert store.record_seen([paper("p70"), paper("p50")], today) == {
+        "p70": today,
+        "p50": today - timedelta(50),
+    }
     assert [p.id for p in store.recent_papers(today - timedelta(days=60))] == [
-        "p50", "p9", "p0", "p70"]  # p50 and p70 re-recorded today, so details are back
+        "p50",
+        "p9",
+        "p0",
+        "p70",
+    ]  # p50 and p70 re-recorded today, so details are back
     assert store.delivered_since(D0) == {"a@x.org": {"p9", "p0"}}
     assert [r["age"] for r in store.runs()] == [0, 9]
     store.close()
@@ -277,15 +305,19 @@ def test_missing_folder_is_created(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "b" / "subscribers.json").exists()
 
 
-@pytest.mark.parametrize("name,content", [
-    ("history.json", b'{"seen": {"1": {"p": ['),
-    ("history.json", b"[1, 2]"),
-    ("subscribers.json", b"\xff\xfe not utf-8"),
-    ("subscribers.json", b'{"subscribers": {"1": {"nope": 1}}}'),
-    ("history.json", b'{"digests": {"739621": {"p": [], "d": {"a@x.org": ["s", [5], 1]}}}}'),
-])
-def test_corrupt_file_is_a_store_error_naming_it(cfg: StoreConfig, name: str,
-                                                 content: bytes) -> None:
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("history.json", b'{"seen": {"1": {"p": ['),
+        ("history.json", b"[1, 2]"),
+        ("subscribers.json", b"\xff\xfe not utf-8"),
+        ("subscribers.json", b'{"subscribers": {"1": {"nope": 1}}}'),
+        ("history.json", b'{"digests": {"739621": {"p": [], "d": {"a@x.org": ["s", [5], 1]}}}}'),
+    ],
+)
+def test_corrupt_file_is_a_store_error_naming_it(
+    cfg: StoreConfig, name: str, content: bytes
+) -> None:
     cfg.path.mkdir(parents=True)
     (cfg.path / name).write_bytes(content)
     with pytest.raises(StoreError) as err:
@@ -381,8 +413,12 @@ def test_a_write_waits_for_another_process_and_then_says_busy(cfg: StoreConfig, 
     import digest.store.tinydb as tinydb_mod
 
     store = TinyStore(cfg)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(cfg.path / "store.lock")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(cfg.path / "store.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
         monkeypatch.setattr(tinydb_mod, "LOCK_TIMEOUT", 0.2)

@@ -64,9 +64,15 @@ def _env() -> dict[str, str]:
 
 
 def _spawn(code: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+    )
 
 
 class _Reader(threading.Thread):
@@ -249,4 +255,3 @@ def test_run_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
     s.close()
     for f in (proc.stdout, proc.stdin, proc.stderr):
         f.close()  # type: ignore[union-attr]
-

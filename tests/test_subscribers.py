@@ -18,27 +18,49 @@ from digest.subscribers import (
 
 
 def test_keywords_phrases_and_exclusions():
-    assert parse_keywords('continual pretraining, low-resource, -survey') == (
-        "continual pretraining", "low-resource", "-survey")
+    assert parse_keywords("continual pretraining, low-resource, -survey") == (
+        "continual pretraining",
+        "low-resource",
+        "-survey",
+    )
     assert parse_keywords('"large language model, LLM", -"autonomous driving"') == (
-        "large language model, LLM", "-autonomous driving")
+        "large language model, LLM",
+        "-autonomous driving",
+    )
     assert parse_keywords("  RAG ;  rag , ") == ("RAG",)  # duplicates dropped, case-insensitive
     assert parse_keywords("") == ()
-    sub = Subscriber("a@example.org", parse_keywords("llm, -survey, -\"x y\""))
+    sub = Subscriber("a@example.org", parse_keywords('llm, -survey, -"x y"'))
     assert sub.query.includes == ("llm",)
     assert sub.query.excludes == ("survey", "x y")
 
 
-@pytest.mark.parametrize("bad", ['"unbalanced', "x" * 81, "a\x00b", ", ".join(["t"] * 1) + "," +
-                                 ",".join(f"t{i}" for i in range(40)), "!!!"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '"unbalanced',
+        "x" * 81,
+        "a\x00b",
+        ", ".join(["t"] * 1) + "," + ",".join(f"t{i}" for i in range(40)),
+        "!!!",
+    ],
+)
 def test_bad_keywords_are_refused_with_one_line(bad):
     with pytest.raises(InputError) as e:
         parse_keywords(bad)
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("addr", ["a@b", "nope", "x@example.org\r\nBcc: v@example.org",
-                                  "x@example.org\nBcc: v@example.org", "", " "])
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "a@b",
+        "nope",
+        "x@example.org\r\nBcc: v@example.org",
+        "x@example.org\nBcc: v@example.org",
+        "",
+        " ",
+    ],
+)
 def test_bad_addresses_and_header_injection_are_refused(addr):
     with pytest.raises(InputError):
         normalise_email(addr)
@@ -68,12 +90,14 @@ def test_update_keeps_what_is_not_given():
 
 
 def test_csv_reports_bad_rows_by_line_and_keeps_good_ones():
-    text = ("email,keywords,max\n"
-            "a@example.org,\"llm, rag\",5\n"
-            "bad-address,x,3\n"
-            "c@example.org,,500\n"
-            "\n"
-            "d@example.org,speech,\n")
+    text = (
+        "email,keywords,max\n"
+        'a@example.org,"llm, rag",5\n'
+        "bad-address,x,3\n"
+        "c@example.org,,500\n"
+        "\n"
+        "d@example.org,speech,\n"
+    )
     subs, errors = parse_csv(text)
     assert [s.email for s in subs] == ["a@example.org", "d@example.org"]
     assert subs[0].keywords == ("llm", "rag") and subs[1].max_papers == 10
@@ -86,8 +110,9 @@ def test_csv_without_email_column_is_refused():
 
 
 def test_csv_ten_thousand_rows_parse():
-    rows = "\n".join(f"user{i}@example.org,\"topic {i % 50}, -survey\",{1 + i % 20}"
-                     for i in range(10_000))
+    rows = "\n".join(
+        f'user{i}@example.org,"topic {i % 50}, -survey",{1 + i % 20}' for i in range(10_000)
+    )
     t0 = time.perf_counter()
     subs, errors = parse_csv("email,keywords,max\n" + rows + "\n")
     elapsed = time.perf_counter() - t0

@@ -43,11 +43,13 @@ def test_altered_payload_and_signature_are_rejected() -> None:
     payload, ts, sig = tok.split(".")
     # Swap the address inside the (unsigned-looking) payload for another one.
     evil = base64.urlsafe_b64encode(b'"victim@example.org"').rstrip(b"=").decode()
-    for bad in (f"{evil}.{ts}.{sig}",
-                # (the middle: the last base64 character partly holds padding bits)
-                f"{payload}.{ts}.{sig[:10]}{'A' if sig[10] != 'A' else 'B'}{sig[11:]}",
-                f"{payload}.{ts}x.{sig}",
-                tok[:-3]):
+    for bad in (
+        f"{evil}.{ts}.{sig}",
+        # (the middle: the last base64 character partly holds padding bits)
+        f"{payload}.{ts}.{sig[:10]}{'A' if sig[10] != 'A' else 'B'}{sig[11:]}",
+        f"{payload}.{ts}x.{sig}",
+        tok[:-3],
+    ):
         with pytest.raises(TokenError) as info:
             tokens.verify(SECRET, "unsubscribe", bad)
         assert "\n" not in str(info.value)
@@ -56,8 +58,7 @@ def test_altered_payload_and_signature_are_rejected() -> None:
 def test_expired_confirm_link(monkeypatch: pytest.MonkeyPatch) -> None:
     real = TimestampSigner.get_timestamp
     # Sign "4 days ago": itsdangerous stamps tokens with get_timestamp().
-    monkeypatch.setattr(TimestampSigner, "get_timestamp",
-                        lambda self: real(self) - 4 * 24 * 3600)
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: real(self) - 4 * 24 * 3600)
     url = tokens.confirm_url("https://d.example.org", SECRET, "a@example.org")
     monkeypatch.setattr(TimestampSigner, "get_timestamp", real)
     tok = url.rsplit("/", 1)[1]
@@ -71,12 +72,13 @@ def test_fresh_confirm_link_within_max_age() -> None:
     url = tokens.confirm_url("https://d.example.org/", SECRET, "a@example.org")
     assert url.startswith("https://d.example.org/confirm/")
     tok = url.rsplit("/", 1)[1]
-    assert tokens.verify(SECRET, "confirm", tok, max_age=tokens.CONFIRM_MAX_AGE) == \
-        "a@example.org"
+    assert tokens.verify(SECRET, "confirm", tok, max_age=tokens.CONFIRM_MAX_AGE) == "a@example.org"
 
 
-@pytest.mark.parametrize("garbage", ["", "abc", "....", "a.b.c", "%%%.^^^.***",
-                                     "x" * 5000, "InZpY3RpbUBleGFtcGxlLm9yZyI"])
+@pytest.mark.parametrize(
+    "garbage",
+    ["", "abc", "....", "a.b.c", "%%%.^^^.***", "x" * 5000, "InZpY3RpbUBleGFtcGxlLm9yZyI"],
+)
 def test_garbage_tokens_give_one_line_error(garbage: str) -> None:
     with pytest.raises(TokenError) as info:
         tokens.verify(SECRET, "manage", garbage)

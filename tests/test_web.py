@@ -110,8 +110,7 @@ def test_unsubscribe_get_changes_nothing_and_one_click_post_needs_no_cookie(site
     assert r.status_code == 200 and "Unsubscribed" in r.text
     assert site.status("u@example.org") == UNSUBSCRIBED
     # ... also as multipart/form-data, which RFC 8058 allows too; repeating is harmless.
-    r = httpx.post(lk.unsubscribe_url, files={"List-Unsubscribe": (None, "One-Click")},
-                   timeout=30)
+    r = httpx.post(lk.unsubscribe_url, files={"List-Unsubscribe": (None, "One-Click")}, timeout=30)
     assert r.status_code == 200
     assert site.status("u@example.org") == UNSUBSCRIBED
 
@@ -121,8 +120,13 @@ def test_unsubscribe_button_form_works_in_a_browser_session(site):
     url = tokens.links(site.url, site.ctx.secret, "b@example.org").unsubscribe_url
     with site.client() as c:
         page = c.get(url)
-        r = c.post(url, data={"csrf": hidden(page.text, "csrf"),
-                              "List-Unsubscribe": hidden(page.text, "List-Unsubscribe")})
+        r = c.post(
+            url,
+            data={
+                "csrf": hidden(page.text, "csrf"),
+                "List-Unsubscribe": hidden(page.text, "List-Unsubscribe"),
+            },
+        )
     assert r.status_code == 200
     assert site.status("b@example.org") == UNSUBSCRIBED
 
@@ -150,7 +154,7 @@ def test_manage_save_pause_resume_unsubscribe(site):
         assert r.status_code == 200 and "Saved" in r.text
         sub = site.store.get_subscriber("m@example.org")
         assert sub.keywords == ("retrieval, augmented", "-survey") and sub.max_papers == 4
-        assert '&#34;retrieval, augmented&#34;' in r.text  # written back re-parseable
+        assert "&#34;retrieval, augmented&#34;" in r.text  # written back re-parseable
         assert act("pause").status_code == 200 and site.status("m@example.org") == PAUSED
         assert "Nothing to change" in act("pause").text
         assert act("resume").status_code == 200 and site.status("m@example.org") == ACTIVE
@@ -173,15 +177,20 @@ def test_manage_link_of_a_removed_subscriber_is_404(site):
 def test_feed_lists_the_papers_of_sent_digests_as_valid_atom(site):
     email = "f@example.org"
     site.add(email)
-    nasty = paper("2601.00001", 'Cats & <script>alert("x")</script> dogs\x07', "An <b>abstract</b>",
-                  authors=("A. <Author>",))
+    nasty = paper(
+        "2601.00001",
+        'Cats & <script>alert("x")</script> dogs\x07',
+        "An <b>abstract</b>",
+        authors=("A. <Author>",),
+    )
     plain = paper("2601.00002", "Plain title")
     unsent = paper("2601.00003", "Never sent")
     site.store.record_seen([nasty, plain, unsent], DAY)
     site.store.record_digest(digest_id(email, DAY), email, DAY, SENT, [nasty.id, plain.id])
     other_day = DAY + timedelta(days=1)
-    site.store.record_digest(digest_id(email, other_day), email, other_day, "deferred",
-                             [unsent.id], "421 try later")
+    site.store.record_digest(
+        digest_id(email, other_day), email, other_day, "deferred", [unsent.id], "421 try later"
+    )
     url = tokens.links(site.url, site.ctx.secret, email).feed_url
     r = httpx.get(url, timeout=30)
     assert r.status_code == 200
@@ -210,13 +219,19 @@ def test_unknown_page_is_a_404_page(site):
 def test_preview_is_the_products_ranking_over_recent_papers(site):
     from digest.rank import rank
 
-    site.store.record_seen([
-        paper("2601.00011", "Reasoning with large language models", "chain of thought reasoning"),
-        paper("2601.00012", "Diffusion models for images", "image generation with diffusion"),
-        paper("2601.00013", "A survey of reasoning", "a survey of reasoning methods"),
-    ], DAY)
-    r = httpx.get(site.url + "/preview", params={"keywords": "reasoning, -survey", "max": "5"},
-                  timeout=30)
+    site.store.record_seen(
+        [
+            paper(
+                "2601.00011", "Reasoning with large language models", "chain of thought reasoning"
+            ),
+            paper("2601.00012", "Diffusion models for images", "image generation with diffusion"),
+            paper("2601.00013", "A survey of reasoning", "a survey of reasoning methods"),
+        ],
+        DAY,
+    )
+    r = httpx.get(
+        site.url + "/preview", params={"keywords": "reasoning, -survey", "max": "5"}, timeout=30
+    )
     assert r.status_code == 200
     since = DAY - timedelta(days=site.ctx.settings.preview_days - 1)
     papers = site.store.recent_papers(since)
@@ -272,8 +287,9 @@ def test_a_broken_store_gives_503_health_and_a_500_page_with_security_headers(si
     r = httpx.get(manage, timeout=30)
     assert r.status_code == 500 and "Something went wrong" in r.text
     assert "corrupt" not in r.text  # no internals leak to the visitor
-    assert r.headers["x-frame-options"] == "DENY" and "nonce-" in r.headers[
-        "content-security-policy"]
+    assert (
+        r.headers["x-frame-options"] == "DENY" and "nonce-" in r.headers["content-security-policy"]
+    )
 
 
 def test_digest_web_command_serves_and_trusts_only_the_configured_proxy(tmp_path):
@@ -281,13 +297,25 @@ def test_digest_web_command_serves_and_trusts_only_the_configured_proxy(tmp_path
     only from DIGEST_WEB_FORWARDED_ALLOW_IPS (the rate limiter keys on the client IP)."""
     port = free_port()
     config = tmp_path / "digest.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "data"}"\n[web]\nport = {port}\n'
-                      f'base_url = "http://127.0.0.1:{port}"\n', encoding="utf-8")
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "data"}"\n[web]\nport = {port}\n'
+        f'base_url = "http://127.0.0.1:{port}"\n',
+        encoding="utf-8",
+    )
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "DIGEST_WEB_RATE_IP": "1/3600",
-           "DIGEST_WEB_MIN_FILL": "0", "DIGEST_WEB_FORWARDED_ALLOW_IPS": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(config), "web"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "DIGEST_WEB_RATE_IP": "1/3600",
+        "DIGEST_WEB_MIN_FILL": "0",
+        "DIGEST_WEB_FORWARDED_ALLOW_IPS": "127.0.0.1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(config), "web"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -303,10 +331,17 @@ def test_digest_web_command_serves_and_trusts_only_the_configured_proxy(tmp_path
         def attempt(client_ip: str) -> int:
             with httpx.Client(base_url=url, timeout=30) as c:
                 page = c.get("/")
-                return c.post("/", headers={"X-Forwarded-For": client_ip}, data={
-                    "csrf": hidden(page.text, "csrf"), "t": hidden(page.text, "t"),
-                    "email": f"p{client_ip.replace('.', '')}@example.org",
-                    "keywords": "agents", "action": "subscribe"}).status_code
+                return c.post(
+                    "/",
+                    headers={"X-Forwarded-For": client_ip},
+                    data={
+                        "csrf": hidden(page.text, "csrf"),
+                        "t": hidden(page.text, "t"),
+                        "email": f"p{client_ip.replace('.', '')}@example.org",
+                        "keywords": "agents",
+                        "action": "subscribe",
+                    },
+                ).status_code
 
         # Two different clients behind the (trusted, local) proxy: one allowance each.
         assert attempt("203.0.113.7") == 200
@@ -324,17 +359,29 @@ def test_manage_sets_the_subscribers_own_send_hour_and_time_zone(site):
         csrf = site.form(c, url)["csrf"]
 
         def save(hour: str, zone: str) -> httpx.Response:
-            return c.post(url, data={"csrf": csrf, "action": "save", "keywords": "agents",
-                                     "max": "5", "send_hour": hour, "timezone": zone})
+            return c.post(
+                url,
+                data={
+                    "csrf": csrf,
+                    "action": "save",
+                    "keywords": "agents",
+                    "max": "5",
+                    "send_hour": hour,
+                    "timezone": zone,
+                },
+            )
 
         r = save("6", "Europe/Berlin")
         assert r.status_code == 200
         sub = site.store.get_subscriber("tz@example.org")
         assert (sub.send_hour, sub.timezone) == (6, "Europe/Berlin")
         assert '<option value="6" selected>06:00</option>' in r.text
-        for hour, zone, message in (("24", "", "send hour"), ("x", "", "send hour"),
-                                    ("6", "Mars/Olympus", "not a known time zone"),
-                                    ("6", "../../etc/passwd", "not a time zone name")):
+        for hour, zone, message in (
+            ("24", "", "send hour"),
+            ("x", "", "send hour"),
+            ("6", "Mars/Olympus", "not a known time zone"),
+            ("6", "../../etc/passwd", "not a time zone name"),
+        ):
             r = save(hour, zone)
             assert r.status_code == 400 and message in r.text
         sub = site.store.get_subscriber("tz@example.org")

@@ -54,8 +54,7 @@ def test_end_to_end_subscribe_confirm_digest_one_click_unsubscribe(tmp_path, bro
     email = "reader@example.org"
     settings = replace(RELAXED, min_fill_seconds=0.5)  # the browser really waits for it
     with FixtureServer() as fx, make_site(tmp_path, settings, now=NOW) as site:
-        run_cfg = fx.configure(site.cfg, lookback_days=2, categories=(),
-                               offline_fallback=False)
+        run_cfg = fx.configure(site.cfg, lookback_days=2, categories=(), offline_fallback=False)
         # Yesterday's run (nobody subscribed yet) fills the store with recent papers.
         assert run_daily(run_cfg, date(2026, 1, 5), progress=False).sent == 0
 
@@ -114,8 +113,9 @@ def test_end_to_end_subscribe_confirm_digest_one_click_unsubscribe(tmp_path, bro
 def test_pages_work_without_javascript_on_a_phone(tmp_path, browser):
     with make_site(tmp_path, now=NOW) as site:
         site.add("phone@example.org", keywords=("agents",))
-        ctx = browser.new_context(java_script_enabled=False,
-                                  viewport={"width": 375, "height": 740}, is_mobile=True)
+        ctx = browser.new_context(
+            java_script_enabled=False, viewport={"width": 375, "height": 740}, is_mobile=True
+        )
         page = ctx.new_page()
         page.goto(site.url + "/")
         page.fill("#email", "nojs@example.org")

@@ -32,7 +32,8 @@ N_NEW, N_SAVE, N_PAUSE, N_UNSUB = 80, 60, 30, 30  # 200 requests
 
 def write_config(path: Path, site, fx: FixtureServer) -> Path:
     cfg = site.cfg
-    path.write_text(f"""
+    path.write_text(
+        f"""
 [store]
 path = "{cfg.store.path}"
 fsync = false
@@ -55,23 +56,43 @@ base_url = "{fx.hf_base_url}"
 lookback_days = 2
 [sources.arxiv]
 categories = []
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
 def test_concurrent_requests_during_a_send_run_lose_nothing(tmp_path):
-    with FixtureServer() as fx, make_site(tmp_path, RELAXED,
-                                          now=datetime(2026, 1, 6, 9, tzinfo=UTC)) as site:
-        subs = [Subscriber(f"s{i:03d}@example.org", ("language model", "reasoning"),
-                           max_papers=3) for i in range(N_SUBS)]
+    with (
+        FixtureServer() as fx,
+        make_site(tmp_path, RELAXED, now=datetime(2026, 1, 6, 9, tzinfo=UTC)) as site,
+    ):
+        subs = [
+            Subscriber(f"s{i:03d}@example.org", ("language model", "reasoning"), max_papers=3)
+            for i in range(N_SUBS)
+        ]
         site.store.put_subscribers(subs)
         config = write_config(tmp_path / "digest.toml", site, fx)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("DIGEST_SECRET", None)
         run = subprocess.Popen(
-            [sys.executable, "-m", "digest", "--config", str(config), "run",
-             "--date", DAY.isoformat(), "--no-progress"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "digest",
+                "--config",
+                str(config),
+                "run",
+                "--date",
+                DAY.isoformat(),
+                "--no-progress",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 60
             while not site.inbox.server.messages and run.poll() is None:
@@ -89,27 +110,51 @@ def test_concurrent_requests_during_a_send_run_lose_nothing(tmp_path):
                 return tokens.links(site.url, secret, subs[i].email).manage_url
 
             def new(i: int) -> httpx.Response:
-                return httpx.post(site.url + "/", headers=browser_like, timeout=60, data={
-                    "csrf": csrf, "t": started, "email": f"n{i:03d}@example.org",
-                    "keywords": f"topic {i}, agents", "max": "4", "action": "subscribe"})
+                return httpx.post(
+                    site.url + "/",
+                    headers=browser_like,
+                    timeout=60,
+                    data={
+                        "csrf": csrf,
+                        "t": started,
+                        "email": f"n{i:03d}@example.org",
+                        "keywords": f"topic {i}, agents",
+                        "max": "4",
+                        "action": "subscribe",
+                    },
+                )
 
             def save(i: int) -> httpx.Response:
-                return httpx.post(manage_url(i), headers=browser_like, timeout=60, data={
-                    "csrf": csrf, "action": "save", "keywords": f"topic {i}, planning",
-                    "max": "2"})
+                return httpx.post(
+                    manage_url(i),
+                    headers=browser_like,
+                    timeout=60,
+                    data={
+                        "csrf": csrf,
+                        "action": "save",
+                        "keywords": f"topic {i}, planning",
+                        "max": "2",
+                    },
+                )
 
             def pause(i: int) -> httpx.Response:
-                return httpx.post(manage_url(i), headers=browser_like, timeout=60,
-                                  data={"csrf": csrf, "action": "pause"})
+                return httpx.post(
+                    manage_url(i),
+                    headers=browser_like,
+                    timeout=60,
+                    data={"csrf": csrf, "action": "pause"},
+                )
 
             def unsubscribe(i: int) -> httpx.Response:
                 url = tokens.links(site.url, secret, subs[i].email).unsubscribe_url
                 return httpx.post(url, data={"List-Unsubscribe": "One-Click"}, timeout=60)
 
-            jobs = ([(new, i) for i in range(N_NEW)]
-                    + [(save, i) for i in range(N_SAVE)]
-                    + [(pause, N_SAVE + i) for i in range(N_PAUSE)]
-                    + [(unsubscribe, N_SAVE + N_PAUSE + i) for i in range(N_UNSUB)])
+            jobs = (
+                [(new, i) for i in range(N_NEW)]
+                + [(save, i) for i in range(N_SAVE)]
+                + [(pause, N_SAVE + i) for i in range(N_PAUSE)]
+                + [(unsubscribe, N_SAVE + N_PAUSE + i) for i in range(N_UNSUB)]
+            )
             jobs = jobs[::2] + jobs[1::2]  # interleave the kinds
             with ThreadPoolExecutor(max_workers=12) as pool:
                 responses = list(pool.map(lambda j: j[0](j[1]), jobs))
@@ -150,5 +195,6 @@ def test_concurrent_requests_during_a_send_run_lose_nothing(tmp_path):
         assert set(digests) <= {s.email for s in subs}
         assert set(digests) == {e for e, st in states.items() if st == SENT}
         confirmations = [m for m in site.inbox.messages if m["Subject"].startswith("Confirm")]
-        assert sorted(m["To"] for m in confirmations) == [f"n{i:03d}@example.org"
-                                                          for i in range(N_NEW)]
+        assert sorted(m["To"] for m in confirmations) == [
+            f"n{i:03d}@example.org" for i in range(N_NEW)
+        ]

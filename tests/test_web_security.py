@@ -38,7 +38,7 @@ def expired_token(secret: str, purpose: str, email: str, age: int) -> str:
 
 def altered(token: str) -> str:
     i = len(token) // 2
-    return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
+    return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1 :]
 
 
 def test_forged_altered_wrong_purpose_and_expired_tokens_get_4xx_and_change_nothing(site):
@@ -46,10 +46,18 @@ def test_forged_altered_wrong_purpose_and_expired_tokens_get_4xx_and_change_noth
     site.add(email, status=PENDING)
     good = {p: tokens.sign(site.ctx.secret, p, email) for p in tokens.PURPOSES}
     forged = {p: tokens.sign("not-the-secret", p, email) for p in tokens.PURPOSES}
-    paths = {tokens.CONFIRM: "/confirm/{}", tokens.UNSUBSCRIBE: "/unsubscribe/{}",
-             tokens.MANAGE: "/manage/{}", tokens.FEED: "/feed/{}.atom"}
-    wrong = {tokens.CONFIRM: good[tokens.MANAGE], tokens.UNSUBSCRIBE: good[tokens.MANAGE],
-             tokens.MANAGE: good[tokens.UNSUBSCRIBE], tokens.FEED: good[tokens.MANAGE]}
+    paths = {
+        tokens.CONFIRM: "/confirm/{}",
+        tokens.UNSUBSCRIBE: "/unsubscribe/{}",
+        tokens.MANAGE: "/manage/{}",
+        tokens.FEED: "/feed/{}.atom",
+    }
+    wrong = {
+        tokens.CONFIRM: good[tokens.MANAGE],
+        tokens.UNSUBSCRIBE: good[tokens.MANAGE],
+        tokens.MANAGE: good[tokens.UNSUBSCRIBE],
+        tokens.FEED: good[tokens.MANAGE],
+    }
     with site.client() as c:
         csrf = site.form(c)["csrf"]
         for purpose, path in paths.items():
@@ -57,8 +65,14 @@ def test_forged_altered_wrong_purpose_and_expired_tokens_get_4xx_and_change_noth
                 url = path.format(bad)
                 assert c.get(url).status_code == 400, (purpose, bad)
                 if purpose != tokens.FEED:
-                    r = c.post(url, data={"csrf": csrf, "List-Unsubscribe": "One-Click",
-                                          "action": "unsubscribe"})
+                    r = c.post(
+                        url,
+                        data={
+                            "csrf": csrf,
+                            "List-Unsubscribe": "One-Click",
+                            "action": "unsubscribe",
+                        },
+                    )
                     assert r.status_code == 400 and "Nothing was changed" in r.text
         old = expired_token(site.ctx.secret, tokens.CONFIRM, email, tokens.CONFIRM_MAX_AGE + 60)
         r = c.post(f"/confirm/{old}", data={"csrf": csrf})
@@ -115,8 +129,9 @@ def test_forms_sent_faster_than_a_human_or_with_a_forged_timestamp_are_refused(t
 def test_rate_limit_per_ip(tmp_path):
     with make_site(tmp_path, replace(RELAXED, rate_ip=Limit(3, 3600))) as site:
         with site.client() as c:
-            codes = [site.subscribe(c, f"ip{i}@example.org", "agents").status_code
-                     for i in range(5)]
+            codes = [
+                site.subscribe(c, f"ip{i}@example.org", "agents").status_code for i in range(5)
+            ]
             r = site.subscribe(c, "ip9@example.org", "agents")
         assert codes == [200, 200, 200, 429, 429]
         assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
@@ -129,10 +144,10 @@ def test_rate_limit_per_ip(tmp_path):
 def test_rate_limit_per_address_protects_an_inbox_from_mail_bombing(tmp_path):
     with make_site(tmp_path, replace(RELAXED, rate_email=Limit(2, 3600))) as site:
         with site.client() as c:
-            codes = [site.subscribe(c, "victim@example.org", "agents").status_code
-                     for _ in range(4)]
-            codes.append(site.subscribe(c, "victim@EXAMPLE.org",
-                                        "x").status_code)
+            codes = [
+                site.subscribe(c, "victim@example.org", "agents").status_code for _ in range(4)
+            ]
+            codes.append(site.subscribe(c, "victim@EXAMPLE.org", "x").status_code)
             assert site.subscribe(c, "other@example.org", "agents").status_code == 200
         assert codes == [200, 200, 429, 429, 429]
         site.drain()
@@ -152,16 +167,19 @@ def test_already_subscribed_answer_is_indistinguishable(site):
     assert site.status("fresh@example.org") == PENDING
 
 
-@pytest.mark.parametrize("email, keywords, message", [
-    ("a@example.org", "x" * 1001, "longer than 1000 characters"),
-    ("a@example.org", "agents\x00, \x1b[31m", "control characters"),
-    ("a@example.org", "agents, " + "y" * 90, "longer than 80 characters"),
-    ("a@example.org", '"unbalanced', "unbalanced quote"),
-    ("not-an-address", "agents", "is not a valid address"),
-    ("a@example.org\r\nBcc: x@example.org", "agents", "control characters"),
-    (XSS + "@example.org", "agents", "is not a valid address"),
-    ("", "agents", "email: missing"),
-])
+@pytest.mark.parametrize(
+    "email, keywords, message",
+    [
+        ("a@example.org", "x" * 1001, "longer than 1000 characters"),
+        ("a@example.org", "agents\x00, \x1b[31m", "control characters"),
+        ("a@example.org", "agents, " + "y" * 90, "longer than 80 characters"),
+        ("a@example.org", '"unbalanced', "unbalanced quote"),
+        ("not-an-address", "agents", "is not a valid address"),
+        ("a@example.org\r\nBcc: x@example.org", "agents", "control characters"),
+        (XSS + "@example.org", "agents", "is not a valid address"),
+        ("", "agents", "email: missing"),
+    ],
+)
 def test_bad_input_gets_a_clear_message_and_stores_nothing(site, email, keywords, message):
     with site.client() as c:
         r = site.subscribe(c, email, keywords, "5")
@@ -186,8 +204,9 @@ def test_oversized_bodies_get_413(site):
             for _ in range(40):
                 yield b"keywords=" + b"b" * 1000 + b"&"
 
-        r = c.post("/", content=chunks(),
-                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = c.post(
+            "/", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
         assert r.status_code == 413
         r = c.post("/", content=b"garbage", headers={"Content-Type": "multipart/form-data"})
         assert r.status_code == 400 and "could not be read" in r.text
@@ -217,8 +236,9 @@ def test_xss_payloads_are_escaped_on_every_page_and_in_the_mail(site):
             assert page.status_code == 200
             assert "<script>alert" not in page.text and "<img src=x" not in page.text
         csrf = site.form(c, links.manage_url)["csrf"]
-        r = c.post(links.manage_url, data={"csrf": csrf, "action": "preview",
-                                           "keywords": XSS, "max": XSS})
+        r = c.post(
+            links.manage_url, data={"csrf": csrf, "action": "preview", "keywords": XSS, "max": XSS}
+        )
         assert "<script>alert" not in r.text and "<img src=x" not in r.text
     r = httpx.get(site.url + "/preview", params={"keywords": XSS}, timeout=30)
     assert "<script>alert" not in r.text and "<img src=x" not in r.text

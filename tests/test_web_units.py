@@ -90,13 +90,25 @@ def test_settings_from_the_config_file_with_environment_overrides():
 
     from digest.config import WebConfig, parse_config
 
-    web = parse_config({"web": {"rate_ip": "30/600", "rate_email": "2/86400",
-                                "min_fill_seconds": 0.5, "max_body": 4096,
-                                "preview_days": 3, "forwarded_allow_ips": "10.0.0.9"}},
-                       "test.toml").web
+    web = parse_config(
+        {
+            "web": {
+                "rate_ip": "30/600",
+                "rate_email": "2/86400",
+                "min_fill_seconds": 0.5,
+                "max_body": 4096,
+                "preview_days": 3,
+                "forwarded_allow_ips": "10.0.0.9",
+            }
+        },
+        "test.toml",
+    ).web
     s = WebSettings.from_config(web, {})
-    assert (s.rate_ip, s.rate_email, s.rate_preview) == (Limit(30, 600), Limit(2, 86400),
-                                                         Limit(120, 60))
+    assert (s.rate_ip, s.rate_email, s.rate_preview) == (
+        Limit(30, 600),
+        Limit(2, 86400),
+        Limit(120, 60),
+    )
     assert (s.min_fill_seconds, s.max_body, s.preview_days) == (0.5, 4096, 3)
     assert s.forwarded_allow_ips == "10.0.0.9"
     over = WebSettings.from_config(web, {"DIGEST_WEB_RATE_IP": "5/60"})  # the env wins
@@ -105,9 +117,14 @@ def test_settings_from_the_config_file_with_environment_overrides():
 
 
 def test_settings_from_env():
-    s = WebSettings.from_env({"DIGEST_WEB_RATE_IP": "20/60", "DIGEST_WEB_MIN_FILL": "1.5",
-                              "DIGEST_WEB_MAX_BODY": "32768",
-                              "DIGEST_WEB_FORWARDED_ALLOW_IPS": "10.0.0.2"})
+    s = WebSettings.from_env(
+        {
+            "DIGEST_WEB_RATE_IP": "20/60",
+            "DIGEST_WEB_MIN_FILL": "1.5",
+            "DIGEST_WEB_MAX_BODY": "32768",
+            "DIGEST_WEB_FORWARDED_ALLOW_IPS": "10.0.0.2",
+        }
+    )
     assert s.rate_ip == Limit(20, 60) and s.min_fill_seconds == 1.5
     assert s.max_body == 32768 and s.forwarded_allow_ips == "10.0.0.2"
     assert WebSettings.from_env({}) == WebSettings()
@@ -124,14 +141,24 @@ def test_atom_is_valid_escapes_everything_and_keeps_only_sent_papers():
         "3": Paper("3", "Failed one", "three"),
     }
     records = [
-        {"id": "d2", "day": "2026-01-07", "state": SENT, "papers": ["2", "1"],
-         "at": "2026-01-07T07:00:05+00:00"},
+        {
+            "id": "d2",
+            "day": "2026-01-07",
+            "state": SENT,
+            "papers": ["2", "1"],
+            "at": "2026-01-07T07:00:05+00:00",
+        },
         {"id": "d1", "day": "2026-01-06", "state": SENT, "papers": ["1"], "at": ""},
         {"id": "d0", "day": "2026-01-05", "state": "failed", "papers": ["3"], "at": ""},
     ]
-    body = build_atom(site_name="Digest <&>", feed_url="http://x/feed/t.atom",
-                      home_url="http://x/", email="me@example.org", records=records,
-                      papers=papers)
+    body = build_atom(
+        site_name="Digest <&>",
+        feed_url="http://x/feed/t.atom",
+        home_url="http://x/",
+        email="me@example.org",
+        records=records,
+        papers=papers,
+    )
     root = ET.fromstring(body)
     assert root.findtext(f"{ATOM}title") == "Digest <&>: your papers"
     assert root.findtext(f"{ATOM}updated") == "2026-01-07T07:00:05+00:00"
@@ -143,16 +170,29 @@ def test_atom_is_valid_escapes_everything_and_keeps_only_sent_papers():
 
 
 def test_atom_of_nothing_sent_is_an_empty_valid_feed():
-    body = build_atom(site_name="D", feed_url="http://x/f", home_url="http://x/",
-                      email="a@b.org", records=[], papers={})
+    body = build_atom(
+        site_name="D",
+        feed_url="http://x/f",
+        home_url="http://x/",
+        email="a@b.org",
+        records=[],
+        papers={},
+    )
     root = ET.fromstring(body)
     assert root.findall(f"{ATOM}entry") == [] and root.findtext(f"{ATOM}id")
 
 
 def test_notice_is_a_well_formed_multipart_mail():
     now = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
-    msg = build_notice(kind="confirm", to="a@example.org", sender="Digest <d@example.org>",
-                       subject="Confirm", text="plain ✓", html="<p>html ✓</p>", now=now)
+    msg = build_notice(
+        kind="confirm",
+        to="a@example.org",
+        sender="Digest <d@example.org>",
+        subject="Confirm",
+        text="plain ✓",
+        html="<p>html ✓</p>",
+        now=now,
+    )
     assert b"\r\n" in msg.data and all(len(line) <= 998 for line in msg.data.split(b"\r\n"))
     parsed = email.message_from_bytes(msg.data, policy=email.policy.default)
     assert parsed["To"] == "a@example.org" and parsed["Auto-Submitted"] == "auto-generated"
@@ -160,8 +200,15 @@ def test_notice_is_a_well_formed_multipart_mail():
     assert parsed.get_body(("html",)).get_content().strip() == "<p>html ✓</p>"
     assert msg.message_id.endswith("@example.org>") and msg.digest_id.startswith("web-confirm-")
     with pytest.raises(ValueError):  # header injection is impossible
-        build_notice(kind="x", to="a@example.org\r\nBcc: b@example.org", sender="d@e.org",
-                     subject="s", text="t", html="h", now=now)
+        build_notice(
+            kind="x",
+            to="a@example.org\r\nBcc: b@example.org",
+            sender="d@e.org",
+            subject="s",
+            text="t",
+            html="h",
+            now=now,
+        )
 
 
 class FakeSender:
@@ -183,8 +230,15 @@ class FakeSender:
 
 
 def _msg():
-    return build_notice(kind="t", to="a@example.org", sender="d@example.org", subject="s",
-                        text="t", html="h", now=datetime(2026, 1, 6, tzinfo=UTC))
+    return build_notice(
+        kind="t",
+        to="a@example.org",
+        sender="d@example.org",
+        subject="s",
+        text="t",
+        html="h",
+        now=datetime(2026, 1, 6, tzinfo=UTC),
+    )
 
 
 def test_send_retries_transient_failures_but_not_permanent_ones(monkeypatch):
@@ -214,9 +268,13 @@ def test_job_queue_runs_jobs_in_order_and_survives_failures():
 
 
 def test_feed_day_only_record_gets_midnight_utc():
-    body = build_atom(site_name="D", feed_url="u", home_url="h", email="a@b.org",
-                      records=[{"day": date(2026, 1, 5).isoformat(), "state": SENT,
-                                "papers": ["9"]}],
-                      papers={"9": Paper("9", "T", "A")})
+    body = build_atom(
+        site_name="D",
+        feed_url="u",
+        home_url="h",
+        email="a@b.org",
+        records=[{"day": date(2026, 1, 5).isoformat(), "state": SENT, "papers": ["9"]}],
+        papers={"9": Paper("9", "T", "A")},
+    )
     root = ET.fromstring(body)
     assert root.find(f"{ATOM}entry").findtext(f"{ATOM}updated") == "2026-01-05T00:00:00+00:00"

@@ -31,16 +31,25 @@ SECRET = "test-secret-for-web-links"
 DAY = date(2026, 1, 6)
 
 # Generous defaults: tests that check a limit or the fill time set their own.
-RELAXED = WebSettings(rate_ip=Limit(10_000, 3600), rate_email=Limit(10_000, 3600),
-                      rate_preview=Limit(10_000, 60), min_fill_seconds=0.0)
+RELAXED = WebSettings(
+    rate_ip=Limit(10_000, 3600),
+    rate_email=Limit(10_000, 3600),
+    rate_preview=Limit(10_000, 60),
+    min_fill_seconds=0.0,
+)
 
 
 def make_cfg(tmp_path: Path, web_port: int, smtp_port: int) -> Config:
     return replace(
         Config(),
         store=StoreConfig(path=tmp_path / "data", fsync=False),
-        smtp=SmtpConfig(host="127.0.0.1", port=smtp_port, security="none",
-                        sender="Paper Digest <digest@example.org>", timeout=10),
+        smtp=SmtpConfig(
+            host="127.0.0.1",
+            port=smtp_port,
+            security="none",
+            sender="Paper Digest <digest@example.org>",
+            timeout=10,
+        ),
         outbox=OutboxConfig(path=tmp_path / "outbox"),
         web=WebConfig(base_url=f"http://127.0.0.1:{web_port}"),
     )
@@ -66,17 +75,35 @@ class Site:
             fields["t"] = hidden(r.text, "t")
         return fields
 
-    def subscribe(self, client: httpx.Client, email: str, keywords: str = "",
-                  max_papers: str = "", **extra: str) -> httpx.Response:
-        data = {**self.form(client), "email": email, "keywords": keywords, "max": max_papers,
-                "website": "", "action": "subscribe", **extra}
+    def subscribe(
+        self,
+        client: httpx.Client,
+        email: str,
+        keywords: str = "",
+        max_papers: str = "",
+        **extra: str,
+    ) -> httpx.Response:
+        data = {
+            **self.form(client),
+            "email": email,
+            "keywords": keywords,
+            "max": max_papers,
+            "website": "",
+            "action": "subscribe",
+            **extra,
+        }
         return client.post("/", data=data)
 
     def drain(self) -> None:
         self.ctx.jobs.join()
 
-    def add(self, email: str, keywords: tuple[str, ...] = ("reasoning",), status: str = ACTIVE,
-            max_papers: int = 5) -> Subscriber:
+    def add(
+        self,
+        email: str,
+        keywords: tuple[str, ...] = ("reasoning",),
+        status: str = ACTIVE,
+        max_papers: int = 5,
+    ) -> Subscriber:
         sub = Subscriber(email=email, keywords=keywords, max_papers=max_papers, status=status)
         self.store.put_subscribers([sub])
         return sub
@@ -87,8 +114,11 @@ class Site:
 
 
 @contextmanager
-def make_site(tmp_path: Path, settings: WebSettings = RELAXED,
-              now: datetime = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)) -> Iterator[Site]:
+def make_site(
+    tmp_path: Path,
+    settings: WebSettings = RELAXED,
+    now: datetime = datetime(2026, 1, 6, 9, 0, tzinfo=UTC),
+) -> Iterator[Site]:
     with SmtpInbox() as inbox:
         port = free_port()
         cfg = make_cfg(tmp_path, port, inbox.port)
@@ -102,5 +132,11 @@ def make_site(tmp_path: Path, settings: WebSettings = RELAXED,
 
 
 def paper(pid: str, title: str, abstract: str = "", **kw: Any) -> Paper:
-    return Paper(id=pid, title=title, abstract=abstract or title, listed_on=DAY,
-                 sources=("huggingface",), **kw)
+    return Paper(
+        id=pid,
+        title=title,
+        abstract=abstract or title,
+        listed_on=DAY,
+        sources=("huggingface",),
+        **kw,
+    )

@@ -31,8 +31,8 @@ from digest.render import Rendered
 
 CRLF = "\r\n"
 _BAD_HEADER_CHARS = frozenset("\r\n\x00")
-_ADDR_FORBIDDEN = frozenset(" \t\r\n\x00<>(),;:\"[]\\")
-_URL_FORBIDDEN = frozenset(" \t\r\n\x00<>\"")
+_ADDR_FORBIDDEN = frozenset(' \t\r\n\x00<>(),;:"[]\\')
+_URL_FORBIDDEN = frozenset(' \t\r\n\x00<>"')
 MAX_HEADER_INPUT = 900  # anything longer cannot be a sane address, URL or subject line
 
 
@@ -47,8 +47,7 @@ def _no_breaks(name: str, value: str) -> None:
 def _check_addr(name: str, addr: str) -> tuple[str, str]:
     """(local, ascii domain) of a bare address, or InputError."""
     local, at, domain = addr.rpartition("@")
-    if not at or not local or not domain or len(addr) > 254 or \
-            not _ADDR_FORBIDDEN.isdisjoint(addr):
+    if not at or not local or not domain or len(addr) > 254 or not _ADDR_FORBIDDEN.isdisjoint(addr):
         raise InputError(f"message {name}: not an e-mail address: {addr[:80]!r}")
     if not local.isascii():
         # Would need SMTPUTF8 (RFC 6531) end to end; not supported, so say so plainly.
@@ -91,8 +90,9 @@ def _qp_line(line: str) -> bytes:
     # is CRLF, and starts each line afresh: so encoding line by line gives the same bytes
     # as encoding the whole body, and the lines of a paper card (the same for every
     # subscriber who gets that paper) are encoded once per run instead of every time.
-    return binascii.b2a_qp((line + CRLF).encode("utf-8"), quotetabs=False, istext=True,
-                           header=False)
+    return binascii.b2a_qp(
+        (line + CRLF).encode("utf-8"), quotetabs=False, istext=True, header=False
+    )
 
 
 def _qp(text: str) -> bytes:
@@ -115,8 +115,12 @@ def build_message(
 ) -> OutgoingMessage:
     """The complete message for one subscriber's digest. Raises InputError on any value
     that would break or inject into the headers."""
-    for name, value in (("to", to), ("subject", rendered.subject), ("digest_id", digest_id),
-                        ("unsubscribe_url", unsubscribe_url)):
+    for name, value in (
+        ("to", to),
+        ("subject", rendered.subject),
+        ("digest_id", digest_id),
+        ("unsubscribe_url", unsubscribe_url),
+    ):
         _no_breaks(name, value)
         if len(value) > MAX_HEADER_INPUT:
             raise InputError(f"message {name}: too long ({len(value)} characters)")
@@ -125,10 +129,12 @@ def build_message(
     to_addr = f"{local}@{domain}"
     if not digest_id or "@" in digest_id or not _ADDR_FORBIDDEN.isdisjoint(digest_id):
         raise InputError(f"message digest_id: not usable in a Message-ID: {digest_id!r}")
-    if not unsubscribe_url.startswith(("https://", "http://")) or \
-            not _URL_FORBIDDEN.isdisjoint(unsubscribe_url):
-        raise InputError(f"message unsubscribe_url: expected an http(s) URL: "
-                         f"{unsubscribe_url[:80]!r}")
+    if not unsubscribe_url.startswith(("https://", "http://")) or not _URL_FORBIDDEN.isdisjoint(
+        unsubscribe_url
+    ):
+        raise InputError(
+            f"message unsubscribe_url: expected an http(s) URL: {unsubscribe_url[:80]!r}"
+        )
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     sender_domain = from_addr.rpartition("@")[2]
@@ -136,33 +142,43 @@ def build_message(
     # "=_" never occurs in quoted-printable output, so this boundary cannot collide
     # with the body (the classic trick, RFC 2045 6.7 / RFC 2046 5.1.1).
     boundary = "=_" + hashlib.sha1(digest_id.encode()).hexdigest()[:24]
-    head = CRLF.join((
-        f"From: {from_value}",
-        f"To: {to_addr}",
-        f"Subject: {_subject_header(rendered.subject)}",
-        f"Date: {format_datetime(now)}",
-        f"Message-ID: {message_id}",
-        "MIME-Version: 1.0",
-        f"List-Id: <digest.{sender_domain}>",
-        f"List-Unsubscribe: <{unsubscribe_url}>",
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-        "Auto-Submitted: auto-generated",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
-        "",
-        "",
-    )).encode("ascii")
+    head = CRLF.join(
+        (
+            f"From: {from_value}",
+            f"To: {to_addr}",
+            f"Subject: {_subject_header(rendered.subject)}",
+            f"Date: {format_datetime(now)}",
+            f"Message-ID: {message_id}",
+            "MIME-Version: 1.0",
+            f"List-Id: <digest.{sender_domain}>",
+            f"List-Unsubscribe: <{unsubscribe_url}>",
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            "Auto-Submitted: auto-generated",
+            f'Content-Type: multipart/alternative; boundary="{boundary}"',
+            "",
+            "",
+        )
+    ).encode("ascii")
     part_head = (
         f"--{boundary}\r\n"
         'Content-Type: text/{}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
     )
-    data = b"".join((
-        head,
-        part_head.format("plain").encode("ascii"),
-        _qp(rendered.text),
-        part_head.format("html").encode("ascii"),
-        _qp(rendered.html),
-        f"--{boundary}--\r\n".encode("ascii"),
-    ))
-    return OutgoingMessage(digest_id=digest_id, to=to_addr, sender=sender,
-                           message_id=message_id, data=data, html=rendered.html)
+    data = b"".join(
+        (
+            head,
+            part_head.format("plain").encode("ascii"),
+            _qp(rendered.text),
+            part_head.format("html").encode("ascii"),
+            _qp(rendered.html),
+            f"--{boundary}--\r\n".encode("ascii"),
+        )
+    )
+    return OutgoingMessage(
+        digest_id=digest_id,
+        to=to_addr,
+        sender=sender,
+        message_id=message_id,
+        data=data,
+        html=rendered.html,
+    )

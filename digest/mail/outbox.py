@@ -50,8 +50,7 @@ class OutboxSender:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise DeliveryError(f"outbox {self.folder}: cannot create folder: "
-                                f"{e.strerror}") from e
+            raise DeliveryError(f"outbox {self.folder}: cannot create folder: {e.strerror}") from e
         if not os.access(self.folder, os.W_OK):
             raise DeliveryError(f"outbox {self.folder}: folder is not writable")
         return self
@@ -61,8 +60,13 @@ class OutboxSender:
 
     def paths(self, digest_id: str) -> tuple[Path, Path]:
         """(.eml, .html) paths of a digest; the id must be a plain file name."""
-        if (not digest_id or digest_id.startswith(".") or "/" in digest_id
-                or "\\" in digest_id or "\x00" in digest_id):
+        if (
+            not digest_id
+            or digest_id.startswith(".")
+            or "/" in digest_id
+            or "\\" in digest_id
+            or "\x00" in digest_id
+        ):
             raise InputError(f"outbox: digest id is not a plain file name: {digest_id!r}")
         return self.folder / f"{digest_id}.eml", self.folder / f"{digest_id}.html"
 
@@ -75,6 +79,7 @@ class OutboxSender:
             _atomic_write(eml, msg.data, self.fsync)
         except OSError as e:
             # A full disk or a vanished folder may clear up: retry next run.
-            raise TransientDeliveryError(f"outbox {self.folder}: cannot write {eml.name}: "
-                                         f"{e.strerror or e}") from e
+            raise TransientDeliveryError(
+                f"outbox {self.folder}: cannot write {eml.name}: {e.strerror or e}"
+            ) from e
         self.sent += 1

@@ -49,8 +49,10 @@ def _credentials(cfg: SmtpConfig) -> tuple[str, str] | None:
         raise ConfigError("[smtp] username_env and password_env: set both or neither")
     user = os.environ.get(cfg.username_env, "")
     password = os.environ.get(cfg.password_env, "")
-    for key, name, value in (("username_env", cfg.username_env, user),
-                             ("password_env", cfg.password_env, password)):
+    for key, name, value in (
+        ("username_env", cfg.username_env, user),
+        ("password_env", cfg.password_env, password),
+    ):
         if not value:
             raise ConfigError(f"[smtp] {key}: environment variable {name} is not set")
     return user, password
@@ -66,8 +68,9 @@ class SmtpSender:
         if not cfg.host:
             raise ConfigError("[smtp] host: empty (use the outbox sender instead)")
         if cfg.security not in ("none", "starttls", "ssl"):
-            raise ConfigError(f"[smtp] security: expected none, starttls or ssl, "
-                              f"got {cfg.security!r}")
+            raise ConfigError(
+                f"[smtp] security: expected none, starttls or ssl, got {cfg.security!r}"
+            )
         self.cfg = cfg
         self.where = f"SMTP {cfg.host}:{cfg.port}"
         self.envelope_from = parseaddr(cfg.sender)[1]
@@ -75,8 +78,10 @@ class SmtpSender:
             raise ConfigError(f"[smtp] sender: not an address: {cfg.sender!r}")
         self._creds = _credentials(cfg)  # checked now: a missing variable fails at start
         if self._creds and cfg.security == "none" and cfg.host.lower() not in _LOCAL_HOSTS:
-            raise ConfigError("[smtp] security: refusing to send the password unencrypted "
-                              f"to {cfg.host}; use starttls or ssl")
+            raise ConfigError(
+                "[smtp] security: refusing to send the password unencrypted "
+                f"to {cfg.host}; use starttls or ssl"
+            )
         self._ctx = ssl_context
         self._smtp: smtplib.SMTP | None = None
         self.sent = 0
@@ -95,15 +100,18 @@ class SmtpSender:
         smtp: smtplib.SMTP | None = None
         try:
             if cfg.security == "ssl":
-                smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
-                                        context=self._context())
+                smtp = smtplib.SMTP_SSL(
+                    cfg.host, cfg.port, timeout=cfg.timeout, context=self._context()
+                )
             else:
                 smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
             smtp.ehlo()
             if cfg.security == "starttls":
                 if not smtp.has_extn("starttls"):
-                    raise DeliveryError(f"{self.where}: server does not offer STARTTLS; "
-                                        "refusing to send in plaintext")
+                    raise DeliveryError(
+                        f"{self.where}: server does not offer STARTTLS; "
+                        "refusing to send in plaintext"
+                    )
                 smtp.starttls(context=self._context())
                 smtp.ehlo()
             if self._creds:
@@ -126,12 +134,12 @@ class SmtpSender:
             raise DeliveryError(f"{self.where}: TLS failed: {e.reason or e}") from e
         except smtplib.SMTPAuthenticationError as e:
             _close(smtp)
-            raise DeliveryError(f"{self.where}: login refused: {e.smtp_code} "
-                                f"{_reply_text(e.smtp_error)}") from e
+            raise DeliveryError(
+                f"{self.where}: login refused: {e.smtp_code} {_reply_text(e.smtp_error)}"
+            ) from e
         except smtplib.SMTPResponseException as e:
             _close(smtp)
-            raise DeliveryError(f"{self.where}: {e.smtp_code} {_reply_text(e.smtp_error)}") \
-                from e
+            raise DeliveryError(f"{self.where}: {e.smtp_code} {_reply_text(e.smtp_error)}") from e
         except (smtplib.SMTPException, OSError) as e:
             _close(smtp)
             raise DeliveryError(f"{self.where}: {type(e).__name__}: {e}".rstrip(": ")) from e
@@ -166,7 +174,8 @@ class SmtpSender:
                 _close(self._smtp)
                 self._smtp = None
                 raise TransientDeliveryError(
-                    f"{self.where}: connection lost twice sending to {msg.to}: {e}") from e
+                    f"{self.where}: connection lost twice sending to {msg.to}: {e}"
+                ) from e
         self.sent += 1
 
     def _send_once(self, msg: OutgoingMessage) -> None:
@@ -178,8 +187,9 @@ class SmtpSender:
         try:
             refused = self._smtp.sendmail(self.envelope_from, [msg.to], msg.data)
         except smtplib.SMTPRecipientsRefused as e:
-            code, resp = e.recipients.get(msg.to, next(iter(e.recipients.values()),
-                                                       (0, b"refused")))
+            code, resp = e.recipients.get(
+                msg.to, next(iter(e.recipients.values()), (0, b"refused"))
+            )
             self._raise_for(code, resp, msg, "recipient refused")
         except smtplib.SMTPSenderRefused as e:
             if e.smtp_code == 421:
@@ -188,7 +198,8 @@ class SmtpSender:
             # failed for it; retry next run (and the operator sees the reply).
             raise TransientDeliveryError(
                 f"{self.where}: sender {self.envelope_from} refused: {e.smtp_code} "
-                f"{_reply_text(e.smtp_error)}") from e
+                f"{_reply_text(e.smtp_error)}"
+            ) from e
         except smtplib.SMTPDataError as e:
             self._raise_for(e.smtp_code, e.smtp_error, msg, "message refused")
         except smtplib.SMTPResponseException as e:

@@ -62,8 +62,10 @@ def term_hits(terms: Sequence[str], texts: Sequence[str]) -> np.ndarray:
 # Kelvin sign, dotless i, long s, ligatures): the ones an IGNORECASE match may fold onto
 # ASCII. Written out because deriving it scans all of the BMP (~50 ms a process);
 # tests/test_rank.py derives it and checks this is the same set.
-EXOTIC_CHARS = "\u00df\u0130\u0131\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\u1e9e\u212a" \
+EXOTIC_CHARS = (
+    "\u00df\u0130\u0131\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\u1e9e\u212a"
     "\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06"
+)
 
 
 @lru_cache(maxsize=1)

@@ -191,7 +191,9 @@ def rank(
 
 
 def paper_scores(
-    papers: Sequence[Paper], subscriber: Subscriber, *,
+    papers: Sequence[Paper],
+    subscriber: Subscriber,
+    *,
     popularity_weight: float = RankingConfig.popularity_weight,
 ) -> dict[str, float]:
     """Every eligible paper's score (0..100) for one subscriber, before max_papers,

@@ -15,30 +15,42 @@ STATUS_ROWS = 50  # subscriber rows `digest status` shows without --all
 
 def register(subparsers: Any) -> None:
     s = subparsers.add_parser(
-        "serve", help="run by itself: send each day's digest at the scheduled local time",
+        "serve",
+        help="run by itself: send each day's digest at the scheduled local time",
         description="One long-running process: sends each subscriber's digest at their local "
         "send time ([schedule] time/timezone, or their own hour), catches up on start what "
         "downtime or a crash left unsent (within misfire_grace_hours), and stops cleanly on "
-        "SIGTERM/SIGINT.")
-    s.add_argument("--web", action="store_true",
-                   help="also serve the web pages in this process ([web] host/port)")
+        "SIGTERM/SIGINT.",
+    )
+    s.add_argument(
+        "--web",
+        action="store_true",
+        help="also serve the web pages in this process ([web] host/port)",
+    )
     s.add_argument("--quiet", action="store_true", help="log warnings only")
     s.set_defaults(func=cmd_serve)
 
     st = subparsers.add_parser(
-        "status", help="last runs, next run, each subscriber's last digest, pending retries")
+        "status", help="last runs, next run, each subscriber's last digest, pending retries"
+    )
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--runs", type=int, default=5, help="how many recent runs (default 5)")
-    st.add_argument("--all", action="store_true",
-                    help="list every subscriber (default: the first 50 by address)")
+    st.add_argument(
+        "--all",
+        action="store_true",
+        help="list every subscriber (default: the first 50 by address)",
+    )
     st.set_defaults(func=cmd_status)
 
 
 def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
     from digest.schedule.service import serve
 
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # "job added/executed" noise
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return serve(cfg, web=args.web)
@@ -54,8 +66,9 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
         raise InputError(f"--runs: expected a positive number, got {args.runs}")
     store = open_store(cfg.store)
     try:
-        status = collect(cfg, store, utcnow(), runs=args.runs,
-                         people=None if args.all else STATUS_ROWS)
+        status = collect(
+            cfg, store, utcnow(), runs=args.runs, people=None if args.all else STATUS_ROWS
+        )
     finally:
         store.close()
     if args.json:

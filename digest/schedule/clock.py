@@ -89,8 +89,9 @@ def local_date(now_utc: datetime, tz: ZoneInfo) -> date:
     return _as_utc(now_utc).astimezone(tz).date()
 
 
-def fires_around(now_utc: datetime, at: time, tz: ZoneInfo, days_back: int = 2,
-                 days_ahead: int = 2) -> Iterator[tuple[date, datetime]]:
+def fires_around(
+    now_utc: datetime, at: time, tz: ZoneInfo, days_back: int = 2, days_ahead: int = 2
+) -> Iterator[tuple[date, datetime]]:
     """(day, send instant) for the local days around `now_utc`, in order."""
     today = local_date(now_utc, tz)
     for k in range(-days_back, days_ahead + 1):
@@ -98,8 +99,9 @@ def fires_around(now_utc: datetime, at: time, tz: ZoneInfo, days_back: int = 2,
         yield d, send_instant(d, at, tz)
 
 
-def next_fire(now_utc: datetime, time_str: str, tz: str | ZoneInfo, *,
-              inclusive: bool = False) -> datetime:
+def next_fire(
+    now_utc: datetime, time_str: str, tz: str | ZoneInfo, *, inclusive: bool = False
+) -> datetime:
     """The first send instant after `now_utc` (at or after it when `inclusive`), in UTC."""
     z = zone(tz) if isinstance(tz, str) else tz
     at = parse_hhmm(time_str)
@@ -123,8 +125,9 @@ def last_fire(now_utc: datetime, time_str: str, tz: str | ZoneInfo) -> tuple[dat
     return best
 
 
-def fires_within(now_utc: datetime, at: time, tz: ZoneInfo,
-                 window: timedelta) -> list[tuple[date, datetime]]:
+def fires_within(
+    now_utc: datetime, at: time, tz: ZoneInfo, window: timedelta
+) -> list[tuple[date, datetime]]:
     """Send instants in (now - window, now], oldest first: the days still worth sending.
 
     A send time exactly `window` ago is out (its grace is over); a send time of exactly
@@ -132,5 +135,8 @@ def fires_within(now_utc: datetime, at: time, tz: ZoneInfo,
     """
     now_utc = _as_utc(now_utc)
     back = window.days + 2
-    return [(d, inst) for d, inst in fires_around(now_utc, at, tz, days_back=back, days_ahead=1)
-            if now_utc - window < inst <= now_utc]
+    return [
+        (d, inst)
+        for d, inst in fires_around(now_utc, at, tz, days_back=back, days_ahead=1)
+        if now_utc - window < inst <= now_utc
+    ]

@@ -75,8 +75,11 @@ def slot_for(sub: Subscriber, cfg: ScheduleConfig) -> Slot:
     configured zone rather than losing the subscriber's digest.
     """
     base = default_slot(cfg)
-    at = time(sub.send_hour, 0) if sub.send_hour is not None and 0 <= sub.send_hour <= 23 \
+    at = (
+        time(sub.send_hour, 0)
+        if sub.send_hour is not None and 0 <= sub.send_hour <= 23
         else base.at
+    )
     tz = base.tz
     if sub.timezone:
         try:
@@ -150,12 +153,19 @@ def due_subscribers(
 ) -> list[tuple[Subscriber, date]]:
     """(subscriber, day) pairs owed a digest at `now_utc`, oldest day first."""
     by_email = {s.email: s for s in subscribers}
-    return [(by_email[e], g.day) for g in catch_up_plan(now_utc, subscribers, cfg, states)
-            for e in sorted(g.emails)]
+    return [
+        (by_email[e], g.day)
+        for g in catch_up_plan(now_utc, subscribers, cfg, states)
+        for e in sorted(g.emails)
+    ]
 
 
-def due(sub: Subscriber, now_utc: datetime, cfg: ScheduleConfig,
-        states: StatesFor | Mapping[tuple[str, date], str]) -> bool:
+def due(
+    sub: Subscriber,
+    now_utc: datetime,
+    cfg: ScheduleConfig,
+    states: StatesFor | Mapping[tuple[str, date], str],
+) -> bool:
     """Is `sub` owed any digest at `now_utc`? (The `only=` predicate, one at a time.)"""
     return bool(catch_up_plan(now_utc, [sub], cfg, states))
 

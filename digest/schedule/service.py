@@ -62,8 +62,7 @@ class SendTimesTrigger(BaseTrigger):
         self.slots_fn = slots_fn
         self.recheck = recheck
 
-    def get_next_fire_time(self, previous_fire_time: datetime | None,
-                           now: datetime) -> datetime:
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
         start = (previous_fire_time or now).astimezone(UTC)
         if previous_fire_time is None:  # inclusive of `now` for the first computation
             start -= timedelta(microseconds=1)
@@ -73,8 +72,9 @@ class SendTimesTrigger(BaseTrigger):
         except Exception as e:
             # An exception here would kill the scheduler thread: APScheduler 3 computes
             # fire times outside any job's error handling.
-            log.warning("cannot read the send times (%s); checking again at %s", e,
-                        recheck.isoformat())
+            log.warning(
+                "cannot read the send times (%s); checking again at %s", e, recheck.isoformat()
+            )
             return recheck
         return min(next_send(start, slot_set), recheck)
 
@@ -92,8 +92,15 @@ def next_recheck(after: datetime, every: timedelta) -> datetime:
 class Service:
     """The tick and its scheduler. Construct with a store; `clock` and `run` are injectable."""
 
-    def __init__(self, cfg: Config, store: Store, *, clock: Clock = utcnow,
-                 run: RunDaily | None = None, recheck: timedelta = RECHECK):
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        *,
+        clock: Clock = utcnow,
+        run: RunDaily | None = None,
+        recheck: timedelta = RECHECK,
+    ):
         if run is None:
             from digest.pipeline import run_daily
 
@@ -110,8 +117,9 @@ class Service:
         return slots(self.store.subscribers(), self.cfg.schedule)
 
     def plan(self) -> list[DueGroup]:
-        return catch_up_plan(self.clock(), self.store.subscribers(), self.cfg.schedule,
-                             self.store.digests_for_day)
+        return catch_up_plan(
+            self.clock(), self.store.subscribers(), self.cfg.schedule, self.store.digests_for_day
+        )
 
     def next_run(self) -> datetime:
         now = self.clock()
@@ -147,11 +155,16 @@ class Service:
             if self.stop.is_set():
                 break
             late = self.clock() - g.since
-            log.info("run for %s: %d subscriber(s) owed%s", g.day.isoformat(), len(g.emails),
-                     f" (catching up, {_ago(late)} late)" if late > timedelta(minutes=5) else "")
+            log.info(
+                "run for %s: %d subscriber(s) owed%s",
+                g.day.isoformat(),
+                len(g.emails),
+                f" (catching up, {_ago(late)} late)" if late > timedelta(minutes=5) else "",
+            )
             try:
-                report = self.run(self.cfg, g.day, now=self.clock, store=self.store,
-                                  only=g.only(), stop=self.stop)
+                report = self.run(
+                    self.cfg, g.day, now=self.clock, store=self.store, only=g.only(), stop=self.stop
+                )
             except StoreLocked as e:
                 log.warning("%s; retrying at the next tick", e)
                 break
@@ -160,8 +173,9 @@ class Service:
                 log.warning("%s; retrying at the next tick", e)
                 continue
             except DigestError as e:
-                log.warning("run for %s stopped: %s; retrying at the next tick",
-                            g.day.isoformat(), e)
+                log.warning(
+                    "run for %s stopped: %s; retrying at the next tick", g.day.isoformat(), e
+                )
                 continue
             reports.append(report)
             for line in report.lines():
@@ -185,8 +199,13 @@ class Service:
         opts = self.job_options()
         if run_at_start:  # catch-up on start: the plan decides whether anything is owed
             opts["next_run_time"] = datetime.now(UTC)
-        sched.add_job(self.tick, SendTimesTrigger(self.slots, self.recheck), id=JOB_ID,
-                      name="daily digest", **opts)
+        sched.add_job(
+            self.tick,
+            SendTimesTrigger(self.slots, self.recheck),
+            id=JOB_ID,
+            name="daily digest",
+            **opts,
+        )
         return sched
 
 
@@ -217,16 +236,16 @@ def serve_lock(cfg: Config) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise StoreLocked(f"{lock.lock_file}: another `digest serve` is already running "
-                          "on this store") from None
+        raise StoreLocked(
+            f"{lock.lock_file}: another `digest serve` is already running on this store"
+        ) from None
     try:
         yield
     finally:
         lock.release()
 
 
-def _serve(cfg: Config, store: Store, shutdown: threading.Event, *, web: bool,
-           clock: Clock) -> int:
+def _serve(cfg: Config, store: Store, shutdown: threading.Event, *, web: bool, clock: Clock) -> int:
     from digest.pipeline import seed_subscribers
 
     seed_subscribers(cfg, store, clock)
@@ -243,8 +262,11 @@ def _serve(cfg: Config, store: Store, shutdown: threading.Event, *, web: bool,
     sched = service.build_scheduler()
     web_thread = start_web(cfg, store) if web else None
     sched.start()
-    log.info("serving: %s; next send time %s", ", ".join(sorted(s.label for s in
-             service.slots())), next_send(clock(), service.slots()).isoformat())
+    log.info(
+        "serving: %s; next send time %s",
+        ", ".join(sorted(s.label for s in service.slots())),
+        next_send(clock(), service.slots()).isoformat(),
+    )
     while not shutdown.wait(1.0):
         pass
     log.info("stopping: no new work; finishing the message in flight")
@@ -295,8 +317,9 @@ class WebThread:
         if not self.server.started:
             self.stop()
             cfg = self.server.config
-            raise DigestError(f"--web: cannot serve on {cfg.host}:{cfg.port} "
-                              "(port in use or not allowed)")
+            raise DigestError(
+                f"--web: cannot serve on {cfg.host}:{cfg.port} (port in use or not allowed)"
+            )
         return self
 
     def stop(self) -> None:
@@ -315,9 +338,15 @@ def start_web(cfg: Config, store: Store) -> WebThread:
     settings = WebSettings.from_config(cfg.web)
     app = make_app(cfg, store=store, settings=settings)
     # The same uvicorn settings as `digest web` (behind a reverse proxy, no Server header).
-    config = uvicorn.Config(app, host=cfg.web.host, port=cfg.web.port, log_level="warning",
-                            proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
-                            server_header=False)
+    config = uvicorn.Config(
+        app,
+        host=cfg.web.host,
+        port=cfg.web.port,
+        log_level="warning",
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        server_header=False,
+    )
     server = uvicorn.Server(config)
     # Not the main thread: uvicorn installs no signal handlers; serve() stops it.
     thread = WebThread(server).start()

@@ -17,8 +17,9 @@ from digest.schedule.plan import catch_up_plan, next_send, slot_for, slots
 from digest.store.base import Store
 
 
-def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5,
-            people: int | None = None) -> dict[str, Any]:
+def collect(
+    cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5, people: int | None = None
+) -> dict[str, Any]:
     """Everything `digest status` shows, as plain JSON-ready data. `people` caps the
     per-subscriber rows (each is a history lookup); None lists everyone."""
     subs = sorted(store.subscribers(), key=lambda s: s.email)
@@ -32,18 +33,25 @@ def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5,
         # misfire grace; after that the day is dropped and, as its papers were not
         # delivered, they stay eligible for the next digest.
         again = (r.get("email"), r.get("day")) in owed
-        retries.append(dict(r) | {"retry": "at the next tick" if again else
-                                  "no: beyond the misfire grace; its papers go into the "
-                                  "next digest"})
+        retries.append(
+            dict(r)
+            | {
+                "retry": "at the next tick"
+                if again
+                else "no: beyond the misfire grace; its papers go into the next digest"
+            }
+        )
     rows = []
     for s in subs if people is None else subs[:people]:
         last = store.history(s.email, limit=1)
-        rows.append({
-            "email": s.email,
-            "status": s.status,
-            "send_time": _send_time(s, cfg),
-            "last": last[0] if last else None,
-        })
+        rows.append(
+            {
+                "email": s.email,
+                "status": s.status,
+                "send_time": _send_time(s, cfg),
+                "last": last[0] if last else None,
+            }
+        )
     # The latest day of the configured send time: how far along is it?
     last_day, _ = last_fire(now_utc, cfg.schedule.time, cfg.schedule.timezone)
     states = store.digests_for_day(last_day)
@@ -56,11 +64,15 @@ def collect(cfg: Config, store: Store, now_utc: datetime, *, runs: int = 5,
     return {
         "now": now_utc.isoformat(timespec="seconds"),
         "day": {"day": last_day.isoformat(), **counts},
-        "schedule": {"time": cfg.schedule.time, "timezone": cfg.schedule.timezone,
-                     "misfire_grace_hours": cfg.schedule.misfire_grace_hours,
-                     "send_empty": cfg.schedule.send_empty},
-        "next_run": now_utc.isoformat(timespec="seconds") if plan else
-        nxt.isoformat(timespec="seconds"),
+        "schedule": {
+            "time": cfg.schedule.time,
+            "timezone": cfg.schedule.timezone,
+            "misfire_grace_hours": cfg.schedule.misfire_grace_hours,
+            "send_empty": cfg.schedule.send_empty,
+        },
+        "next_run": now_utc.isoformat(timespec="seconds")
+        if plan
+        else nxt.isoformat(timespec="seconds"),
         "owed_now": [{"day": g.day.isoformat(), "subscribers": len(g.emails)} for g in plan],
         "runs": recent,
         "why_quiet": why_quiet(recent[0]) if recent else "no run yet",
@@ -99,11 +111,12 @@ def why_quiet(run: Mapping[str, Any]) -> str | None:
     if failed and not empty:
         return f"the mail server refused every digest permanently ({failed})"
     if empty and int(run.get("new_papers", 0)) == 0:
-        return (f"0 new papers: {empty} empty digest(s) not sent "
-                "([schedule] send_empty = false)")
+        return f"0 new papers: {empty} empty digest(s) not sent ([schedule] send_empty = false)"
     if empty:
-        return (f"nothing new matched: {empty} subscriber(s) had no unseen paper above "
-                "their threshold; empty digests are not sent")
+        return (
+            f"nothing new matched: {empty} subscriber(s) had no unseen paper above "
+            "their threshold; empty digests are not sent"
+        )
     if done:
         return f"everyone already served: {done} digest(s) for this day were done before"
     return "no active subscriber was due"
@@ -112,8 +125,10 @@ def why_quiet(run: Mapping[str, Any]) -> str | None:
 def lines(status: Mapping[str, Any]) -> list[str]:
     """The human-readable status (pure)."""
     sc = status["schedule"]
-    out = [f"schedule: {sc['time']} {sc['timezone']} (misfire grace {sc['misfire_grace_hours']:g}"
-           f" h; empty digests {'sent' if sc['send_empty'] else 'not sent'})"]
+    out = [
+        f"schedule: {sc['time']} {sc['timezone']} (misfire grace {sc['misfire_grace_hours']:g}"
+        f" h; empty digests {'sent' if sc['send_empty'] else 'not sent'})"
+    ]
     if status["owed_now"]:
         owed = ", ".join(f"{o['day']}: {o['subscribers']}" for o in status["owed_now"])
         out.append(f"next run: now (owed: {owed})")
@@ -122,8 +137,9 @@ def lines(status: Mapping[str, Any]) -> list[str]:
         wait = int((nxt - datetime.fromisoformat(status["now"])).total_seconds() // 60)
         out.append(f"next run: {status['next_run']} (in {wait // 60} h {wait % 60} min)")
     d = status["day"]
-    out.append(f"digests for {d['day']}: " + ", ".join(
-        f"{k} {v}" for k, v in d.items() if k != "day"))
+    out.append(
+        f"digests for {d['day']}: " + ", ".join(f"{k} {v}" for k, v in d.items() if k != "day")
+    )
     out.append("")
     out.append("last runs:")
     if not status["runs"]:
@@ -133,14 +149,24 @@ def lines(status: Mapping[str, Any]) -> list[str]:
     if status["why_quiet"]:
         out.append(f"nothing went out in the last run: {status['why_quiet']}")
     out.append("")
-    out += table(
-        ("subscriber", "status", "send time", "last digest", "state", "papers"),
-        [(p["email"], p["status"], p["send_time"],
-          p["last"]["day"] if p["last"] else "-",
-          p["last"]["state"] if p["last"] else "-",
-          str(len(p["last"].get("papers") or ())) if p["last"] else "-")
-         for p in status["subscribers"]],
-    ) if status["subscribers"] else ["no subscribers"]
+    out += (
+        table(
+            ("subscriber", "status", "send time", "last digest", "state", "papers"),
+            [
+                (
+                    p["email"],
+                    p["status"],
+                    p["send_time"],
+                    p["last"]["day"] if p["last"] else "-",
+                    p["last"]["state"] if p["last"] else "-",
+                    str(len(p["last"].get("papers") or ())) if p["last"] else "-",
+                )
+                for p in status["subscribers"]
+            ],
+        )
+        if status["subscribers"]
+        else ["no subscribers"]
+    )
     hidden = status["subscribers_total"] - len(status["subscribers"])
     if hidden > 0:
         out.append(f"... and {hidden} more (--all lists everyone)")
@@ -148,8 +174,10 @@ def lines(status: Mapping[str, Any]) -> list[str]:
     retries = status["pending_retries"]
     out.append(f"waiting for retry: {len(retries)}")
     for r in retries:
-        out.append(f"  {r.get('email', '?')} {r.get('day', '?')}: {r.get('detail', '')} "
-                   f"(retry: {r.get('retry', '?')})")
+        out.append(
+            f"  {r.get('email', '?')} {r.get('day', '?')}: {r.get('detail', '')} "
+            f"(retry: {r.get('retry', '?')})"
+        )
     return out
 
 
@@ -158,13 +186,16 @@ def run_line(r: Mapping[str, Any]) -> str:
     if r.get("error"):
         return f"{head}: failed: {r['error']}"
     fetched = ", ".join(f"{k} {v}" for k, v in (r.get("fetched") or {}).items()) or "none"
-    return (f"{head}: fetched {fetched}; new {r.get('new_papers', 0)}; sent {r.get('sent', 0)}, "
-            f"failed {r.get('failed', 0)}, deferred {r.get('deferred', 0)}, "
-            f"empty {r.get('empty', 0)}, already done {r.get('already_done', 0)}")
+    return (
+        f"{head}: fetched {fetched}; new {r.get('new_papers', 0)}; sent {r.get('sent', 0)}, "
+        f"failed {r.get('failed', 0)}, deferred {r.get('deferred', 0)}, "
+        f"empty {r.get('empty', 0)}, already done {r.get('already_done', 0)}"
+    )
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths))] + [
-        fmt.format(*map(str, row)).rstrip() for row in rows]
+        fmt.format(*map(str, row)).rstrip() for row in rows
+    ]

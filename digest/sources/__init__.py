@@ -38,8 +38,9 @@ __all__ = ["OFFLINE_NOTE", "fetch_all", "merge", "normalise_arxiv_id"]
 log = logging.getLogger(__name__)
 
 
-def _isolated(source: str, fetcher: Fetcher,
-              run: Callable[[], FetchResult]) -> tuple[FetchResult, bool]:
+def _isolated(
+    source: str, fetcher: Fetcher, run: Callable[[], FetchResult]
+) -> tuple[FetchResult, bool]:
     """Run one source; never raises. Returns (result, failed-for-lack-of-network)."""
     try:
         return run(), False
@@ -72,21 +73,33 @@ def fetch_all(
     hfc, axc = cfg.sources.huggingface, cfg.sources.arxiv
     jobs: list[tuple[str, Fetcher, Callable[[Fetcher], FetchResult]]] = []
     if hfc.enabled:
-        jobs.append((hf.SOURCE, Fetcher(http_client, cfg.http, hf.SOURCE, sleep=sleep),
-                     lambda f: hf.fetch(f, hfc, day)))
+        jobs.append(
+            (
+                hf.SOURCE,
+                Fetcher(http_client, cfg.http, hf.SOURCE, sleep=sleep),
+                lambda f: hf.fetch(f, hfc, day),
+            )
+        )
     if axc.categories:
         # arXiv's 3-second rule: one request per min_interval, retries included.
         limiter = arxiv.RateLimiter(axc.min_interval, clock=clock, sleep=sleep)
-        jobs.append((arxiv.SOURCE, Fetcher(http_client, cfg.http, arxiv.SOURCE, sleep=sleep,
-                                           pace=limiter.wait),
-                     lambda f: arxiv.fetch(f, axc)))
+        jobs.append(
+            (
+                arxiv.SOURCE,
+                Fetcher(http_client, cfg.http, arxiv.SOURCE, sleep=sleep, pace=limiter.wait),
+                lambda f: arxiv.fetch(f, axc),
+            )
+        )
     try:
         # The sources talk to different hosts: fetch them side by side (httpx.Client is
         # thread-safe), so a slow or retrying source does not delay the other.
-        with ThreadPoolExecutor(max_workers=max(1, len(jobs)),
-                                thread_name_prefix="digest-source") as pool:
-            futures = [pool.submit(_isolated, name, f, lambda f=f, run=run: run(f))
-                       for name, f, run in jobs]
+        with ThreadPoolExecutor(
+            max_workers=max(1, len(jobs)), thread_name_prefix="digest-source"
+        ) as pool:
+            futures = [
+                pool.submit(_isolated, name, f, lambda f=f, run=run: run(f))
+                for name, f, run in jobs
+            ]
             outcomes = [fu.result() for fu in futures]
     finally:
         if own:

@@ -122,14 +122,16 @@ def parse_rss(content: bytes) -> tuple[list[Paper], int]:
         if pid is None or not title:
             skipped += 1
             continue
-        papers.append(Paper(
-            id=pid,
-            title=title,
-            abstract=clean_text(_DESC_PREFIX.sub("", _text(item.find("description")))),
-            authors=_split_authors(_text(item.find(f"{DC}creator"))),
-            listed_on=_rss_day(_text(item.find("pubDate"))),
-            sources=(SOURCE,),
-        ))
+        papers.append(
+            Paper(
+                id=pid,
+                title=title,
+                abstract=clean_text(_DESC_PREFIX.sub("", _text(item.find("description")))),
+                authors=_split_authors(_text(item.find(f"{DC}creator"))),
+                listed_on=_rss_day(_text(item.find("pubDate"))),
+                sources=(SOURCE,),
+            )
+        )
     return papers, skipped
 
 
@@ -162,17 +164,22 @@ def parse_atom(content: bytes) -> tuple[list[Paper], int]:
             skipped += 1
             continue
         authors = tuple(
-            n for n in (clean_text(_text(a.find(f"{ATOM}name")), 200)
-                        for a in entry.iter(f"{ATOM}author")) if n
+            n
+            for n in (
+                clean_text(_text(a.find(f"{ATOM}name")), 200) for a in entry.iter(f"{ATOM}author")
+            )
+            if n
         )
-        papers.append(Paper(
-            id=pid,
-            title=title,
-            abstract=clean_text(_text(entry.find(f"{ATOM}summary"))),
-            authors=authors,
-            listed_on=_iso_day(_text(entry.find(f"{ATOM}published"))),
-            sources=(SOURCE,),
-        ))
+        papers.append(
+            Paper(
+                id=pid,
+                title=title,
+                abstract=clean_text(_text(entry.find(f"{ATOM}summary"))),
+                authors=authors,
+                listed_on=_iso_day(_text(entry.find(f"{ATOM}published"))),
+                sources=(SOURCE,),
+            )
+        )
     return papers, skipped
 
 

@@ -52,8 +52,10 @@ def clean_text(value: object, limit: int = TEXT_MAX) -> str:
     if not isinstance(value, str):
         return ""
     kept = "".join(
-        ch for ch in value
-        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cs", "Cf")
+        ch
+        for ch in value
+        if ch.isspace()
+        or unicodedata.category(ch) not in ("Cc", "Cs", "Cf")
         or ch in "\u200d\u200c"  # joiners shape real scripts (and emoji); keep them
     )
     text = " ".join(kept.split())

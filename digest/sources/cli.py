@@ -29,8 +29,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--date", help="the run's date, YYYY-MM-DD (default: today)")
     p.add_argument("--json", action="store_true", help="print the merged papers as JSON")
-    p.add_argument("--limit", type=int, default=20,
-                   help="papers to list in the text output (default 20; 0 = all)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=20,
+        help="papers to list in the text output (default 20; 0 = all)",
+    )
     p.set_defaults(func=cmd_fetch)
 
 
@@ -44,8 +48,11 @@ def cmd_fetch(cfg: Config, args: argparse.Namespace, out: TextIO | None = None) 
     day = parse_day(args.date) if args.date else today(cfg)
     results = fetch_all(cfg, day)
     if not results:
-        print("no source is enabled: see [sources.huggingface] enabled and "
-              "[sources.arxiv] categories", file=stream)
+        print(
+            "no source is enabled: see [sources.huggingface] enabled and "
+            "[sources.arxiv] categories",
+            file=stream,
+        )
         return 0
     papers = merge(results)
     if args.json:
@@ -64,8 +71,10 @@ def summary(results: Sequence[FetchResult], papers: Sequence[Paper], limit: int)
     lines = []
     for r in results:
         if r.ok:
-            lines.append(f"{r.source}: {len(r.papers)} papers, {r.skipped} skipped as bad, "
-                         f"{r.requests} requests")
+            lines.append(
+                f"{r.source}: {len(r.papers)} papers, {r.skipped} skipped as bad, "
+                f"{r.requests} requests"
+            )
         else:
             lines.append(f"{r.source}: FAILED: {r.error}")
         lines += [f"  note: {n}" for n in r.notes]

@@ -78,16 +78,22 @@ def _parse_item(item: Any, listed_on: date | None) -> Paper | None:
         return None
     authors = p.get("authors")
     names = tuple(
-        n for n in (
-            clean_text(a.get("name"), 200) for a in (authors if isinstance(authors, list) else [])
+        n
+        for n in (
+            clean_text(a.get("name"), 200)
+            for a in (authors if isinstance(authors, list) else [])
             if isinstance(a, dict)
-        ) if n
+        )
+        if n
     )
     keywords = p.get("ai_keywords")
-    kws = tuple(dict.fromkeys(
-        k for k in (clean_text(k, 100) for k in (keywords if isinstance(keywords, list) else []))
-        if k
-    ))[:MAX_KEYWORDS]
+    kws = tuple(
+        dict.fromkeys(
+            k
+            for k in (clean_text(k, 100) for k in (keywords if isinstance(keywords, list) else []))
+            if k
+        )
+    )[:MAX_KEYWORDS]
     return Paper(
         id=pid,
         title=title,
@@ -118,8 +124,14 @@ def _day_of(value: Any) -> date | None:
 
 
 def _json_type(data: Any) -> str:
-    names = {dict: "an object", str: "a string", int: "a number", float: "a number",
-             bool: "true/false", type(None): "null"}
+    names = {
+        dict: "an object",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "true/false",
+        type(None): "null",
+    }
     return names.get(type(data), type(data).__name__)
 
 
@@ -139,7 +151,11 @@ class _Listing:
 
 
 def _pages(
-    fetcher: Fetcher, url: str, params: dict[str, Any], limit: int, max_pages: int,
+    fetcher: Fetcher,
+    url: str,
+    params: dict[str, Any],
+    limit: int,
+    max_pages: int,
     listed_on: date | None,
 ) -> _Listing:
     out = _Listing()
@@ -178,8 +194,9 @@ def _reason(e: Exception) -> str:
     return type(e).__name__
 
 
-def _listings(cfg: HuggingFaceConfig, day: date) -> Iterator[tuple[str, dict[str, Any], int,
-                                                                   date | None]]:
+def _listings(
+    cfg: HuggingFaceConfig, day: date
+) -> Iterator[tuple[str, dict[str, Any], int, date | None]]:
     if cfg.mode == "trending":
         yield "trending", {"sort": "trending"}, TRENDING_PAGES, None
         return

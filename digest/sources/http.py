@@ -211,14 +211,20 @@ class Fetcher:
             for chunk in streamed.iter_bytes():
                 body += chunk
                 if len(body) > MAX_BODY:
-                    raise FetchError(f"{self.source}: GET {streamed.request.url}: response "
-                                     f"larger than {MAX_BODY} bytes")
+                    raise FetchError(
+                        f"{self.source}: GET {streamed.request.url}: response "
+                        f"larger than {MAX_BODY} bytes"
+                    )
         finally:
             streamed.close()
-        headers = [(k, v) for k, v in streamed.headers.multi_items()
-                   if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
-        response = httpx.Response(streamed.status_code, headers=headers, content=bytes(body),
-                                  request=streamed.request)
+        headers = [
+            (k, v)
+            for k, v in streamed.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        response = httpx.Response(
+            streamed.status_code, headers=headers, content=bytes(body), request=streamed.request
+        )
         if response.status_code in RETRY_STATUSES:
             raise _RetryableStatus(response, server_wait_hint(response, self.now()))
         return response
@@ -243,9 +249,13 @@ class Fetcher:
             retry=tenacity.retry_if_exception(_retryable),
             sleep=self.sleep,
             before_sleep=lambda st: log.info(
-                "%s: GET %s: %s; retry %d in %.1fs", self.source, shown,
+                "%s: GET %s: %s; retry %d in %.1fs",
+                self.source,
+                shown,
                 _describe(st.outcome.exception()) if st.outcome else "?",
-                st.attempt_number, st.upcoming_sleep),
+                st.attempt_number,
+                st.upcoming_sleep,
+            ),
             reraise=True,
         )
         start = self.requests

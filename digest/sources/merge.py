@@ -100,6 +100,7 @@ def merge(results: Sequence[FetchResult]) -> list[Paper]:
     A result that failed contributes what it has (normally nothing); a paper with no
     `sources` is credited to its result's source.
     """
+
     def credited(result: FetchResult) -> Iterable[Paper]:
         for p in result.papers:
             yield p if p.sources else replace(p, sources=(result.source,))

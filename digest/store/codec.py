@@ -67,8 +67,10 @@ def paper_to_dict(p: Paper) -> dict[str, Any]:
 
 def paper_from_dict(pid: str, d: Any) -> Paper:
     what = f"paper {pid}"
-    if not isinstance(d, dict) or not isinstance(d.get("t"), str) or not isinstance(
-        d.get("a"), str
+    if (
+        not isinstance(d, dict)
+        or not isinstance(d.get("t"), str)
+        or not isinstance(d.get("a"), str)
     ):
         raise ValueError(f"{what}: expected an object with a title and an abstract")
     listed = _opt(d, "l", str, what)
@@ -118,8 +120,9 @@ def subscriber_from_dict(d: Any) -> Subscriber:
     if status not in STATUSES:
         raise ValueError(f"{what}: unknown status {status!r}")
     min_score = d.get("n")
-    if min_score is not None and (isinstance(min_score, bool)
-                                  or not isinstance(min_score, int | float)):
+    if min_score is not None and (
+        isinstance(min_score, bool) or not isinstance(min_score, int | float)
+    ):
         raise ValueError(f"{what}: bad min score {min_score!r}")
     return Subscriber(
         email=d["e"],
@@ -167,10 +170,12 @@ def encode_day(
 
 def decode_day(doc: Any) -> dict[str, tuple[str, tuple[str, ...], int, str, str]]:
     """The inverse of encode_day; the id is "" when it equals models.digest_id."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("p"), list) or not isinstance(
-        doc.get("d"), dict
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("p"), list)
+        or not isinstance(doc.get("d"), dict)
     ):
-        raise ValueError("digest day: expected {\"p\": [...], \"d\": {...}}")
+        raise ValueError('digest day: expected {"p": [...], "d": {...}}')
     pids = doc["p"]
     out = {}
     for email, rec in doc["d"].items():
@@ -191,8 +196,14 @@ def decode_day(doc: Any) -> dict[str, tuple[str, tuple[str, ...], int, str, str]
 def journal_line(
     digest_id: str, email: str, day: date, state: str, ids: tuple[str, ...], at: int, detail: str
 ) -> bytes:
-    rec = {"i": digest_id, "e": email, "d": day.toordinal(), "s": STATE_CODES[state],
-           "p": list(ids), "a": at}
+    rec = {
+        "i": digest_id,
+        "e": email,
+        "d": day.toordinal(),
+        "s": STATE_CODES[state],
+        "p": list(ids),
+        "a": at,
+    }
     if detail:
         rec["x"] = detail
     return orjson.dumps(rec) + b"\n"
@@ -208,7 +219,12 @@ def journal_record(obj: Any) -> tuple[int, str, tuple[str, tuple[str, ...], int,
     except (KeyError, TypeError) as e:
         raise ValueError("missing or bad field") from e
     detail = obj.get("x", "")
-    if not (isinstance(did, str) and isinstance(email, str) and isinstance(day, int)
-            and isinstance(at, int) and isinstance(detail, str)):
+    if not (
+        isinstance(did, str)
+        and isinstance(email, str)
+        and isinstance(day, int)
+        and isinstance(at, int)
+        and isinstance(detail, str)
+    ):
         raise ValueError("bad field type")
     return day, email, (state, _str_tuple(ids, "paper ids"), at, detail, did)

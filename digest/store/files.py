@@ -103,7 +103,7 @@ def fsync_dir(folder: Path) -> None:
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def atomic_write(path: Path, data: bytes, fsync: bool) -> int:
@@ -208,16 +208,21 @@ class AtomicJSONStorage(Storage):
             with _gc_paused():
                 data = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            why = ("not UTF-8" if "UTF-8" in e.msg else
-                   f"{e.msg} at line {e.lineno} column {e.colno}")
-            raise StoreError(f"{self.path}: corrupt store file ({why}); "
-                             "restore it from a backup or move it away") from e
+            why = (
+                "not UTF-8" if "UTF-8" in e.msg else f"{e.msg} at line {e.lineno} column {e.colno}"
+            )
+            raise StoreError(
+                f"{self.path}: corrupt store file ({why}); restore it from a backup or move it away"
+            ) from e
         ok = isinstance(data, dict) and all(
             isinstance(t, dict) and all(k.isdigit() and isinstance(d, dict) for k, d in t.items())
-            for t in data.values())
+            for t in data.values()
+        )
         if not ok:
-            raise StoreError(f"{self.path}: corrupt store file (not a TinyDB document); "
-                             "restore it from a backup or move it away")
+            raise StoreError(
+                f"{self.path}: corrupt store file (not a TinyDB document); "
+                "restore it from a backup or move it away"
+            )
         return data
 
     def commit(self) -> None:
@@ -298,8 +303,10 @@ class Journal:
                 try:
                     out.append(orjson.loads(line))
                 except ValueError as e:
-                    raise StoreError(f"{self.path}: corrupt journal line at byte {pos}; "
-                                     "restore it from a backup or move it away") from e
+                    raise StoreError(
+                        f"{self.path}: corrupt journal line at byte {pos}; "
+                        "restore it from a backup or move it away"
+                    ) from e
             pos += len(line) + 1
         self.offset = start + end
         return out

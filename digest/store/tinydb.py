@@ -95,11 +95,14 @@ class TinyStore:
             try:
                 self._lock.acquire(timeout=LOCK_TIMEOUT)
             except TimeoutError as e:
-                raise StoreError(f"{self._lock.path}: store is busy (lock held for over "
-                                 f"{LOCK_TIMEOUT:.0f}s by another process)") from e
+                raise StoreError(
+                    f"{self._lock.path}: store is busy (lock held for over "
+                    f"{LOCK_TIMEOUT:.0f}s by another process)"
+                ) from e
             except OSError as e:
-                raise StoreError(f"{self._lock.path}: cannot take the store lock: "
-                                 f"{e.strerror}") from e
+                raise StoreError(
+                    f"{self._lock.path}: cannot take the store lock: {e.strerror}"
+                ) from e
             try:
                 yield
             finally:
@@ -122,8 +125,9 @@ class TinyStore:
 
     def _corrupt(self, storage: AtomicJSONStorage, e: Exception) -> StoreError:
         storage.invalidate()
-        return StoreError(f"{storage.path}: corrupt store file ({e}); "
-                          "restore it from a backup or move it away")
+        return StoreError(
+            f"{storage.path}: corrupt store file ({e}); restore it from a backup or move it away"
+        )
 
     def _sync_subs(self) -> None:
         with self._mutex:
@@ -155,8 +159,10 @@ class TinyStore:
             try:
                 o, email, rec = codec.journal_record(obj)
             except ValueError as e:
-                raise StoreError(f"{self._journal.path}: corrupt journal record ({e}); "
-                                 "restore it from a backup or move it away") from e
+                raise StoreError(
+                    f"{self._journal.path}: corrupt journal record ({e}); "
+                    "restore it from a backup or move it away"
+                ) from e
             self._apply(o, email, rec)
 
     def _rebuild_hist(self) -> None:
@@ -383,8 +389,9 @@ class TinyStore:
         lo = since.toordinal()
         with self._locked():
             self._sync_hist()
-            ids = sorted((o, pid) for pid, o in self._seen.items()
-                         if o >= lo and pid in self._paper_day)
+            ids = sorted(
+                (o, pid) for pid, o in self._seen.items() if o >= lo and pid in self._paper_day
+            )
             return [p for _, pid in ids if (p := self._paper(pid)) is not None]
 
     def get_papers(self, ids: Iterable[str]) -> dict[str, Paper]:
@@ -394,8 +401,15 @@ class TinyStore:
 
     # ------------------------------------------------------------------ delivery records
 
-    def record_digest(self, digest_id: str, email: str, day: date, state: str,
-                      paper_ids: Sequence[str] = (), detail: str = "") -> None:
+    def record_digest(
+        self,
+        digest_id: str,
+        email: str,
+        day: date,
+        state: str,
+        paper_ids: Sequence[str] = (),
+        detail: str = "",
+    ) -> None:
         if state not in codec.STATE_CODES:
             raise StoreError(f"record_digest: unknown digest state {state!r}")
         ids = tuple(paper_ids)
@@ -427,9 +441,15 @@ class TinyStore:
     @staticmethod
     def _rec_dict(o: int, email: str, rec: Rec) -> dict[str, Any]:
         day = date.fromordinal(o)
-        return {"id": rec[4] or digest_id(email, day), "email": email, "day": day.isoformat(),
-                "state": rec[0], "papers": list(rec[1]), "at": codec.at_iso(rec[2]),
-                "detail": rec[3]}
+        return {
+            "id": rec[4] or digest_id(email, day),
+            "email": email,
+            "day": day.isoformat(),
+            "state": rec[0],
+            "papers": list(rec[1]),
+            "at": codec.at_iso(rec[2]),
+            "detail": rec[3],
+        }
 
     def history(self, email: str, limit: int = 30) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -446,8 +466,12 @@ class TinyStore:
     def pending_retries(self) -> list[dict[str, Any]]:
         with self._locked():
             self._sync_hist()
-            return [self._rec_dict(o, email, rec) for o in self._all_days()
-                    for email, rec in self._day(o).items() if rec[0] == DEFERRED]
+            return [
+                self._rec_dict(o, email, rec)
+                for o in self._all_days()
+                for email, rec in self._day(o).items()
+                if rec[0] == DEFERRED
+            ]
 
     # ------------------------------------------------------------------ runs
 
@@ -488,8 +512,12 @@ class TinyStore:
     def _cutoffs(self, today: date) -> tuple[tuple[str, int], ...]:
         keep_seen = today.toordinal() - self.cfg.retention_days
         keep_hist = today.toordinal() - self.cfg.history_days
-        return (("seen", keep_seen), ("papers", keep_hist), ("digests", keep_hist),
-                ("runs", keep_hist))
+        return (
+            ("seen", keep_seen),
+            ("papers", keep_hist),
+            ("digests", keep_hist),
+            ("runs", keep_hist),
+        )
 
     def _stale(self, today: date) -> bool:
         """Whether retention drops anything: a day document in history.json or a journal
@@ -497,8 +525,8 @@ class TinyStore:
         tables = self._hist.read()
         keep_hist = today.toordinal() - self.cfg.history_days
         return any(o < keep_hist for o in self._overlay) or any(
-            int(k) < cutoff for name, cutoff in self._cutoffs(today)
-            for k in tables.get(name, {}))
+            int(k) < cutoff for name, cutoff in self._cutoffs(today) for k in tables.get(name, {})
+        )
 
     def _drop(self, db: TinyDB, today: date) -> None:
         """Remove expired day documents; runs inside `_fold`, after the journal is folded."""

@@ -54,14 +54,23 @@ class WebContext:
     """Everything the handlers share: config, store (behind one lock), templates, the
     form guard, rate limiters and the background job queue."""
 
-    def __init__(self, cfg: Config, store: Store, sender: Sender | None, now: Clock,
-                 settings: WebSettings, templates_dir: Path | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        sender: Sender | None,
+        now: Clock,
+        settings: WebSettings,
+        templates_dir: Path | None = None,
+    ):
         # The renderer's folder ($DIGEST_TEMPLATES or templates/ beside the package): the
         # pages share the digest's stylesheet, templates/_style.css.
         templates_dir = templates_dir or default_templates_dir()
         if not (templates_dir / "web" / "base.html").is_file():
-            raise ConfigError(f"{templates_dir}: web page templates not found (web/base.html); "
-                              "set $DIGEST_TEMPLATES to the project's templates/ folder")
+            raise ConfigError(
+                f"{templates_dir}: web page templates not found (web/base.html); "
+                "set $DIGEST_TEMPLATES to the project's templates/ folder"
+            )
         self.cfg, self.store, self.now, self.settings = cfg, store, now, settings
         # The pipeline signs its links with the same fallback, so both agree on the secret.
         self.secret = cfg.secret() or store.secret()
@@ -111,25 +120,44 @@ class WebContext:
     def render(self, name: str, **values: Any) -> str:
         return self.env.get_template(name).render(site_name=self.cfg.site_name, **values)
 
-    def page(self, request: Request, name: str, status: int = 200,
-             headers: Mapping[str, str] | None = None, **values: Any) -> HTMLResponse:
+    def page(
+        self,
+        request: Request,
+        name: str,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        **values: Any,
+    ) -> HTMLResponse:
         """A full page; forms on it get a CSRF token bound to this browser's cookie."""
         cookie = request.cookies.get(CSRF_COOKIE, "")
         fresh = not (20 <= len(cookie) <= 100)
         if fresh:
             cookie = new_cookie_value()
-        html = self.render(name, nonce=nonce_of(request), csrf=self.guard.csrf_token(cookie),
-                           **values)
+        html = self.render(
+            name, nonce=nonce_of(request), csrf=self.guard.csrf_token(cookie), **values
+        )
         resp = HTMLResponse(html, status_code=status, headers=dict(headers or {}))
         if fresh:
-            resp.set_cookie(CSRF_COOKIE, cookie, max_age=30 * 24 * 3600, httponly=True,
-                            secure=self.https, samesite="lax", path="/")
+            resp.set_cookie(
+                CSRF_COOKIE,
+                cookie,
+                max_age=30 * 24 * 3600,
+                httponly=True,
+                secure=self.https,
+                samesite="lax",
+                path="/",
+            )
         return resp
 
-    def error(self, request: Request, status: int, title: str, message: str,
-              headers: Mapping[str, str] | None = None) -> HTMLResponse:
-        return self.page(request, "web/error.html", status, headers, title=title,
-                         message=message)
+    def error(
+        self,
+        request: Request,
+        status: int,
+        title: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> HTMLResponse:
+        return self.page(request, "web/error.html", status, headers, title=title, message=message)
 
     def client_ip(self, request: Request) -> str:
         # uvicorn's --proxy-headers (with --forwarded-allow-ips naming the reverse proxy)
@@ -179,8 +207,11 @@ class SecurityMiddleware:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                headers += [(k.encode(), v.encode()) for k, v in security_headers(nonce).items()
-                            if k.encode() not in names]
+                headers += [
+                    (k.encode(), v.encode())
+                    for k, v in security_headers(nonce).items()
+                    if k.encode() not in names
+                ]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -189,9 +220,12 @@ class SecurityMiddleware:
             if body is None:
                 request = Request(scope)
                 kb = self.ctx.settings.max_body // 1024
-                resp = self.ctx.error(request, 413, "Too much data",
-                                      f"The form sent more than {kb} KB. Shorten what you "
-                                      "typed and try again.")
+                resp = self.ctx.error(
+                    request,
+                    413,
+                    "Too much data",
+                    f"The form sent more than {kb} KB. Shorten what you typed and try again.",
+                )
                 await resp(scope, receive, send_with_headers)
                 return
             sent = False
@@ -234,6 +268,7 @@ class SecurityMiddleware:
 
 async def healthz(request: Request) -> Response:
     ctx = ctx_of(request)
+
     def probe() -> None:  # both files: subscribers and history (each re-read if changed)
         ctx.store.get_subscriber("healthz@healthz.invalid")
         ctx.store.runs(1)
@@ -253,17 +288,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 405:
         return ctx.error(request, 405, "Not allowed", "This page does not accept that request.")
     if status == 400:  # e.g. a multipart body python-multipart cannot parse
-        return ctx.error(request, 400, "Bad request", "The form could not be read. Nothing "
-                         "was changed: go back, reload the page and send it again.")
+        return ctx.error(
+            request,
+            400,
+            "Bad request",
+            "The form could not be read. Nothing "
+            "was changed: go back, reload the page and send it again.",
+        )
     return ctx.error(request, status, "Error", "The request could not be handled.")
 
 
 async def _crash(request: Request, exc: Exception) -> Response:
     log.exception("web request crashed", exc_info=exc)
     # Starlette answers a crash outside the middleware stack: add the headers here.
-    return ctx_of(request).error(request, 500, "Something went wrong",
-                                 "The server could not handle this request; try again later.",
-                                 headers=security_headers(nonce_of(request)))
+    return ctx_of(request).error(
+        request,
+        500,
+        "Something went wrong",
+        "The server could not handle this request; try again later.",
+        headers=security_headers(nonce_of(request)),
+    )
 
 
 def make_app(
@@ -280,8 +324,9 @@ def make_app(
 
     own_store = store is None
     store = store if store is not None else open_store(cfg.store)
-    ctx = WebContext(cfg, store, sender, now or _utcnow,
-                     settings or WebSettings.from_config(cfg.web))
+    ctx = WebContext(
+        cfg, store, sender, now or _utcnow, settings or WebSettings.from_config(cfg.web)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
@@ -302,9 +347,14 @@ def make_app(
         Route("/healthz", healthz, methods=["GET"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
-        HTTPException: _http_error, Exception: _crash}
-    app = Starlette(routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
-                    lifespan=lifespan)
+        HTTPException: _http_error,
+        Exception: _crash,
+    }
+    app = Starlette(
+        routes=routes,
+        exception_handlers=handlers,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
     app.state.web = ctx
     app.add_middleware(SecurityMiddleware, ctx=ctx)
     return app
@@ -317,8 +367,12 @@ def uvicorn_options(settings: WebSettings) -> dict[str, Any]:
     addresses, so the rate limiter sees the real client, not the proxy."""
     # No access log: every lifecycle URL carries a subscriber's token (a manage token lets
     # its holder change the subscription), so paths must not land in log files.
-    return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips,
-            "server_header": False, "access_log": False}
+    return {
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "server_header": False,
+        "access_log": False,
+    }
 
 
 def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None:
@@ -327,5 +381,10 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None
 
     settings = WebSettings.from_config(cfg.web)
     app = make_app(cfg, settings=settings)
-    uvicorn.run(app, host=host or cfg.web.host, port=port or cfg.web.port,
-                log_level="info", **uvicorn_options(settings))
+    uvicorn.run(
+        app,
+        host=host or cfg.web.host,
+        port=port or cfg.web.port,
+        log_level="info",
+        **uvicorn_options(settings),
+    )

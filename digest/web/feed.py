@@ -48,8 +48,15 @@ def _stamp(record: Mapping[str, Any]) -> str:
     return datetime(d.year, d.month, d.day, tzinfo=UTC).isoformat(timespec="seconds")
 
 
-def build_atom(*, site_name: str, feed_url: str, home_url: str, email: str,
-               records: Sequence[Mapping[str, Any]], papers: Mapping[str, Paper]) -> bytes:
+def build_atom(
+    *,
+    site_name: str,
+    feed_url: str,
+    home_url: str,
+    email: str,
+    records: Sequence[Mapping[str, Any]],
+    papers: Mapping[str, Paper],
+) -> bytes:
     """The Atom document for `records` (digest records, newest first; only SENT ones
     count). The address is not in the feed, only a hash of it, since feeds get shared."""
     ET.register_namespace("", ATOM)
@@ -108,9 +115,16 @@ async def atom_feed(request: Request) -> Response:
 
     loaded = await ctx.db(load)
     if loaded is None:
-        return ctx.error(request, 404, "No subscription",
-                         "There is no subscription for this address.")
+        return ctx.error(
+            request, 404, "No subscription", "There is no subscription for this address."
+        )
     records, papers = loaded
-    body = build_atom(site_name=ctx.cfg.site_name, feed_url=f"{ctx.base_url}/feed/{token}.atom",
-                      home_url=f"{ctx.base_url}/", email=email, records=records, papers=papers)
+    body = build_atom(
+        site_name=ctx.cfg.site_name,
+        feed_url=f"{ctx.base_url}/feed/{token}.atom",
+        home_url=f"{ctx.base_url}/",
+        email=email,
+        records=records,
+        papers=papers,
+    )
     return Response(body, media_type="application/atom+xml; charset=utf-8")

@@ -76,15 +76,27 @@ async def manage(request: Request) -> Response:
         return email
     sub = await ctx.db(ctx.store.get_subscriber, email)
     if sub is None:
-        return ctx.error(request, 404, "No subscription",
-                         "There is no subscription for this address any more. Subscribe "
-                         "again on the front page.")
+        return ctx.error(
+            request,
+            404,
+            "No subscription",
+            "There is no subscription for this address any more. Subscribe "
+            "again on the front page.",
+        )
     lk = tokens.links(ctx.base_url, ctx.secret, email)
 
     def page(status: int = 200, **values: object) -> Response:
-        return ctx.page(request, "web/manage.html", status, sub=sub, links=lk,
-                        action=request.url.path, default_time=ctx.cfg.schedule.time,
-                        default_zone=ctx.cfg.schedule.timezone, **values)
+        return ctx.page(
+            request,
+            "web/manage.html",
+            status,
+            sub=sub,
+            links=lk,
+            action=request.url.path,
+            default_time=ctx.cfg.schedule.time,
+            default_zone=ctx.cfg.schedule.timezone,
+            **values,
+        )
 
     if request.method in ("GET", "HEAD"):
         return page(values=current_values(sub))
@@ -93,8 +105,12 @@ async def manage(request: Request) -> Response:
     if denied:
         return denied
     action = field(form, "action")
-    values = {"keywords": field(form, "keywords"), "max": field(form, "max")[:20],
-              "send_hour": field(form, "send_hour")[:20], "timezone": field(form, "timezone")[:80]}
+    values = {
+        "keywords": field(form, "keywords"),
+        "max": field(form, "max")[:20],
+        "send_hour": field(form, "send_hour")[:20],
+        "timezone": field(form, "timezone")[:80],
+    }
     if action == "preview":
         preview = await preview_values(ctx, values["keywords"], values["max"])
         return page(values=values, **preview)
@@ -111,8 +127,13 @@ async def manage(request: Request) -> Response:
             cur = ctx.store.get_subscriber(email)  # re-read under the lock: no lost update
             if cur is None:
                 return None
-            new = replace(cur, keywords=keywords, max_papers=max_papers, send_hour=send_hour,
-                          timezone=timezone)
+            new = replace(
+                cur,
+                keywords=keywords,
+                max_papers=max_papers,
+                send_hour=send_hour,
+                timezone=timezone,
+            )
             ctx.store.put_subscribers([new])
             return new
 
@@ -130,19 +151,23 @@ async def manage(request: Request) -> Response:
     else:
         return page(400, values=values, error="Unknown action: use one of the buttons.")
     if updated is None:
-        return ctx.error(request, 404, "No subscription",
-                         "There is no subscription for this address any more.")
+        return ctx.error(
+            request, 404, "No subscription", "There is no subscription for this address any more."
+        )
     sub = updated
-    notice = NOTICES[action] if changed else f"Nothing to change: this subscription is " \
-        f"{sub.status}."
+    notice = (
+        NOTICES[action] if changed else f"Nothing to change: this subscription is {sub.status}."
+    )
     return page(values=current_values(sub), notice=notice)
 
 
 def current_values(sub: Subscriber) -> dict[str, str]:
-    return {"keywords": ", ".join(_quote(k) for k in sub.keywords),
-            "max": str(sub.max_papers),
-            "send_hour": "" if sub.send_hour is None else str(sub.send_hour),
-            "timezone": sub.timezone or ""}
+    return {
+        "keywords": ", ".join(_quote(k) for k in sub.keywords),
+        "max": str(sub.max_papers),
+        "send_hour": "" if sub.send_hour is None else str(sub.send_hour),
+        "timezone": sub.timezone or "",
+    }
 
 
 def _quote(term: str) -> str:

@@ -112,8 +112,12 @@ def make_send(sender_factory: Callable[[], Sender]) -> Callable[[OutgoingMessage
     """A `send(msg)` that opens the sender, sends one message and retries transient
     failures (4xx, dropped connection) a few times with backoff (tenacity)."""
 
-    @retry(retry=retry_if_exception_type(TransientDeliveryError), stop=stop_after_attempt(3),
-           wait=wait_exponential(multiplier=1, max=8), reraise=True)
+    @retry(
+        retry=retry_if_exception_type(TransientDeliveryError),
+        stop=stop_after_attempt(3),
+        wait=wait_exponential(multiplier=1, max=8),
+        reraise=True,
+    )
     def send(msg: OutgoingMessage) -> None:
         sender = sender_factory()
         try:

@@ -53,8 +53,9 @@ def csrf_check(ctx: WebContext, request: Request, form: FormData) -> Response | 
 # ----------------------------------------------------------------------------- preview
 
 
-def preview_picks(ctx: WebContext, keywords: str, max_papers: int
-                  ) -> tuple[list[tuple[Pick, Paper]], int]:
+def preview_picks(
+    ctx: WebContext, keywords: str, max_papers: int
+) -> tuple[list[tuple[Pick, Paper]], int]:
     """What the product's ranking would pick from recent papers for these keywords:
     (picks with their papers, number of candidate papers). Raises InputError."""
     from digest.rank import rank
@@ -67,8 +68,9 @@ def preview_picks(ctx: WebContext, keywords: str, max_papers: int
     sub = Subscriber(email=PREVIEW_EMAIL, keywords=terms, max_papers=max_papers, status=ACTIVE)
     picks = rank(papers, [sub], popularity_weight=ctx.cfg.ranking.popularity_weight)
     by_id = {p.id: p for p in papers}
-    return [(pk, by_id[pk.paper_id]) for pk in picks.get(PREVIEW_EMAIL, ())
-            if pk.paper_id in by_id], len(papers)
+    return [
+        (pk, by_id[pk.paper_id]) for pk in picks.get(PREVIEW_EMAIL, ()) if pk.paper_id in by_id
+    ], len(papers)
 
 
 async def preview_values(ctx: WebContext, keywords: str, max_raw: str) -> dict[str, Any]:
@@ -76,16 +78,31 @@ async def preview_values(ctx: WebContext, keywords: str, max_raw: str) -> dict[s
     from starlette.concurrency import run_in_threadpool
 
     if not keywords.strip():
-        return {"preview_shown": True, "preview": [], "preview_error": "",
-                "preview_candidates": None, "preview_days": ctx.settings.preview_days}
+        return {
+            "preview_shown": True,
+            "preview": [],
+            "preview_error": "",
+            "preview_candidates": None,
+            "preview_days": ctx.settings.preview_days,
+        }
     try:
         n = check_max(max_raw, ctx.cfg.ranking.default_max_papers)
         picks, candidates = await run_in_threadpool(preview_picks, ctx, keywords, n)
     except InputError as e:
-        return {"preview_shown": True, "preview": [], "preview_error": str(e),
-                "preview_candidates": None, "preview_days": ctx.settings.preview_days}
-    return {"preview_shown": True, "preview": picks, "preview_error": "",
-            "preview_candidates": candidates, "preview_days": ctx.settings.preview_days}
+        return {
+            "preview_shown": True,
+            "preview": [],
+            "preview_error": str(e),
+            "preview_candidates": None,
+            "preview_days": ctx.settings.preview_days,
+        }
+    return {
+        "preview_shown": True,
+        "preview": picks,
+        "preview_error": "",
+        "preview_candidates": candidates,
+        "preview_days": ctx.settings.preview_days,
+    }
 
 
 async def preview_fragment(request: Request) -> Response:
@@ -93,8 +110,11 @@ async def preview_fragment(request: Request) -> Response:
     ctx = ctx_of(request)
     wait = ctx.limit_preview.hit(ctx.client_ip(request))
     if wait is not None:
-        return HTMLResponse('<p class="error">Too many previews: wait a minute.</p>',
-                            status_code=429, headers={"Retry-After": str(int(wait) + 1)})
+        return HTMLResponse(
+            '<p class="error">Too many previews: wait a minute.</p>',
+            status_code=429,
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
     keywords = request.query_params.get("keywords", "")[:ECHO_MAX]
     max_raw = request.query_params.get("max", "")[:20]
     values = await preview_values(ctx, keywords, max_raw)
@@ -107,17 +127,34 @@ async def preview_fragment(request: Request) -> Response:
 def form_values(form: FormData | None = None) -> dict[str, str]:
     if form is None:
         return {"email": "", "keywords": "", "max": ""}
-    return {"email": field(form, "email"), "keywords": field(form, "keywords"),
-            "max": field(form, "max")[:20]}
+    return {
+        "email": field(form, "email"),
+        "keywords": field(form, "keywords"),
+        "max": field(form, "max")[:20],
+    }
 
 
-def subscribe_page(ctx: WebContext, request: Request, status: int = 200, *,
-                   values: dict[str, str] | None = None, started: str | None = None,
-                   error: str = "", **extra: Any) -> Response:
-    return ctx.page(request, "web/subscribe.html", status, values=values or form_values(),
-                    started=started or ctx.guard.started_token(), error=error,
-                    honeypot=HONEYPOT_FIELD, default_max=ctx.cfg.ranking.default_max_papers,
-                    **extra)
+def subscribe_page(
+    ctx: WebContext,
+    request: Request,
+    status: int = 200,
+    *,
+    values: dict[str, str] | None = None,
+    started: str | None = None,
+    error: str = "",
+    **extra: Any,
+) -> Response:
+    return ctx.page(
+        request,
+        "web/subscribe.html",
+        status,
+        values=values or form_values(),
+        started=started or ctx.guard.started_token(),
+        error=error,
+        honeypot=HONEYPOT_FIELD,
+        default_max=ctx.cfg.ranking.default_max_papers,
+        **extra,
+    )
 
 
 async def subscribe_form(request: Request) -> Response:
@@ -166,14 +203,17 @@ def sent_page(ctx: WebContext, request: Request) -> Response:
 
 def too_many(ctx: WebContext, request: Request, wait: float) -> Response:
     minutes = max(1, round(wait / 60))
-    return ctx.error(request, 429, "Too many requests",
-                     f"Too many subscribe requests from here or for this address: try again "
-                     f"in about {minutes} minute{'s' if minutes != 1 else ''}.",
-                     headers={"Retry-After": str(int(wait) + 1)})
+    return ctx.error(
+        request,
+        429,
+        "Too many requests",
+        f"Too many subscribe requests from here or for this address: try again "
+        f"in about {minutes} minute{'s' if minutes != 1 else ''}.",
+        headers={"Retry-After": str(int(wait) + 1)},
+    )
 
 
-def subscribe_job(ctx: WebContext, email: str, keywords: tuple[str, ...], max_papers: int
-                  ) -> None:
+def subscribe_job(ctx: WebContext, email: str, keywords: tuple[str, ...], max_papers: int) -> None:
     """Background: store a PENDING subscriber and mail the confirmation link, or, for an
     address that already gets the digest, change nothing and mail its manage link."""
     now = ctx.now()
@@ -182,10 +222,17 @@ def subscribe_job(ctx: WebContext, email: str, keywords: tuple[str, ...], max_pa
         known = existing is not None and existing.status in (ACTIVE, PAUSED)
         if not known:
             stamp = now.isoformat(timespec="seconds")
-            sub = (replace(existing, keywords=keywords, max_papers=max_papers, status=PENDING)
-                   if existing is not None else
-                   Subscriber(email=email, keywords=keywords, max_papers=max_papers,
-                              status=PENDING, created=stamp))
+            sub = (
+                replace(existing, keywords=keywords, max_papers=max_papers, status=PENDING)
+                if existing is not None
+                else Subscriber(
+                    email=email,
+                    keywords=keywords,
+                    max_papers=max_papers,
+                    status=PENDING,
+                    created=stamp,
+                )
+            )
             ctx.store.put_subscribers([sub])
     site = ctx.cfg.site_name
     if known:
@@ -193,27 +240,38 @@ def subscribe_job(ctx: WebContext, email: str, keywords: tuple[str, ...], max_pa
         values = {"manage_url": lk.manage_url, "unsubscribe_url": lk.unsubscribe_url}
         kind, subject = "known", f"You are already subscribed to {site}"
     else:
-        values = {"confirm_url": tokens.confirm_url(ctx.base_url, ctx.secret, email),
-                  "keywords": keywords, "max_papers": max_papers,
-                  "days": tokens.CONFIRM_MAX_AGE // 86400}
+        values = {
+            "confirm_url": tokens.confirm_url(ctx.base_url, ctx.secret, email),
+            "keywords": keywords,
+            "max_papers": max_papers,
+            "days": tokens.CONFIRM_MAX_AGE // 86400,
+        }
         kind, subject = "confirm", f"Confirm your subscription to {site}"
-    msg = build_notice(kind=kind, to=email, sender=ctx.cfg.smtp.sender, subject=subject,
-                       text=ctx.render(f"web/mail_{kind}.txt", **values),
-                       html=ctx.render(f"web/mail_{kind}.html", **values), now=now)
+    msg = build_notice(
+        kind=kind,
+        to=email,
+        sender=ctx.cfg.smtp.sender,
+        subject=subject,
+        text=ctx.render(f"web/mail_{kind}.txt", **values),
+        html=ctx.render(f"web/mail_{kind}.html", **values),
+        now=now,
+    )
     ctx.send(msg)
 
 
 # ----------------------------------------------------------------------------- confirm
 
 
-def check_token(ctx: WebContext, request: Request, purpose: str, token: str,
-                max_age: int | None = None) -> str | Response:
+def check_token(
+    ctx: WebContext, request: Request, purpose: str, token: str, max_age: int | None = None
+) -> str | Response:
     """The address in a link's token, or the 400 page for a forged/altered/expired one."""
     try:
         return tokens.verify(ctx.secret, purpose, token, max_age=max_age)
     except TokenError as e:
-        return ctx.error(request, 400, "Invalid link",
-                         f"This link does not work ({e}). Nothing was changed.")
+        return ctx.error(
+            request, 400, "Invalid link", f"This link does not work ({e}). Nothing was changed."
+        )
 
 
 async def confirm(request: Request) -> Response:
@@ -241,13 +299,21 @@ async def confirm(request: Request) -> Response:
 
     outcome = await ctx.db(activate)
     if outcome == "missing":
-        return ctx.error(request, 404, "Nothing to confirm",
-                         "There is no pending subscription for this address. Subscribe again "
-                         "on the front page.")
+        return ctx.error(
+            request,
+            404,
+            "Nothing to confirm",
+            "There is no pending subscription for this address. Subscribe again on the front page.",
+        )
     if outcome == UNSUBSCRIBED:
-        return ctx.error(request, 409, "Subscription cancelled",
-                         "This address was unsubscribed after the link was sent. Subscribe "
-                         "again on the front page.")
+        return ctx.error(
+            request,
+            409,
+            "Subscription cancelled",
+            "This address was unsubscribed after the link was sent. Subscribe "
+            "again on the front page.",
+        )
     lk = tokens.links(ctx.base_url, ctx.secret, email)
-    return ctx.page(request, "web/confirmed.html", email=email, links=lk,
-                    already=outcome != "activated")
+    return ctx.page(
+        request, "web/confirmed.html", email=email, links=lk, already=outcome != "activated"
+    )

@@ -57,21 +57,25 @@ class FormGuard:
 
     def check_csrf(self, cookie_value: str | None, field_value: str | None) -> None:
         if not cookie_value:
-            raise CsrfError("your browser did not send this site's security cookie: allow "
-                            "cookies for this site, reload the page and try again")
+            raise CsrfError(
+                "your browser did not send this site's security cookie: allow "
+                "cookies for this site, reload the page and try again"
+            )
         if not field_value or len(field_value) > 500:
-            raise CsrfError("the form's security token is missing: reload the page and try "
-                            "again")
+            raise CsrfError("the form's security token is missing: reload the page and try again")
         try:
             signed = self._csrf.loads(field_value, max_age=CSRF_MAX_AGE)
         except SignatureExpired as e:
             raise CsrfError("the form has expired: reload the page and try again") from e
         except (BadSignature, ValueError, TypeError, UnicodeError) as e:
-            raise CsrfError("the form's security token is invalid: reload the page and try "
-                            "again") from e
+            raise CsrfError(
+                "the form's security token is invalid: reload the page and try again"
+            ) from e
         if not isinstance(signed, str) or not hmac.compare_digest(signed, cookie_value):
-            raise CsrfError("the form's security token does not match this browser: reload "
-                            "the page and try again")
+            raise CsrfError(
+                "the form's security token does not match this browser: reload "
+                "the page and try again"
+            )
 
     # --- minimum fill time
     def started_token(self) -> str:
@@ -91,8 +95,9 @@ class FormGuard:
         if not isinstance(shown, int | float):
             raise BotSuspected("the form is invalid: reload the page and try again")
         if self._clock() - float(shown) < min_seconds:
-            raise BotSuspected("that was faster than a person can type: please check the "
-                               "form and send it again")
+            raise BotSuspected(
+                "that was faster than a person can type: please check the form and send it again"
+            )
 
 
 class SlidingWindow:

@@ -33,14 +33,21 @@ class WebSettings:
     @classmethod
     def from_config(cls, web: WebConfig, env: Mapping[str, str] | None = None) -> WebSettings:
         """The `[web]` values (validated by digest.config), then environment overrides."""
-        base = cls(rate_ip=web.rate_ip, rate_email=web.rate_email, rate_preview=web.rate_preview,
-                   min_fill_seconds=web.min_fill_seconds, max_body=web.max_body,
-                   preview_days=web.preview_days, forwarded_allow_ips=web.forwarded_allow_ips)
+        base = cls(
+            rate_ip=web.rate_ip,
+            rate_email=web.rate_email,
+            rate_preview=web.rate_preview,
+            min_fill_seconds=web.min_fill_seconds,
+            max_body=web.max_body,
+            preview_days=web.preview_days,
+            forwarded_allow_ips=web.forwarded_allow_ips,
+        )
         return cls.from_env(env, base)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None,
-                 base: WebSettings | None = None) -> WebSettings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, base: WebSettings | None = None
+    ) -> WebSettings:
         env = os.environ if env is None else env
         d = base or cls()
 
