@@ -18,8 +18,11 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
+# ruff (lint + format) everywhere; mypy over digest/, strict on the pure modules (pyproject).
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check digest tests bench
+	$(BIN)/ruff check digest tests bench deploy
+	$(BIN)/ruff format --check digest tests bench deploy
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run_all.py

@@ -280,8 +280,9 @@ class Renderer:
             "github_url": safe_url(paper.github_repo),
             "project_url": safe_url(paper.project_page),
         }
-        html = self._card_html.render(ctx, matched=Markup(_SLOT))
-        html = _split_slot(html.strip(), "_paper.html")
+        html = _split_slot(
+            self._card_html.render(ctx, matched=Markup(_SLOT)).strip(), "_paper.html"
+        )
         text_summary = (
             textwrap.fill(
                 summary,

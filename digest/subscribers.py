@@ -226,7 +226,7 @@ def parse_csv(
     cols = [h.strip().lower().lstrip("\ufeff") for h in header]
     if "email" not in cols:
         raise InputError("CSV line 1: header must name the columns email, keywords, max")
-    idx = {
+    idx: dict[str, int] = {
         name: cols.index(name) for name in ("email", "keywords", "max", "min_score") if name in cols
     }
     good: dict[str, Subscriber] = {}

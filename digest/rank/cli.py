@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import typing
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from digest.config import Config, RankingConfig
 from digest.errors import InputError
-from digest.models import Paper, Subscriber
+from digest.models import Paper, Pick, Subscriber
 from digest.rank.model import rank
 
 
@@ -104,7 +106,9 @@ def read_profiles(path: Path, top: int) -> list[tuple[str, Subscriber]]:
     return out
 
 
-def run_lines(picks: dict[str, tuple], profiles: list[tuple[str, Subscriber]]) -> Iterable[str]:
+def run_lines(
+    picks: dict[str, tuple[Pick, ...]], profiles: list[tuple[str, Subscriber]]
+) -> Iterable[str]:
     yield "profile_id\tpaper_id\trank"
     for pid, sub in profiles:
         for r, pick in enumerate(picks[sub.email], 1):
@@ -141,7 +145,7 @@ def _handler(cfg: Config | None, args: argparse.Namespace) -> int:
     return cli_rank(args, cfg)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `rank` subcommand (the lead wires this into digest/cli.py)."""
     p = subparsers.add_parser(
         "rank",
@@ -160,4 +164,4 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="popularity blend 0..1 (default: the config's ranking.popularity_weight)",
     )
     p.set_defaults(func=_handler)
-    return p
+    return typing.cast(argparse.ArgumentParser, p)

@@ -154,8 +154,8 @@ def synonym_table(mined: Mapping[str, Counter[str]]) -> dict[str, set[str]]:
         ka = key(abbr)
         for lf in longs:
             link(ka, key(lf))
-    for ka, longs in mined.items():
-        for kl, _ in sorted(longs.items(), key=lambda kv: (-kv[1], kv[0]))[:2]:
+    for ka, counts in mined.items():
+        for kl, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:2]:
             link(ka, kl)
     return dict(table)
 

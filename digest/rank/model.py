@@ -99,7 +99,10 @@ class _Queries:
 
     def matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """(queries x units, queries x exclusion terms), 0/1."""
-        ur, uc, er, ec = [], [], [], []
+        ur: list[int] = []
+        uc: list[int] = []
+        er: list[int] = []
+        ec: list[int] = []
         for (units, excl, _), row in self.sig_row.items():
             ur += [row] * len(units)
             uc += units
@@ -117,7 +120,9 @@ def _unit_key(term: str) -> str:
     return " ".join(fold(term).split())
 
 
-def _definitions(index: DocIndex, papers: Sequence[Paper]):
+def _definitions(
+    index: DocIndex, papers: Sequence[Paper]
+) -> tuple[dict[str, set[str]], dict[str, list[tuple[int, str]]]]:
     by_id = {p.id: p for p in papers}
     per_paper = [definitions(by_id[i].abstract) for i in index.ids]
     defined: dict[str, list[tuple[int, str]]] = {}
@@ -129,7 +134,7 @@ def _definitions(index: DocIndex, papers: Sequence[Paper]):
 
 def score_matrix(
     papers: Sequence[Paper], subscribers: Sequence[Subscriber], popularity_weight: float
-):
+) -> tuple[DocIndex, _Queries, np.ndarray, np.ndarray]:
     """(index, queries, per-query scores 0..100 with ineligible papers = -1, unit matches)."""
     index = build_index(papers)
     table, defined = _definitions(index, papers)
@@ -213,7 +218,12 @@ def _check_weight(w: float) -> None:
         raise InputError(f"ranking: popularity_weight must be within 0..1, got {w!r}")
 
 
-def _rank(papers, subscribers, exclude, popularity_weight) -> dict[str, tuple[Pick, ...]]:
+def _rank(
+    papers: Sequence[Paper],
+    subscribers: Sequence[Subscriber],
+    exclude: Mapping[str, set[str]],
+    popularity_weight: float,
+) -> dict[str, tuple[Pick, ...]]:
     papers = list({p.id: p for p in papers}.values())  # one paper per id: the last listed
     index, qs, scores, matched = score_matrix(papers, subscribers, popularity_weight)
     col_of = {pid: i for i, pid in enumerate(index.ids)}
@@ -227,7 +237,15 @@ def _rank(papers, subscribers, exclude, popularity_weight) -> dict[str, tuple[Pi
     return _picks(subscribers, qs, scores, matched, rows, chosen, index.ids)
 
 
-def _picks(subscribers, qs, scores, matched, rows, chosen, ids) -> dict[str, tuple[Pick, ...]]:
+def _picks(
+    subscribers: Sequence[Subscriber],
+    qs: _Queries,
+    scores: np.ndarray,
+    matched: np.ndarray,
+    rows: np.ndarray,
+    chosen: list[np.ndarray],
+    ids: Sequence[str],
+) -> dict[str, tuple[Pick, ...]]:
     """Build the Pick tuples. Scores and "why" flags are gathered for all picks at once
     (two fancy-index reads); the loop per subscriber only slices and wraps."""
     n_pick = np.array([len(c) for c in chosen])

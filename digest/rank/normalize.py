@@ -68,7 +68,7 @@ def stem(word: str) -> str:
     if len(word) >= 3 and word.endswith("s") and not _VOWEL.search(word[:-1]):
         # Plural acronyms ("LLMs", "GNNs"): Porter2 keeps the "s" when no vowel precedes it.
         return word[:-1]
-    return _STEMMER.stemWord(word)
+    return str(_STEMMER.stemWord(word))
 
 
 @dataclass(frozen=True, slots=True)

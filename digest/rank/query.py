@@ -116,17 +116,24 @@ def score_units(
     n_docs = index.n
     if not units:
         return UnitScores(np.zeros((0, n_docs), np.float32), np.zeros((0, n_docs), dtype=bool))
-    unseen_idf = float(np.log1p((n_docs + 0.5) / 0.5))
-    feat_form, feats, feat_w, req_form, reqs = [], [], [], [], []
-    n_req, starts, swaps, form_w = [], [], [], []
+    unseen_idf = float(np.log1p((n_docs + 0.5) / 0.5))  # an unknown feature's IDF
+    feat_form: list[int] = []
+    feats: list[str] = []
+    feat_w: list[float] = []
+    req_form: list[int] = []
+    reqs: list[str] = []
+    n_req: list[int] = []
+    starts: list[int] = []
+    swaps: list[Form] = []
+    form_w: list[float] = []
     fi = 0
     for u in units:
         starts.append(fi)
         for f in u.forms:
-            for feat, w in f.feats:
+            for feat, fw in f.feats:
                 feat_form.append(fi)
                 feats.append(feat)
-                feat_w.append(w)
+                feat_w.append(fw)
             req_form.extend([fi] * len(f.required))
             reqs.extend(f.required)
             n_req.append(len(f.required))

@@ -56,8 +56,7 @@ def top_rows(
                 cand[r] = full
                 vals[r] = block[r, full]
         for i in range(lo, hi):
-            r = i - lo
-            n = int(min(max(int(k[i]), 0), kk))
-            sel = cand[r, :n]
-            out[i] = sel[vals[r, :n] >= 0]
+            n_i = int(min(max(int(k[i]), 0), kk))
+            sel = cand[i - lo, :n_i]
+            out[i] = sel[vals[i - lo, :n_i] >= 0]
     return out

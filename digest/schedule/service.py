@@ -51,7 +51,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class SendTimesTrigger(BaseTrigger):
+class SendTimesTrigger(BaseTrigger):  # type: ignore[misc]
     """Fires at every send instant of `slots_fn()` and at every whole `recheck` (UTC).
 
     `slots_fn` is read at each computation, so subscribers who pick a new hour on the web
@@ -220,7 +220,7 @@ def serve(cfg: Config, *, web: bool = False, clock: Clock = utcnow) -> int:
     from digest.store import open_store
 
     make_sender(cfg)  # a bad [smtp] setup fails the start, not every tick thereafter
-    store: Store = LockedStore(open_store(cfg.store))  # type: ignore[assignment]
+    store: Store = LockedStore(open_store(cfg.store))
     shutdown = threading.Event()
     try:
         with serve_lock(cfg):

@@ -17,6 +17,7 @@ unreachable — not HTTP errors, not timeouts), the result is the bundled record
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -97,8 +98,7 @@ def fetch_all(
             max_workers=max(1, len(jobs)), thread_name_prefix="digest-source"
         ) as pool:
             futures = [
-                pool.submit(_isolated, name, f, lambda f=f, run=run: run(f))
-                for name, f, run in jobs
+                pool.submit(_isolated, name, f, functools.partial(run, f)) for name, f, run in jobs
             ]
             outcomes = [fu.result() for fu in futures]
     finally:

@@ -252,7 +252,7 @@ class Fetcher:
                 "%s: GET %s: %s; retry %d in %.1fs",
                 self.source,
                 shown,
-                _describe(st.outcome.exception()) if st.outcome else "?",
+                _describe(exc) if st.outcome and (exc := st.outcome.exception()) else "?",
                 st.attempt_number,
                 st.upcoming_sleep,
             ),

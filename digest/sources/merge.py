@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import date
+from typing import Any
 
 from digest.models import FetchResult, Paper
 from digest.sources.clean import normalise_arxiv_id
@@ -59,7 +60,7 @@ def _min_day(values: Iterable[date | None]) -> date | None:
 def _combine(pid: str, records: list[Paper]) -> Paper:
     records = sorted(records, key=_preference)
 
-    def first(attr: str) -> object:
+    def first(attr: str) -> Any:
         for r in records:
             value = getattr(r, attr)
             if value:

@@ -20,6 +20,7 @@ import gc
 import os
 import tempfile
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,7 @@ class AtomicJSONStorage(Storage):
                 f"{self.path}: corrupt store file (not a TinyDB document); "
                 "restore it from a backup or move it away"
             )
-        return data
+        return typing.cast(dict[str, Any], data)
 
     def commit(self) -> None:
         if not self._dirty:

@@ -213,7 +213,7 @@ class TinyStore:
             table = db.table("digests", cache_size=0)
             for o, recs in self._overlay.items():
                 doc = table.get(doc_id=o)
-                table.upsert(Document(codec.encode_day(doc, recs), doc_id=o))  # type: ignore[arg-type]
+                table.upsert(Document(codec.encode_day(doc, recs), doc_id=o))
             if mutate is not None:
                 mutate(db)
         if pending:
@@ -353,19 +353,19 @@ class TinyStore:
                 if new:
                     seen = db.table("seen", cache_size=0)
                     doc = seen.get(doc_id=o)
-                    ids = (list(doc["p"]) if doc else []) + new  # type: ignore[index]
+                    ids = (list(doc["p"]) if doc else []) + new
                     seen.upsert(Document({"p": ids}, doc_id=o))
                 table = db.table("papers", cache_size=0)
                 for d, pids in moves.items():
                     doc = table.get(doc_id=d)
-                    rest = {k: v for k, v in doc["p"].items() if k not in pids}  # type: ignore[index]
+                    rest = {k: v for k, v in (doc or {"p": {}})["p"].items() if k not in pids}
                     if rest:
                         table.upsert(Document({"p": rest}, doc_id=d))
                     else:
                         table.remove(doc_ids=[d])
                 for d, ps in targets.items():
                     doc = table.get(doc_id=d)
-                    merged = dict(doc["p"]) if doc else {}  # type: ignore[index]
+                    merged = dict(doc["p"]) if doc else {}
                     merged.update((pid, codec.paper_to_dict(p)) for pid, p in ps.items())
                     table.upsert(Document({"p": merged}, doc_id=d))
         return {pid: date.fromordinal(v) for pid, v in first.items()}
@@ -486,7 +486,7 @@ class TinyStore:
     def _add_run(db: TinyDB, o: int, report: dict[str, Any]) -> None:
         table = db.table("runs", cache_size=0)
         doc = table.get(doc_id=o)
-        runs = (list(doc["r"]) if doc else []) + [dict(report)]  # type: ignore[index]
+        runs = (list(doc["r"]) if doc else []) + [dict(report)]
         table.upsert(Document({"r": runs}, doc_id=o))
 
     def record_run(self, report: dict[str, Any]) -> None:
@@ -531,7 +531,7 @@ class TinyStore:
     def _drop(self, db: TinyDB, today: date) -> None:
         """Remove expired day documents; runs inside `_fold`, after the journal is folded."""
         for name, cutoff in self._cutoffs(today):
-            old = [int(k) for k in db.storage.read().get(name, {}) if int(k) < cutoff]
+            old = [int(k) for k in (db.storage.read() or {}).get(name, {}) if int(k) < cutoff]
             if old:
                 db.table(name, cache_size=0).remove(doc_ids=old)
 

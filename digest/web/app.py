@@ -352,7 +352,7 @@ def make_app(
     }
     app = Starlette(
         routes=routes,
-        exception_handlers=handlers,  # type: ignore[arg-type]
+        exception_handlers=handlers,
         lifespan=lifespan,
     )
     app.state.web = ctx

@@ -96,7 +96,7 @@ def build_atom(
             summary = paper.ai_summary or paper.abstract
             if summary:
                 sub(entry, "summary", summary, type="text")
-    return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    return bytes(ET.tostring(feed, encoding="utf-8", xml_declaration=True))
 
 
 async def atom_feed(request: Request) -> Response:

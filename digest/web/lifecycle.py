@@ -10,6 +10,7 @@ Store writes are immediate, so an unsubscribe takes effect before the next run.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -85,7 +86,7 @@ async def manage(request: Request) -> Response:
         )
     lk = tokens.links(ctx.base_url, ctx.secret, email)
 
-    def page(status: int = 200, **values: object) -> Response:
+    def page(status: int = 200, **values: Any) -> Response:
         return ctx.page(
             request,
             "web/manage.html",

@@ -237,7 +237,10 @@ def subscribe_job(ctx: WebContext, email: str, keywords: tuple[str, ...], max_pa
     site = ctx.cfg.site_name
     if known:
         lk = tokens.links(ctx.base_url, ctx.secret, email)
-        values = {"manage_url": lk.manage_url, "unsubscribe_url": lk.unsubscribe_url}
+        values: dict[str, object] = {
+            "manage_url": lk.manage_url,
+            "unsubscribe_url": lk.unsubscribe_url,
+        }
         kind, subject = "known", f"You are already subscribed to {site}"
     else:
         values = {
