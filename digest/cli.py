@@ -65,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         '-survey" (quoted phrases allowed; -term excludes)',
     )
     a.add_argument("--max", type=str, default=None, help="max papers per digest (default 10)")
-    a.add_argument("--min-score", type=str, default=None, help="minimum relevance score")
+    a.add_argument(
+        "--min-score",
+        type=str,
+        default=None,
+        help="their own relevance cut, 0-100 (default: [ranking] min_score)",
+    )
+    _section_options(a)
     a.set_defaults(func=cmd_sub_add)
     ls = ss.add_parser("list", help="list subscribers")
     ls.add_argument("--json", action="store_true")
@@ -74,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("email")
     u.add_argument("--keywords")
     u.add_argument("--max")
-    u.add_argument("--min-score")
+    u.add_argument("--min-score", help='their own relevance cut, 0-100 ("" = [ranking] min_score)')
+    _section_options(u)
     u.add_argument("--status", choices=("active", "paused", "unsubscribed"))
     u.add_argument(
         "--send-hour",
@@ -112,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     return p
+
+
+def _section_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trending",
+        metavar="N",
+        help='trending papers per digest, 0 = none ("" = [digest] trending)',
+    )
+    p.add_argument(
+        "--no-match",
+        choices=("send", "skip"),
+        help="a day without a match: send the trending papers (default) or nothing",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,6 +183,8 @@ def cmd_sub_add(cfg: Config, args: argparse.Namespace) -> int:
         args.min_score,
         created=datetime.now().astimezone().isoformat(timespec="seconds"),
         default_max=cfg.ranking.default_max_papers,
+        trending=args.trending,
+        no_match=args.no_match,
     )
     with _store(cfg) as store:
         existed = store.get_subscriber(sub.email) is not None
@@ -190,6 +212,8 @@ def cmd_sub_list(cfg: Config, args: argparse.Namespace) -> int:
                         "status": s.status,
                         "send_hour": s.send_hour,
                         "timezone": s.timezone,
+                        "trending": s.trending,
+                        "no_match": s.no_match,
                     }
                     for s in subs
                 ],
@@ -221,7 +245,15 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
         if sub is None:
             raise UnknownSubscriber(f"no subscriber {email}")
         new = update_subscriber(
-            sub, args.keywords, args.max, args.min_score, args.status, args.send_hour, args.timezone
+            sub,
+            args.keywords,
+            args.max,
+            args.min_score,
+            args.status,
+            args.send_hour,
+            args.timezone,
+            args.trending,
+            args.no_match,
         )
         store.put_subscribers([new])
     print(f"updated {email}")
@@ -265,7 +297,7 @@ def cmd_preview(cfg: Config, args: argparse.Namespace) -> int:
     n, notes = preview(cfg, args.email, day, out)
     for note in notes:
         print(f"note: {note}")
-    print(f"wrote {out} ({n} papers)")
+    print(f"wrote {out} ({n} papers for you)")
     return 0
 
 

@@ -222,3 +222,23 @@ def test_keyword_subscriber_needs_a_match(ps, subs, cut) -> None:
     lonely = Paper(id="2601.99999x", title="zebra quokka", abstract="axolotl", upvotes=10**6)
     out = rank([*ps, lonely], [s], min_score=cut)[s.email]
     assert lonely.id not in {p.paper_id for p in out if p.section == MATCH}
+
+
+@SETTINGS
+@given(papers(), subscribers(max_size=2), CUTS)
+def test_feedback_never_admits_a_paper_on_its_own(ps, subs, cut) -> None:
+    """Every match clears MATCH_FLOOR on its keywords alone (feedback switched off):
+    feedback expansion may reorder the matches, never add one."""
+    import digest.rank.model as model
+
+    picks = rank(ps, subs, min_score=cut)
+    weight = model.FEEDBACK_WEIGHT
+    model.FEEDBACK_WEIGHT = 0.0
+    try:
+        for s in subs:
+            alone = paper_scores(ps, s)
+            for p in picks[s.email]:
+                if p.section == MATCH:
+                    assert alone[p.paper_id] >= model.MATCH_FLOOR
+    finally:
+        model.FEEDBACK_WEIGHT = weight
