@@ -108,6 +108,8 @@ class _Queries:
             per_list[kws] = (typed, self.sig_row.setdefault(sig, len(self.sig_row)))
         self.typed = [per_list[s.keywords][0] for s in subscribers]
         self.row_of_sub = [per_list[s.keywords][1] for s in subscribers]
+        inc = {kws: bool(q.includes) for kws, q in parsed.items()}
+        self.has_kw = [inc[s.keywords] for s in subscribers]  # include keywords typed
 
     def matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """(queries x units, queries x exclusion terms), 0/1."""
@@ -164,8 +166,9 @@ def score_matrix(
     if qs.units:
         # One (queries x papers) float64 array, transformed in place to bound memory.
         scores = np.asarray(a @ unit_raw, dtype=np.float64)
-        base = np.asarray(a @ units.score, dtype=np.float64)  # the keywords alone
-        matches = base >= -REL_SCALE * np.log1p(-MATCH_FLOOR / 100.0)
+        # The keywords alone (float32 is plenty for a threshold; halves this array).
+        base = np.asarray(a.astype(np.float32) @ units.score)
+        matches = base >= np.float32(-REL_SCALE * np.log1p(-MATCH_FLOOR / 100.0))
         matches &= base > 0
         del base
     else:
@@ -242,13 +245,15 @@ def _check_weight(w: float) -> None:
         raise InputError(f"ranking: popularity_weight must be within 0..1, got {w!r}")
 
 
-def trending_count(sub: Subscriber, default: int) -> int:
+def trending_count(sub: Subscriber, default: int, has_keywords: bool | None = None) -> int:
     """How many trending papers `sub` gets: their own setting, else `default`; a
     subscriber without include keywords (trending only, like the Hugging Face daily
     mail) gets max_papers of them unless they set their own number."""
     if sub.trending is not None:
         return max(int(sub.trending), 0)
-    if not sub.query.includes:
+    if has_keywords is None:
+        has_keywords = bool(sub.query.includes)
+    if not has_keywords:
         return max(int(sub.max_papers), 0)
     return max(int(default), 0)
 
@@ -273,20 +278,53 @@ def _rank(
     )
     chosen = top_rows(scores, rows, k, floor, blocked)
     matches = _picks(subscribers, qs, scores, why, rows, chosen, index.ids)
-    # Trending: the most popular papers the subscriber may get (not excluded, not
-    # received before), other than their matches. Same day-relative popularity for all.
-    n_trend = np.array([trending_count(s, trending) for s in subscribers])
-    if not n_trend.any():
+    n_trend = [
+        trending_count(s, trending, inc) for s, inc in zip(subscribers, qs.has_kw, strict=True)
+    ]
+    if not any(n_trend):
         return matches
+    return _with_trending(subscribers, matches, index, allowed, rows, blocked, chosen, n_trend)
+
+
+def _with_trending(
+    subscribers: Sequence[Subscriber],
+    matches: dict[str, tuple[Pick, ...]],
+    index: DocIndex,
+    allowed: np.ndarray,
+    rows: np.ndarray,
+    blocked: Sequence[Sequence[int]],
+    chosen: Sequence[np.ndarray],
+    n_trend: Sequence[int],
+) -> dict[str, tuple[Pick, ...]]:
+    """Each subscriber's matches followed by their trending picks: the most popular papers
+    they may get (not excluded, not received before) other than their matches. Popularity
+    is the same for everyone, so one global order is walked per subscriber until enough
+    are found (a few steps each); only queries with an exclusion look papers up."""
     pop = np.round(100.0 * index.popularity, 4)
-    pop_rows = np.where(allowed, pop[None, :], -1.0)
-    taken = [b + c.tolist() for b, c in zip(blocked, chosen, strict=True)]
-    hot = top_rows(pop_rows, rows, n_trend, np.zeros(len(subscribers)), taken)
+    order = np.lexsort((np.arange(index.n), -pop)).tolist()  # popularity desc, then id
+    pops = pop.tolist()
+    ids = index.ids
+    banned: dict[int, set[int]] = {}
+    for r in np.flatnonzero(~allowed.all(axis=1)).tolist():
+        banned[r] = set(np.flatnonzero(~allowed[r]).tolist())
+    none: set[int] = set()
     out: dict[str, tuple[Pick, ...]] = {}
     for i, s in enumerate(subscribers):
-        row = pop_rows[rows[i]]
-        extra = tuple(Pick(index.ids[c], float(row[c]), (), TRENDING) for c in hot[i].tolist())
-        out[s.email] = matches[s.email] + extra
+        want = n_trend[i]
+        if not want:
+            out[s.email] = matches[s.email]
+            continue
+        skip = banned.get(int(rows[i]), none)
+        taken = set(blocked[i])
+        taken.update(chosen[i].tolist())
+        extra: list[Pick] = []
+        for c in order:
+            if c in taken or c in skip:
+                continue
+            extra.append(Pick(ids[c], pops[c], (), TRENDING))
+            if len(extra) == want:
+                break
+        out[s.email] = matches[s.email] + tuple(extra)
     return out
 
 
