@@ -111,6 +111,26 @@ def build_unit(term: str, table: Mapping[str, set[str]]) -> Unit | None:
     return Unit(k or forms[0].required[0], tuple(forms))
 
 
+def _discount_scattered(
+    form_score: np.ndarray, full: np.ndarray, pairs: sp.csr_matrix, n_pairs: np.ndarray
+) -> None:
+    """In place: each multi-word form's score x (1 - COHESION * cohesion) on the papers
+    without its phrase (see the module docstring). `pairs` counts, per form and paper,
+    the form's word pairs present (sparse: few papers have any); `full` says where all
+    its words are. One dense pass; the phrase papers are put back from the sparse side."""
+    cnt = pairs.tocoo()
+    hit = cnt.data >= n_pairs[cnt.row]  # every pair present (forms with pairs only)
+    rows, cols = cnt.row[hit], cnt.col[hit]
+    ok = full[rows, cols]
+    rows, cols = rows[ok], cols[ok]
+    n_phrase = np.bincount(rows, minlength=len(n_pairs))
+    cohesion = n_phrase / (full.sum(axis=1) + COHESION_PRIOR)
+    disc = np.where(n_pairs > 0, 1.0 - COHESION * cohesion, 1.0).astype(form_score.dtype)
+    keep = form_score[rows, cols]
+    form_score *= disc[:, None]
+    form_score[rows, cols] = keep
+
+
 @dataclass(frozen=True, slots=True)
 class UnitScores:
     """Dense per-unit matrices over the day's papers (units x papers)."""
@@ -201,12 +221,7 @@ def score_units(
         form_score = (fmat[f0:f1] @ index.weights.T).toarray()
         full = (rmat[f0:f1] @ index.presence.T).toarray() >= need[f0:f1]
         if COHESION > 0:
-            nb = n_bg[f0:f1][:, None]
-            phr = ((bmat[f0:f1] @ index.presence.T).toarray() >= nb) & (nb > 0) & full
-            co = full.sum(axis=1)
-            coh = phr.sum(axis=1) / (co + COHESION_PRIOR)
-            disc = 1.0 - COHESION * coh
-            form_score = np.where(phr | (nb == 0), form_score, form_score * disc[:, None])
+            _discount_scattered(form_score, full, bmat[f0:f1] @ index.presence.T, n_bg[f0:f1])
         for i in range(f0, f1):
             if bad.get(i):
                 form_score[i - f0, bad[i]] = 0.0
