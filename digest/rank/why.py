@@ -80,24 +80,23 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE.split(text) if s]
 
 
-def _score(
-    sentence: str, terms: Sequence[frozenset[str]]
-) -> tuple[int, int, list[tuple[int, int]]]:
-    """(terms fully present, distinct term stems present, spans) of one sentence."""
-    found: set[str] = set()
-    spans: list[tuple[int, int]] = []
-    wanted = frozenset().union(*terms) if terms else frozenset()
-    for m in _WORD.finditer(sentence):
-        hit = wanted.intersection(_stems_of(m.group()))
-        if hit:
-            found |= hit
-            a, b = m.span()
-            if spans and not sentence[spans[-1][1] : a].strip():
-                spans[-1] = (spans[-1][0], b)  # "continual pretraining": one highlight
-            else:
-                spans.append((a, b))
-    covered = sum(1 for t in terms if t and t <= found)
-    return covered, len(found), spans
+@lru_cache(maxsize=4096)
+def _paper_index(
+    summary: str, abstract: str
+) -> tuple[tuple[tuple[int, int, str], ...], dict[str, list[tuple[int, tuple[int, int]]]]]:
+    """A paper's sentences ((source, n, text): source 0 = AI summary, 1 = abstract) and
+    where each stem occurs in them (stem -> [(sentence, (start, end))]). Made once per
+    paper: a run asks about the same papers for many subscribers' terms."""
+    sents: list[tuple[int, int, str]] = []
+    where: dict[str, list[tuple[int, tuple[int, int]]]] = {}
+    for source, text in enumerate((summary, abstract)):
+        for n, sentence in enumerate(sentences(text)):
+            si = len(sents)
+            sents.append((source, n, sentence))
+            for m in _WORD.finditer(sentence):
+                for stem in set(_stems_of(m.group())):
+                    where.setdefault(stem, []).append((si, m.span()))
+    return tuple(sents), where
 
 
 def why_sentence(paper: Paper, terms: Sequence[str], limit: int = WHY_CHARS) -> Why | None:
@@ -106,19 +105,30 @@ def why_sentence(paper: Paper, terms: Sequence[str], limit: int = WHY_CHARS) -> 
     wanted = [term_stems(t) for t in terms if t.strip()]
     if not any(wanted):
         return None
-    best: tuple[int, int, int, int] | None = None
-    best_sentence, best_spans = "", []
-    for source, text in enumerate((paper.ai_summary or "", paper.abstract or "")):
-        for n, s in enumerate(sentences(text)):
-            covered, words, spans = _score(s, wanted)
-            if not words:
-                continue
-            rank = (covered, words, -source, -n)
-            if best is None or rank > best:
-                best, best_sentence, best_spans = rank, s, spans
-    if best is None:
+    sents, where = _paper_index(paper.ai_summary or "", paper.abstract or "")
+    found: dict[int, set[str]] = {}
+    spans: dict[int, set[tuple[int, int]]] = {}
+    for stem in frozenset().union(*wanted):
+        for si, span in where.get(stem, ()):
+            found.setdefault(si, set()).add(stem)
+            spans.setdefault(si, set()).add(span)
+    if not found:
         return None
-    return _cut(best_sentence, best_spans, limit)
+
+    def rank(si: int) -> tuple[int, int, int, int]:
+        covered = sum(1 for t in wanted if t and t <= found[si])
+        source, n, _ = sents[si]
+        return (covered, len(found[si]), -source, -n)
+
+    best = max(found, key=rank)
+    sentence = sents[best][2]
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans[best]):
+        if merged and not sentence[merged[-1][1] : a].strip():
+            merged[-1] = (merged[-1][0], b)  # "continual pretraining": one highlight
+        else:
+            merged.append((a, b))
+    return _cut(sentence, merged, limit)
 
 
 def _cut(sentence: str, spans: list[tuple[int, int]], limit: int) -> Why:
