@@ -236,11 +236,19 @@ _PROBE = Paper(
 class Renderer:
     """Renders digests. Build one per run (it caches each paper's card)."""
 
-    def __init__(self, templates_dir: Path | None = None, site_name: str = "Paper Digest"):
+    def __init__(
+        self,
+        templates_dir: Path | None = None,
+        site_name: str = "Paper Digest",
+        sample_day: date | None = None,
+    ):
+        """`sample_day`: the digests are built from the bundled sample day (the offline
+        fallback): every subject and every first line (HTML and text) says so."""
         folder = Path(templates_dir) if templates_dir is not None else default_templates_dir()
         if not folder.is_dir():
             raise ConfigError(f"templates: {folder}: not a folder")
         self.site_name = site_name
+        self.sample_day = sample_day
         loader = _InliningLoader(folder)
         html_env = jinja2.Environment(
             loader=loader,
@@ -333,6 +341,7 @@ class Renderer:
         keywords = ", ".join(digest.subscriber.query.includes)
         ctx = {
             "site_name": self.site_name,
+            "sample_day": self.sample_day.isoformat() if self.sample_day else "",
             "day": digest.day.isoformat(),
             "day_label": day_label(digest.day),
             "count": count,

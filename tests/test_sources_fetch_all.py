@@ -60,7 +60,7 @@ def test_no_source_enabled_gives_nothing(srv: FixtureServer) -> None:
 
 
 def test_offline_every_source_unreachable_uses_the_recorded_day(srv: FixtureServer) -> None:
-    cfg = pointed_at(srv.configure(), unused_url(), unused_url())
+    cfg = pointed_at(srv.configure(offline_fallback=True), unused_url(), unused_url())
     waits: list[float] = []
     [result] = fetch_all(cfg, DAY, sleep=waits.append)
     assert result.ok and result.source == "huggingface"
@@ -73,8 +73,9 @@ def test_offline_every_source_unreachable_uses_the_recorded_day(srv: FixtureServ
     assert all(p.listed_on == RECORDED_DAY for p in result.papers)
 
 
-def test_offline_fallback_can_be_turned_off(srv: FixtureServer) -> None:
-    cfg = pointed_at(srv.configure(offline_fallback=False), unused_url(), unused_url())
+def test_offline_fallback_is_off_by_default(srv: FixtureServer) -> None:
+    assert Config().sources.offline_fallback is False  # an outage never mails stale papers
+    cfg = pointed_at(srv.configure(), unused_url(), unused_url())
     results = fetch_all(cfg, DAY, sleep=lambda s: None)
     assert [r.source for r in results] == ["huggingface", "arxiv"]
     assert all(not r.ok and "cannot connect" in r.error for r in results)
@@ -84,7 +85,7 @@ def test_offline_fallback_can_be_turned_off(srv: FixtureServer) -> None:
 def test_http_errors_are_not_offline(srv: FixtureServer) -> None:
     # HF unreachable but arXiv answers 500: the network is there, a server is unhappy.
     srv.fail_next(10, status=500)
-    cfg = pointed_at(srv.configure(), unused_url(), srv.url)
+    cfg = pointed_at(srv.configure(offline_fallback=True), unused_url(), srv.url)
     results = fetch_all(cfg, DAY, sleep=lambda s: None)
     assert [r.source for r in results] == ["huggingface", "arxiv"]
     assert not any(r.ok for r in results)
