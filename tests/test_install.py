@@ -228,16 +228,17 @@ keywords = "language models, reasoning"
     ).stdout.strip()
     assert Path(where).is_relative_to(venv), where  # the wheel, not this checkout
 
-    check = digest("check-config", "--config", str(cfg))
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.strip().splitlines()[-1] == f"config OK: {cfg}"
-    assert str(venv) in check.stdout  # the templates it checked are the installed ones
-
-    run = digest("run", "--config", str(cfg), "--date", "2026-01-14", "--no-progress")
-    assert run.returncode == 0, run.stdout + run.stderr
+    # (--config before the command, as every version of digest accepts it)
+    run = digest("--config", str(cfg), "run", "--date", "2026-01-14", "--no-progress")
+    assert run.returncode == 0, run.stdout + run.stderr  # before: "templates: ... not a folder"
     assert "sent 1" in run.stdout
     (eml,) = (elsewhere / "mail").glob("*.eml")
     text = eml.read_text(encoding="utf-8")
     assert "Subject:" in text and "List-Unsubscribe:" in text
     assert (elsewhere / "state").is_dir()
     assert not (elsewhere / "data").exists()
+
+    check = digest("--config", str(cfg), "check-config")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.strip().splitlines()[-1] == f"config OK: {cfg}"
+    assert str(venv) in check.stdout  # the templates it checked are the installed ones
