@@ -65,7 +65,10 @@ def test_offline_every_source_unreachable_uses_the_recorded_day(srv: FixtureServ
     [result] = fetch_all(cfg, DAY, sleep=waits.append)
     assert result.ok and result.source == "huggingface"
     assert result.notes[0] == OFFLINE_NOTE
-    assert OFFLINE_NOTE == "offline: no network, using the bundled recorded day 2026-03-10"
+    assert OFFLINE_NOTE == (
+        "offline: no network, using the bundled recorded day 2026-03-10 "
+        "(sample data, marked so in every digest)"
+    )
     assert len(result.notes) == 3  # then why: each source's error, one line each
     assert all("cannot connect" in n and "\n" not in n for n in result.notes[1:])
     recorded = json.loads((HF_DIR / "2026-03-10.json").read_bytes())

@@ -21,7 +21,10 @@ from digest.sources.hf import SOURCE, parse_daily_papers
 
 RECORDED_DAY = date(2026, 3, 10)
 RECORDED_FILE = f"hf_{RECORDED_DAY.isoformat()}.json"
-OFFLINE_NOTE = f"offline: no network, using the bundled recorded day {RECORDED_DAY.isoformat()}"
+OFFLINE_NOTE = (
+    f"offline: no network, using the bundled recorded day {RECORDED_DAY.isoformat()} "
+    "(sample data, marked so in every digest)"
+)
 
 
 def sample_day(results: Iterable[FetchResult]) -> date | None:
