@@ -299,13 +299,28 @@ def _step_script(name: str) -> str:
     [("true", "s" * 43, True), ("false", "s" * 43, False), ("true", "", False)],
 )
 def test_workflow_refuses_a_public_repository_or_a_missing_secret(
-    private: str, secret: str, ok: bool
+    tmp_path: Path, private: str, secret: str, ok: bool
 ) -> None:
     """The guard step, run for real: a public repository would publish the state branch's
     addresses; without DIGEST_SECRET digest would keep a generated one in the store,
     which the save step commits."""
     script = _step_script("Refuse a public repository or a missing secret")
-    env = {**os.environ, "PRIVATE": private, "DIGEST_SECRET": secret}
+    # A stand-in for the GitHub CLI: answers `gh api repos/OWNER/NAME --jq .private`.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"
+    gh.write_text(
+        '#!/bin/sh\n[ "$1 $2 $3 $4" = "api repos/o/r --jq .private" ] || exit 9\n'
+        'echo "$FAKE_PRIVATE"\n'
+    )
+    gh.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_REPOSITORY": "o/r",
+        "FAKE_PRIVATE": private,
+        "DIGEST_SECRET": secret,
+    }
     r = subprocess.run(
         ["bash", "-eo", "pipefail", "-c", script], env=env, capture_output=True, text=True
     )
