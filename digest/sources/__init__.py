@@ -14,8 +14,9 @@ on for the Quickstart, and it is refused with an [smtp] host): when EVERY source
 because no connection could be made at all (DNS failure, connection refused, network
 unreachable — not HTTP errors, not timeouts), the result is the bundled recorded day
 (`recorded.py`) with the note "offline: no network, using the bundled recorded day
-2026-03-10 (sample data, ...)" followed by the source errors. `sample_day(results)` tells the pipeline, which
-marks every digest built from it as sample data (subject and first line).
+2026-03-10 (sample data, ...)" followed by the source errors. `sample_day(results)` tells
+the pipeline, which marks every digest built from it as sample data (subject and first
+line).
 """
 
 from __future__ import annotations
