@@ -333,35 +333,27 @@ def test_workflow_subscribers_input_runs_the_cli_without_a_shell(tmp_path: Path)
     """The manual run's "subscribers" input goes to `digest subscribers` through shlex:
     quoted keywords stay one argument and shell syntax is never evaluated."""
     script = _step_script("Manage subscribers (instead of the run)")
+    script = script.replace("python ", f"{sys.executable} ", 1)
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[store]\npath = "{tmp_path / "store"}"\n', encoding="utf-8")
-    env = {
-        **os.environ,
-        "DIGEST_CONFIG": str(cfg),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "SUBSCRIBERS": 'add ada@example.org --keywords "speech recognition, -survey" '
-        "--max 5; touch pwned",
-    }
-    r = subprocess.run(
-        ["bash", "-eo", "pipefail", "-c", script.replace("python ", f"{sys.executable} ", 1)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def step(subscribers: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DIGEST_CONFIG": str(cfg), "SUBSCRIBERS": subscribers}
+        return subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    add = 'add ada@example.org --keywords "speech recognition, -survey" --max 5'
+    r = step(add + "; touch pwned")
     # ";", "touch" and "pwned" are mere arguments (refused by argparse); no shell ran them.
     assert r.returncode == 2 and "unrecognized arguments: touch pwned" in r.stderr, r.stderr
     assert not (tmp_path / "pwned").exists()
-    env["SUBSCRIBERS"] = 'add ada@example.org --keywords "speech recognition, -survey" --max 5'
-    r = subprocess.run(
-        ["bash", "-eo", "pipefail", "-c", script.replace("python ", f"{sys.executable} ", 1)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = step(add)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "added ada@example.org: keywords speech recognition, -survey; max 5" in r.stdout
 
