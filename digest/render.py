@@ -29,13 +29,13 @@ import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from importlib import resources
 from pathlib import Path
 
 import css_inline
 import jinja2
 from markupsafe import Markup, escape
 
-import digest
 from digest.errors import ConfigError
 from digest.models import MATCH, TRENDING, Digest, Paper, Pick
 from digest.rank.why import WHY_CHARS, Why, why_sentence
@@ -94,10 +94,28 @@ class Rendered:
 
 
 def default_templates_dir() -> Path:
+    """$DIGEST_TEMPLATES if set, else the templates shipped inside the package.
+
+    The repository's top-level templates/ is the package `digest.templates`
+    (pyproject's package-dir), so an editable install finds it in the checkout and a
+    wheel in site-packages; both through importlib.resources, from any working folder."""
     env = os.environ.get("DIGEST_TEMPLATES")
     if env:
         return Path(env)
-    return Path(digest.__file__).resolve().parents[1] / "templates"
+    try:
+        folder = resources.files("digest.templates")
+    except ModuleNotFoundError as e:
+        raise ConfigError(
+            "templates: the package digest.templates is not installed (a broken install: "
+            "reinstall digest, or set $DIGEST_TEMPLATES to a templates folder)"
+        ) from e
+    # Jinja's FileSystemLoader needs a real folder: a zip import has none.
+    if not isinstance(folder, Path):
+        raise ConfigError(
+            f"templates: {folder} is not a folder on disk (zip import?); "
+            "set $DIGEST_TEMPLATES to a templates folder"
+        )
+    return folder
 
 
 def shorten(text: str, limit: int, ellipsis: str = "…") -> str:
@@ -258,11 +276,19 @@ _PROBE = Paper(
 class Renderer:
     """Renders digests. Build one per run (it caches each paper's card)."""
 
-    def __init__(self, templates_dir: Path | None = None, site_name: str = "Paper Digest"):
+    def __init__(
+        self,
+        templates_dir: Path | None = None,
+        site_name: str = "Paper Digest",
+        sample_day: date | None = None,
+    ):
+        """`sample_day`: the digests are built from the bundled sample day (the offline
+        fallback): every subject and every first line (HTML and text) says so."""
         folder = Path(templates_dir) if templates_dir is not None else default_templates_dir()
         if not folder.is_dir():
             raise ConfigError(f"templates: {folder}: not a folder")
         self.site_name = site_name
+        self.sample_day = sample_day
         loader = _InliningLoader(folder)
         html_env = jinja2.Environment(
             loader=loader,
@@ -364,6 +390,7 @@ class Renderer:
         top = matches[0][1] if matches else hot[0][1] if hot else None
         ctx = {
             "site_name": self.site_name,
+            "sample_day": self.sample_day.isoformat() if self.sample_day else "",
             "day": digest.day.isoformat(),
             "day_label": day_label(digest.day),
             "count": count,

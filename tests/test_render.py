@@ -474,3 +474,30 @@ def test_missing_template_files(tmp_path: Path, missing: str, message: str) -> N
     with pytest.raises(ConfigError, match=message) as info:
         Renderer(folder)
     assert "\n" not in str(info.value)
+
+
+def test_sample_day_is_said_in_the_subject_and_first_lines() -> None:
+    """The offline fallback's bundled day: every digest says it is sample data, in its
+    subject and as the first line of both parts; a normal digest says nothing of it."""
+    sample = Renderer(sample_day=date(2026, 3, 10))
+    for picks in (SAMPLE_PICKS, ()):
+        out = sample.render(digest_for(picks), papers_sample(), LINKS)
+        assert out.subject.startswith("[sample data] ")
+        assert out.subject.endswith(
+            (
+                "for you · Continual Pretraining for Low-Resource Languages",
+                "nothing new for 2026-01-14",
+            )
+        )
+        assert out.text.splitlines()[0] == (
+            "SAMPLE DATA: these are the papers of the bundled recorded day 2026-03-10, "
+            "not today's listings."
+        )
+        body = out.html[out.html.index("<body") :]
+        first_p = body[body.index("<p") : body.index("</p>")]
+        assert "Sample data: these are the papers of the bundled recorded day 2026-03-10" in (
+            first_p
+        )
+    plain = Renderer().render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
+    assert "sample" not in plain.subject.lower()
+    assert "SAMPLE DATA" not in plain.text and "Sample data" not in plain.html
