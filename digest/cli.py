@@ -79,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         '-survey" (quoted phrases allowed; -term excludes)',
     )
     a.add_argument("--max", type=str, default=None, help="max papers per digest (default 10)")
-    a.add_argument("--min-score", type=str, default=None, help="minimum relevance score")
+    a.add_argument(
+        "--min-score",
+        type=str,
+        default=None,
+        help="their own relevance cut, 0-100 (default: [ranking] min_score)",
+    )
+    _section_options(a)
     a.set_defaults(func=cmd_sub_add)
     ls = ss.add_parser("list", help="list subscribers")
     ls.add_argument("--json", action="store_true")
@@ -88,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("email")
     u.add_argument("--keywords")
     u.add_argument("--max")
-    u.add_argument("--min-score")
+    u.add_argument("--min-score", help='their own relevance cut, 0-100 ("" = [ranking] min_score)')
+    _section_options(u)
     u.add_argument("--status", choices=("active", "paused", "unsubscribed"))
     u.add_argument(
         "--resubscribe",
@@ -133,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(sub)
     _config_everywhere(p)
     return p
+
+
+def _section_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trending",
+        metavar="N",
+        help='trending papers per digest, 0 = none ("" = [digest] trending)',
+    )
+    p.add_argument(
+        "--no-match",
+        choices=("send", "skip"),
+        help="a day without a match: send the trending papers (default) or nothing",
+    )
 
 
 def _config_everywhere(parser: argparse.ArgumentParser) -> None:
@@ -224,6 +244,8 @@ def cmd_sub_add(cfg: Config, args: argparse.Namespace) -> int:
         args.min_score,
         created=datetime.now().astimezone().isoformat(timespec="seconds"),
         default_max=cfg.ranking.default_max_papers,
+        trending=args.trending,
+        no_match=args.no_match,
     )
     with _store(cfg) as store:
         known = store.get_subscriber(sub.email)
@@ -266,6 +288,8 @@ def cmd_sub_list(cfg: Config, args: argparse.Namespace) -> int:
                         "status": s.status,
                         "send_hour": s.send_hour,
                         "timezone": s.timezone,
+                        "trending": s.trending,
+                        "no_match": s.no_match,
                     }
                     for s in subs
                 ],
@@ -304,6 +328,8 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
             args.status,
             args.send_hour,
             args.timezone,
+            args.trending,
+            args.no_match,
             resubscribe=args.resubscribe,
         )
         store.put_subscribers([new])
@@ -369,7 +395,7 @@ def cmd_preview(cfg: Config, args: argparse.Namespace) -> int:
     n, notes = preview(cfg, args.email, day, out)
     for note in notes:
         print(f"note: {note}")
-    print(f"wrote {out} ({n} papers)")
+    print(f"wrote {out} ({n} papers for you)")
     return 0
 
 

@@ -246,8 +246,20 @@ class WebConfig:
 
 @dataclass(frozen=True)
 class RankingConfig:
-    popularity_weight: float = opt(0.15, lo=0.0, hi=1.0)  # share of the score from popularity
+    # share of the "For you" score from popularity (0: relevance alone decides; popular
+    # papers have their own section, [digest] trending)
+    popularity_weight: float = opt(0.0, lo=0.0, hi=1.0)
     default_max_papers: int = opt(10, lo=1, hi=100)
+    # the relevance cut (0..100): a paper enters "For you" only at or above it; a
+    # subscriber's own min score overrides it (digest/rank/model.py says what a score means)
+    min_score: float = opt(55.0, lo=0.0, hi=100.0)
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    # the day's most popular new papers shown under "Trending today", beside the matches
+    # (0: none); a subscriber's own setting overrides it
+    trending: int = opt(3, lo=0, hi=20)
 
 
 @dataclass(frozen=True)
@@ -277,6 +289,7 @@ class Config:
     outbox: OutboxConfig = section(OutboxConfig)
     web: WebConfig = section(WebConfig)
     ranking: RankingConfig = section(RankingConfig)
+    digest: DigestConfig = section(DigestConfig)
     schedule: ScheduleConfig = section(ScheduleConfig)
     subscribers: tuple[SeedSubscriber, ...] = opt(())  # [[subscribers]]: seeds
 

@@ -40,10 +40,13 @@ from digest.models import (
     DONE_STATES,
     EMPTY,
     FAILED,
+    MATCH,
+    NO_MATCH_SKIP,
     SENT,
     Digest,
     OutgoingMessage,
     Paper,
+    Pick,
     RunReport,
     Subscriber,
 )
@@ -226,7 +229,8 @@ def plan_lazily(
 ) -> Iterator[Digest]:
     """Pure: `plan` in chunks of subscribers, a small one first, so the first digest can
     go out before everyone is ranked. rank() gives each subscriber the same picks
-    whoever else is ranked with them (digest/rank/model.py), so chunking changes nothing."""
+    whoever else is ranked with them (digest/rank/model.py), so chunking changes nothing.
+    Papers received before (`delivered`, trending ones included) are never picked again."""
     i = 0
     while i < len(subs):
         part = subs[i : i + (first if i == 0 else chunk)]
@@ -236,9 +240,20 @@ def plan_lazily(
             part,
             exclude=delivered,
             popularity_weight=cfg.ranking.popularity_weight,
+            min_score=cfg.ranking.min_score,
+            trending=cfg.digest.trending,
         )
         for s in part:
-            yield Digest(s, day, picks.get(s.email, ()))
+            yield digest_of(s, day, picks.get(s.email, ()))
+
+
+def digest_of(sub: Subscriber, day: date, picks: tuple[Pick, ...]) -> Digest:
+    """Pure: the subscriber's digest. On a day without a match, a subscriber with keywords
+    who chose NO_MATCH_SKIP gets an empty digest (no mail) instead of the trending papers."""
+    if sub.no_match == NO_MATCH_SKIP and sub.query.includes:
+        if not any(p.section == MATCH for p in picks):
+            picks = ()
+    return Digest(sub, day, picks)
 
 
 def deliver(
@@ -373,7 +388,7 @@ def _progress_bar(total: int, enabled: bool | None):  # type: ignore[no-untyped-
 
 def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[str]]:
     """Write the digest `email` would get for `day` as an HTML file. Sends and records
-    nothing. Returns the number of papers and the run's notes."""
+    nothing. Returns the number of matches ("For you") and the run's notes."""
     from digest.errors import UnknownSubscriber
     from digest.subscribers import normalise_email
 
@@ -392,7 +407,7 @@ def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[st
     finally:
         store.close()
     _write_atomic(out, html)
-    return len(digest.picks), report.notes
+    return len(digest.matches), report.notes
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -17,12 +17,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import InputError
-from digest.models import ACTIVE, STATUSES, UNSUBSCRIBED, Subscriber
+from digest.models import (
+    ACTIVE,
+    NO_MATCH_CHOICES,
+    NO_MATCH_SEND,
+    STATUSES,
+    UNSUBSCRIBED,
+    Subscriber,
+)
 
 MAX_TERMS = 30
 MAX_TERM_LEN = 80
 MAX_KEYWORDS_LEN = 1000
 MAX_PAPERS = 100
+MAX_TRENDING = 20
 
 # Control characters (incl. CR/LF, which would break mail headers) are refused outright
 # rather than stripped: silently changing what someone typed is worse than saying no.
@@ -127,6 +135,32 @@ def check_min_score(value: object) -> float | None:
     return x
 
 
+def check_trending(value: object) -> int | None:
+    """Trending papers per digest (0 turns the section off), or None ("" too) for the
+    site's [digest] trending."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise InputError(
+            f"trending: expected a whole number from 0 to {MAX_TRENDING}, got {value!r}"
+        ) from None
+    if not 0 <= n <= MAX_TRENDING:
+        raise InputError(f"trending: expected a whole number from 0 to {MAX_TRENDING}, got {n}")
+    return n
+
+
+def check_no_match(value: object) -> str:
+    """What a day without a match brings: "send" (the trending papers) or "skip" (no mail)."""
+    v = str(value).strip().lower() if value is not None else ""
+    if v not in NO_MATCH_CHOICES:
+        raise InputError(
+            f"no match: expected one of {', '.join(NO_MATCH_CHOICES)}, got {str(value)[:40]!r}"
+        )
+    return v
+
+
 def make_subscriber(
     email: str,
     keywords: str | Iterable[str] = "",
@@ -135,6 +169,8 @@ def make_subscriber(
     status: str = ACTIVE,
     created: str = "",
     default_max: int = 10,
+    trending: object = None,
+    no_match: object = None,
 ) -> Subscriber:
     if status not in STATUSES:
         raise InputError(f"status: expected one of {', '.join(STATUSES)}, got {status!r}")
@@ -145,6 +181,8 @@ def make_subscriber(
         min_score=check_min_score(min_score),
         status=status,
         created=created,
+        trending=check_trending(trending),
+        no_match=check_no_match(no_match) if no_match is not None else NO_MATCH_SEND,
     )
 
 
@@ -156,15 +194,21 @@ def update_subscriber(
     status: str | None = None,
     send_hour: str | None = None,
     timezone: str | None = None,
+    trending: str | None = None,
+    no_match: str | None = None,
     *,
     resubscribe: bool = False,
 ) -> Subscriber:
-    """The subscriber with the given fields changed (None: unchanged). For send_hour and
-    timezone an empty string goes back to the site's [schedule] time / timezone.
+    """The subscriber with the given fields changed (None: unchanged). For send_hour,
+    timezone and trending an empty string goes back to the site's default.
 
     An unsubscribed address stays unsubscribed unless `resubscribe` (the operator's
     explicit "they asked me"), which makes it active; a status alone never does."""
     changes: dict[str, object] = {}
+    if trending is not None:
+        changes["trending"] = check_trending(trending)
+    if no_match is not None:
+        changes["no_match"] = check_no_match(no_match)
     if resubscribe:
         if sub.status != UNSUBSCRIBED:
             raise InputError(f"{sub.email} is {sub.status}, not unsubscribed: use --status")
