@@ -37,18 +37,32 @@ def paper_text(title: str, abstract: str) -> str:
     return f"{title}. {abstract}" if abstract else title
 
 
+QUANT = 2048.0  # vectors are rounded to multiples of 1/QUANT (see semantic_scores)
+
+
 def semantic_scores(keywords: np.ndarray, papers: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """keywords x papers, 0..1 (float32). Rows of zero vectors (no text) score 0."""
-    if not len(keywords) or not len(papers):
-        return np.zeros((len(keywords), len(papers)), dtype=np.float32)
-    cos = keywords @ papers.T
-    ref = keywords @ reference.T if len(reference) else np.zeros((len(keywords), 1))
-    mean = ref.mean(axis=1, keepdims=True)
-    sd = np.maximum(ref.std(axis=1, keepdims=True), MIN_SD)
-    z = (cos - mean) / sd
-    sem = np.clip(z - Z_FLOOR, 0.0, Z_SPAN) / Z_SPAN
-    kw_empty = ~np.asarray(keywords.any(axis=1))
-    paper_empty = ~np.asarray(papers.any(axis=1))
-    sem[kw_empty, :] = 0.0
-    sem[:, paper_empty] = 0.0
-    return np.asarray(sem, dtype=np.float32)
+    """keywords x papers, 0..1 (float32). Rows of zero vectors (no text) score 0.
+
+    Every cosine is computed exactly, whatever the shapes: the unit vectors are rounded to
+    integer multiples of 1/QUANT, so each product and partial sum is an integer below
+    2**53 and the matrix product gives the same bits in any summation order (BLAS blocks
+    differently for different shapes). A keyword's score on a paper thus never depends on
+    which other keywords or papers are scored with it (deterministic ranking)."""
+    n_k, n_p = len(keywords), len(papers)
+    out = np.zeros((n_k, n_p), dtype=np.float32)
+    if not n_k or not n_p or not len(reference):
+        return out
+    qk, qp, qr = (
+        np.rint(np.asarray(m, dtype=np.float64) * QUANT) for m in (keywords, papers, reference)
+    )
+    cos = qk @ qp.T
+    ref = qk @ qr.T
+    for i in range(n_k):  # one keyword at a time: its mean and SD depend on it alone
+        if not qk[i].any():
+            continue
+        row = ref[i]
+        sd = max(float(row.std()), MIN_SD * QUANT * QUANT)
+        z = (cos[i] - float(row.mean())) / sd
+        out[i] = np.clip(z - Z_FLOOR, 0.0, Z_SPAN) / Z_SPAN
+    out[:, ~np.asarray(qp.any(axis=1))] = 0.0
+    return out

@@ -50,7 +50,7 @@ from digest.errors import InputError
 from digest.models import TRENDING, Paper, Pick, Query, Subscriber
 from digest.rank.dense import paper_text, semantic_scores
 from digest.rank.exclusions import term_hits
-from digest.rank.expand import definitions, mine_definitions, synonym_table
+from digest.rank.expand import definitions, mine_definitions, spelled_out, synonym_table
 from digest.rank.features import DocIndex, build_index
 from digest.rank.feedback import FEEDBACK_WEIGHT, add_feedback
 from digest.rank.normalize import fold
@@ -94,7 +94,7 @@ class _Queries:
             if unit is not None:
                 unit_of_key[uk] = len(self.units)
                 self.units.append(unit)
-                self.unit_text.append(uk)
+                self.unit_text.append(spelled_out(uk))  # uk: folded, so any typing agrees
         # Exactly as typed: the rule is re.IGNORECASE on the term, and lower-casing first
         # is not the same for every character ("İ".lower() is two characters).
         self.excl_terms = sorted({t for q in parsed.values() for t in q.excludes})
