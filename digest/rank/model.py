@@ -38,9 +38,11 @@ over subscribers (to build their picks), never over (subscriber, paper) pairs.
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Callable, Mapping, Sequence
 from itertools import compress
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,6 +62,9 @@ from digest.rank.select import top_rows
 # (keyword texts, paper texts) -> (keyword vectors, paper vectors, reference vectors), or
 # None without a model: digest/rank/semantic.py's `vectors` (the I/O edge) or a test's fake.
 Embed = Callable[[Sequence[str], Sequence[str]], tuple[np.ndarray, np.ndarray, np.ndarray] | None]
+
+# The semantic model's vectors, kept across runs in the store folder (vectorcache.py).
+VECTOR_CACHE = "vectors.sqlite3"
 
 REL_SCALE = 2.0  # raw 2.0 (one keyword matched in words and meaning) -> relevance 0.63
 # Keyword evidence (the sum of the keyword scores, without feedback or semantics) that a
@@ -233,6 +238,7 @@ def rank(
     trending: int = DigestConfig.trending,
     semantic: bool = RankingConfig.semantic,
     embed: Embed | None = None,
+    vector_cache: Path | None = None,
 ) -> dict[str, tuple[Pick, ...]]:
     """Pick papers for every subscriber: email -> picks (see the module docstring): the
     matches ("For you", best first, at most max_papers, score >= the cut), then the
@@ -240,7 +246,8 @@ def rank(
 
     `min_score` is the cut for subscribers without their own, `trending` the number of
     trending papers for subscribers without their own setting; `semantic` adds the
-    embedding model's closeness (`embed`, default: the bundled model). Raises InputError
+    embedding model's closeness (`embed`, default: the bundled model, its vectors kept in
+    the file `vector_cache` across runs when given). Raises InputError
     when popularity_weight is not a number within 0..1."""
     _check_weight(popularity_weight)
     if not subscribers:
@@ -252,7 +259,7 @@ def rank(
     paused = gc.isenabled()
     gc.disable()
     try:
-        emb = _embedder(semantic, embed)
+        emb = _embedder(semantic, embed, vector_cache)
         return _rank(papers, subscribers, exclude, popularity_weight, min_score, trending, emb)
     finally:
         if paused:
@@ -281,14 +288,14 @@ def paper_scores(
     return {pid: float(v) for pid, v in zip(index.ids, row.tolist(), strict=True) if v >= 0}
 
 
-def _embedder(semantic: bool, embed: Embed | None) -> Embed | None:
+def _embedder(semantic: bool, embed: Embed | None, cache: Path | None = None) -> Embed | None:
     if not semantic:
         return None
     if embed is not None:
         return embed
     from digest.rank.semantic import vectors  # the I/O edge, loaded on first use
 
-    return vectors
+    return functools.partial(vectors, cache=cache)
 
 
 def _check_weight(w: float) -> None:

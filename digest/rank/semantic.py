@@ -34,11 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from digest.rank.vectorcache import VectorCache
+
 log = logging.getLogger(__name__)
 
 DIM = 384
 MAX_TOKENS = 128  # word pieces per text (the tokenizer's own setting)
-CACHE_SIZE = 8192  # texts whose vectors are kept (1.5 KB each)
+# Texts whose vectors are kept in memory (1.5 KB each): more than the distinct keywords of
+# 10,000 subscribers plus a window of papers, so a process embeds each text once.
+CACHE_SIZE = 40_000
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 TOKENIZER = "minilm_tokenizer.json"
 BACKGROUND = "semantic_background.npy"
@@ -85,20 +89,30 @@ class Encoder:
         n = float(np.linalg.norm(v))
         return v / n if n > 0 else v
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """len(texts) x DIM unit vectors; an empty text gets the zero vector."""
+    def embed(self, texts: Sequence[str], disk: VectorCache | None = None) -> np.ndarray:
+        """len(texts) x DIM unit vectors; an empty text gets the zero vector. Vectors are
+        rounded to float16, the precision they are kept in on disk, so a vector computed
+        now and one read back from `disk` are the same numbers."""
         out = np.zeros((len(texts), DIM), dtype=np.float32)
+        missing = list(dict.fromkeys(t for t in texts if t.strip() and t not in self._cache))
+        if missing and disk is not None:
+            for t, v in disk.get(missing).items():
+                self._keep(t, v)
+            missing = [t for t in missing if t not in self._cache]
+        fresh = {t: self._one(t).astype(np.float16).astype(np.float32) for t in missing}
+        for t, v in fresh.items():
+            self._keep(t, v)
+        if fresh and disk is not None:
+            disk.put(fresh)
         for i, t in enumerate(texts):
-            if not t.strip():
-                continue
-            v = self._cache.get(t)
-            if v is None:
-                v = self._one(t)
-                if len(self._cache) >= CACHE_SIZE:
-                    self._cache.pop(next(iter(self._cache)))  # oldest first
-                self._cache[t] = v
-            out[i] = v
+            if t.strip():
+                out[i] = self._cache[t] if t in self._cache else fresh[t]
         return out
+
+    def _keep(self, text: str, v: np.ndarray) -> None:
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))  # oldest first
+        self._cache[text] = v
 
 
 def model_path() -> Path:
@@ -137,11 +151,22 @@ def background() -> np.ndarray:
 
 
 def vectors(
-    keywords: Sequence[str], papers: Sequence[str]
+    keywords: Sequence[str], papers: Sequence[str], cache: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(keyword vectors, paper vectors, reference vectors) for digest/rank/model.py, or
-    None when the model is not available."""
+    None when the model is not available. `cache`: the vector cache file to share with
+    other runs (digest/rank/vectorcache.py), or None for this process only."""
     enc = encoder()
     if enc is None:
         return None
-    return enc.embed(keywords), enc.embed(papers), background()
+    disk = _disk(cache) if cache is not None else None
+    return enc.embed(keywords, disk), enc.embed(papers, disk), background()
+
+
+_DISKS: dict[Path, VectorCache] = {}
+
+
+def _disk(path: Path) -> VectorCache:
+    if path not in _DISKS:  # one connection per file and process
+        _DISKS[path] = VectorCache(path, MODEL_SHA256, DIM)
+    return _DISKS[path]
