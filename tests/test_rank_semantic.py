@@ -67,6 +67,13 @@ def test_embeddings_are_unit_deterministic_and_alone() -> None:
     enc._cache.clear()
     b = enc.embed(texts[::-1])[::-1]  # another order, nothing cached: the same bits
     assert np.array_equal(a, b)
+    # Batched with others of the same length or alone: the same bits.
+    words = ["speech recognition", "world models", "dense retrieval", "video generation"]
+    enc._cache.clear()
+    together = enc.embed(words)
+    for w, v in zip(words, together, strict=True):
+        enc._cache.clear()
+        assert np.array_equal(enc.embed([w])[0], v)
     # Meaning, not spelling: ASR is closer to "speech recognition" than diffusion is.
     assert a[0] @ a[1] > a[0] @ a[3]
 
@@ -229,12 +236,12 @@ def test_vectors_are_kept_on_disk_and_shared(tmp_path) -> None:
     assert path.exists()
     enc._cache.clear()
     calls = []
-    real = enc._one
-    enc._one = lambda t: calls.append(t) or real(t)  # type: ignore[method-assign]
+    real = enc._compute
+    enc._compute = lambda ts: calls.extend(ts) or real(ts)  # type: ignore[method-assign]
     try:
         again = enc.embed(texts, VectorCache(path, sem.MODEL_SHA256, sem.DIM))
     finally:
-        del enc._one
+        del enc._compute
     assert calls == []
     assert np.array_equal(first, again)
     # Another model's vectors are never mistaken for these.
