@@ -270,3 +270,30 @@ def test_rank_with_a_vector_cache_gives_the_same_picks(tmp_path) -> None:
     assert rank(DAYS, [s], min_score=0.0, vector_cache=path) == plain
     sem.encoder()._cache.clear()  # type: ignore[union-attr]
     assert rank(DAYS, [s], min_score=0.0, vector_cache=path) == plain  # read back from disk
+
+
+def test_the_vector_cache_serves_threads(tmp_path) -> None:
+    """The web service and the run's builder rank in threads: one cache, many threads."""
+    import threading
+
+    from digest.rank.vectorcache import VectorCache
+
+    cache = VectorCache(tmp_path / "vectors.sqlite3", sem.MODEL_SHA256, sem.DIM)
+    vec = np.ones(sem.DIM, dtype=np.float32) / np.sqrt(sem.DIM)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(20):
+                cache.put({f"t{i}-{j}": vec})
+                assert f"t{i}-{j}" in cache.get([f"t{i}-{j}"])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(cache.get([f"t{i}-{j}" for i in range(4) for j in range(20)])) == 80

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,20 +43,29 @@ class VectorCache:
     def __init__(self, path: Path, model: str, dim: int) -> None:
         self.path, self.model, self.dim = path, model, dim
         self._db: sqlite3.Connection | None = None
+        self._pid = 0
         self._broken = False
         self._pruned = False
+        # One connection per process, used by one thread at a time: the web service and
+        # the run's builder thread rank in threads, and SQLite connections must not be
+        # shared between threads unguarded nor carried across fork() (the builder child).
+        self._lock = threading.Lock()
 
     def _conn(self) -> sqlite3.Connection | None:
+        if self._db is not None and self._pid != os.getpid():
+            self._db = None  # inherited through fork: never touch it, open our own
         if self._db is None and not self._broken:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, check_same_thread=False
+                )
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS vec (k TEXT PRIMARY KEY, v BLOB NOT NULL,"
                     " used INTEGER NOT NULL)"
                 )
-                self._db = db
+                self._db, self._pid = db, os.getpid()
             except (sqlite3.Error, OSError) as e:
                 self._fail(e)
         return self._db
@@ -63,12 +74,23 @@ class VectorCache:
         if not self._broken:
             log.warning("vector cache %s not used: %s", self.path, e)
         self._broken = True
-        if self._db is not None:
-            self._db.close()
+        if self._db is not None and self._pid == os.getpid():
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
         self._db = None
 
     def get(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """The cached vectors of those texts that have one (marked as used today)."""
+        with self._lock:
+            return self._get(texts)
+
+    def put(self, vectors: Mapping[str, np.ndarray]) -> None:
+        with self._lock:
+            self._put(vectors)
+
+    def _get(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         db = self._conn()
         if db is None or not texts:
             return {}
@@ -93,7 +115,7 @@ class VectorCache:
             return {}
         return out
 
-    def put(self, vectors: Mapping[str, np.ndarray]) -> None:
+    def _put(self, vectors: Mapping[str, np.ndarray]) -> None:
         db = self._conn()
         if db is None or not vectors:
             return
@@ -110,4 +132,9 @@ class VectorCache:
                 self._pruned = True
             db.execute("COMMIT")
         except sqlite3.Error as e:
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             self._fail(e)
