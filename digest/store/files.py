@@ -241,6 +241,16 @@ class AtomicJSONStorage(Storage):
             raise StoreError(f"{self.path}: cannot write store file: {e.strerror}") from e
         self._swap(self._data, fd, _ident(os.fstat(fd)))
 
+    @property
+    def size(self) -> int:
+        """Bytes of the file as last read or written (0 when there is none)."""
+        return self._ident[2] if self._ident else 0
+
+    def release(self) -> None:
+        """Drop the in-memory document once the caller holds its own form of it (the
+        file stays current: refresh does not reload it; `read` returns {} until then)."""
+        self._data = {}
+
     def invalidate(self) -> None:
         """Forget unsaved changes: the next refresh reloads from disk."""
         self._stale = True
