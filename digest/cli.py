@@ -19,10 +19,17 @@ from zoneinfo import ZoneInfo
 from digest import __version__
 from digest.config import Config, load_config
 from digest.errors import DigestError, InputError, UnknownSubscriber
+from digest.models import Subscriber
 from digest.store.base import Store
 
 # Subcommands that live beside their feature: module -> register(subparsers).
-PLUGINS = ("digest.sources.cli", "digest.rank.cli", "digest.web.cli", "digest.schedule.cli")
+PLUGINS = (
+    "digest.sources.cli",
+    "digest.rank.cli",
+    "digest.web.cli",
+    "digest.schedule.cli",
+    "digest.store.cli",
+)
 
 
 def parse_day(text: str) -> date:
@@ -216,14 +223,16 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
     from digest.subscribers import normalise_email, update_subscriber
 
     email = normalise_email(args.email)
-    with _store(cfg) as store:
-        sub = store.get_subscriber(email)
+
+    def change(sub: Subscriber | None) -> Subscriber:
         if sub is None:
             raise UnknownSubscriber(f"no subscriber {email}")
-        new = update_subscriber(
+        return update_subscriber(
             sub, args.keywords, args.max, args.min_score, args.status, args.send_hour, args.timezone
         )
-        store.put_subscribers([new])
+
+    with _store(cfg) as store:
+        store.update_subscriber(email, change)  # atomic: a web change meanwhile is not lost
     print(f"updated {email}")
     return 0
 
