@@ -1,0 +1,698 @@
+"""The Store contract: behaviour every backend must have (digest/store/base.py).
+
+Every test takes the `backend` fixture, parametrized over FACTORIES. A backend plugs in
+by adding a factory: a context manager that, given a temporary folder, yields a Backend
+(how to open the store in this process, and a config file for child processes), e.g.
+
+    @contextmanager
+    def postgresql(tmp: Path) -> Iterator[Backend]:
+        with pg_server(tmp) as url:           # a real server, started by the test
+            yield Backend("postgresql", cfg, config_file, env={"DIGEST_DATABASE_URL": url})
+
+    FACTORIES["postgresql"] = postgresql
+
+tests/test_store_contract.py collects this module; tests/test_store_crash.py (kill -9)
+uses the same fixture. Real parts only: real files (or a real server), real processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from digest.config import Limit, StoreConfig
+from digest.errors import StoreError, StoreLocked
+from digest.models import (
+    ACTIVE,
+    DEFERRED,
+    EMPTY,
+    FAILED,
+    MATCH,
+    PAUSED,
+    PENDING,
+    SENT,
+    TRENDING,
+    DeliveryRecord,
+    Gathered,
+    OutgoingMessage,
+    Paper,
+    RunReport,
+    Subscriber,
+    digest_id,
+)
+from digest.store import Change, Store, open_store
+from digest.store.base import CLAIMED
+
+ROOT = Path(__file__).resolve().parents[1]
+D0 = date(2026, 1, 5)
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+
+
+@dataclass
+class Backend:
+    name: str
+    cfg: StoreConfig
+    config_file: Path  # a TOML config whose [store] opens this same store (child processes)
+    env: dict[str, str] = field(default_factory=dict)  # set for this process and children
+    opened: list[Store] = field(default_factory=list)
+
+    def open(self, clock: Callable[[], float] | None = None) -> Store:
+        s = open_store(self.cfg, clock=clock) if clock else open_store(self.cfg)
+        self.opened.append(s)
+        return s
+
+    def spawn(self, code: str, *args: str) -> subprocess.Popen[str]:
+        """A child Python process; `code` gets the store as `open_store(load_config(
+        sys.argv[1]).store)` (the config file is argv[1], then `args`)."""
+        env = dict(os.environ) | self.env
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.Popen(
+            [sys.executable, "-c", code, str(self.config_file), *args],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+
+
+def store_config_toml(cfg: StoreConfig) -> str:
+    """The [store] section that loads back as `cfg`."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return json.dumps(str(v)) if isinstance(v, Path | str) else str(v)
+
+    fields = [f"{f.name} = {value(getattr(cfg, f.name))}" for f in dataclasses.fields(cfg)]
+    return "\n".join(["[store]", *fields]) + "\n"
+
+
+@contextmanager
+def tinydb(tmp: Path) -> Iterator[Backend]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = StoreConfig(path=tmp / "data", retention_days=60, history_days=10, fsync=False)
+    config = tmp / "store.toml"
+    config.write_text(store_config_toml(cfg), encoding="utf-8")
+    yield Backend("tinydb", cfg, config)
+
+
+FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Backend]]] = {"tinydb": tinydb}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with FACTORIES[request.param](tmp_path) as b:
+        saved = {k: os.environ.get(k) for k in b.env}
+        os.environ.update(b.env)
+        try:
+            yield b
+        finally:
+            for s in b.opened:
+                s.close()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.open()
+
+
+def paper(pid: str, **kw: object) -> Paper:
+    base: dict[str, object] = {"title": f"Title {pid}", "abstract": f"Abstract of {pid}."}
+    base.update(kw)
+    return Paper(id=pid, **base)  # type: ignore[arg-type]
+
+
+def rec(email: str, day: date, state: str, ids: tuple[str, ...] = (), detail: str = "", **kw):
+    return DeliveryRecord(digest_id(email, day), email, day, state, ids, detail, **kw)
+
+
+def record(s: Store, *recs: DeliveryRecord, day: date | None = None) -> RunReport:
+    """Record `recs` through a run of `day` (their day by default); returns its report."""
+    day = day or recs[0].day
+    report = RunReport(day=day)
+    with s.run(day, report) as run:
+        for r in recs:
+            run.record(r)
+    return report
+
+
+def mail(to: str = "a@x.org", n: int = 0) -> OutgoingMessage:
+    body = f"Subject: confirm {n}\r\n\r\nclick \xe9\r\n".encode("latin-1")
+    return OutgoingMessage(f"web-confirm-{n}", to, "d@x.org", f"<{n}@x.org>", body, "<p>x</p>")
+
+
+# ---------------------------------------------------------------------------- subscribers
+
+
+def test_subscribers_round_trip_replace_and_remove(backend: Backend, store: Store) -> None:
+    a = Subscriber("a@x.org", ("llm",), created="2026-01-01T00:00:00+00:00")
+    b = Subscriber("b@x.org", ("graph neural network", "-survey"), max_papers=3, min_score=0.5)
+    store.put_subscribers([a, b])
+    got_a = store.get_subscriber("A@X.org")
+    assert got_a is not None and got_a.id and replace(got_a, id="") == a
+    store.put_subscribers([replace(a, keywords=("rlhf",), status=PAUSED)])
+    again = store.get_subscriber("a@x.org")
+    assert again == replace(got_a, keywords=("rlhf",), status=PAUSED)  # the id is kept
+    assert store.remove_subscriber("b@x.org") is True
+    assert store.remove_subscriber("b@x.org") is False
+    store.put_subscribers([Subscriber("c@x.org", send_hour=7, timezone="Europe/Berlin")])
+    store.close()
+    s = backend.open()
+    assert sorted(x.email for x in s.subscribers()) == ["a@x.org", "c@x.org"]
+    assert s.get_subscriber("b@x.org") is None
+    assert s.get_subscriber("c@x.org").timezone == "Europe/Berlin"  # type: ignore[union-attr]
+
+
+def test_ids_are_opaque_unique_kept_and_never_reused(backend: Backend, store: Store) -> None:
+    store.put_subscribers([Subscriber(f"u{i}@x.org") for i in range(50)])
+    subs = store.subscribers()
+    ids = {s.id for s in subs}
+    assert len(ids) == 50 and all(len(i) >= 20 and "@" not in i for i in ids)
+    u0 = store.get_subscriber("u0@x.org")
+    assert u0 is not None and store.get_subscriber_by_id(u0.id) == u0
+    assert store.get_subscriber_by_id("no-such-id") is None
+    # an update keeps the id whatever the new value carries
+    store.put_subscribers([replace(u0, id="forged", max_papers=3)])
+    assert store.get_subscriber("u0@x.org").id == u0.id  # type: ignore[union-attr]
+    assert store.get_subscriber_by_id("forged") is None
+    # removed and added again: a new id, and the old one leads nowhere
+    store.remove_subscriber("u0@x.org")
+    store.put_subscribers([Subscriber("u0@x.org")])
+    new = store.get_subscriber("u0@x.org")
+    assert new is not None and new.id != u0.id and store.get_subscriber_by_id(u0.id) is None
+    # a given id that another subscriber holds is not taken over
+    store.put_subscribers([Subscriber("v@x.org", id=new.id)])
+    assert store.get_subscriber("v@x.org").id != new.id  # type: ignore[union-attr]
+    assert backend.open().get_subscriber_by_id(new.id) == new
+
+
+def test_update_subscriber_is_a_read_modify_write(store: Store) -> None:
+    store.put_subscribers([Subscriber("a@x.org", ("llm",), max_papers=5)])
+    got = store.update_subscriber("A@x.org", lambda s: replace(s, max_papers=s.max_papers + 1))
+    assert got is not None and got.max_papers == 6 and got.id
+    assert store.get_subscriber("a@x.org") == got
+    assert store.update_subscriber("a@x.org", lambda s: None) == got  # no change
+    assert store.update_subscriber("nobody@x.org", lambda s: None) is None
+    seen: list[Subscriber | None] = []
+    created = store.update_subscriber(
+        "new@x.org", lambda s: seen.append(s) or Subscriber("new@x.org", status=PENDING)
+    )
+    assert seen == [None] and created is not None and created.status == PENDING and created.id
+
+    def boom(s: Subscriber | None) -> Subscriber:
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        store.update_subscriber("a@x.org", boom)
+    assert store.get_subscriber("a@x.org") == got  # nothing written
+    with pytest.raises(StoreError, match="changed the address"):
+        store.update_subscriber("a@x.org", lambda s: replace(s, email="b@x.org"))
+    assert store.get_subscriber("b@x.org") is None
+
+
+def test_a_change_and_its_mail_are_stored_together(backend: Backend, store: Store) -> None:
+    def subscribe(cur: Subscriber | None) -> Change:
+        new = Subscriber("p@x.org", ("agents",), status=PENDING, created=T0.isoformat())
+        return Change(new, (mail("p@x.org", 1),))
+
+    sub = store.update_subscriber("p@x.org", subscribe, now=T0)
+    assert sub is not None and sub.status == PENDING
+    other = backend.open()  # another process's view
+    assert other.get_subscriber("p@x.org") == sub
+    (queued,) = other.claim_mail(T0)
+    assert queued.message == mail("p@x.org", 1) and queued.attempts == 1
+    # mail without a subscriber change (an address that must not change until it confirms)
+    store.update_subscriber("p@x.org", lambda cur: Change(None, (mail("p@x.org", 2),)), now=T0)
+    assert store.get_subscriber("p@x.org") == sub
+    assert [m.message.digest_id for m in other.claim_mail(T0)] == ["web-confirm-2"]
+    # a failing update queues nothing either
+
+    def fail(cur: Subscriber | None) -> Change:
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        store.update_subscriber("p@x.org", fail)
+    assert store.queue_stats(T0).waiting == 2
+
+
+def test_other_instances_see_committed_changes_fresh(backend: Backend, store: Store) -> None:
+    other = backend.open()  # stands in for the web service
+    store.put_subscribers([Subscriber("a@x.org")])
+    other.put_subscribers([Subscriber("b@x.org")])  # must catch up first, not clobber a@
+    store.put_subscribers([Subscriber("c@x.org")])
+    for s in (store, other):
+        assert sorted(x.email for x in s.subscribers()) == ["a@x.org", "b@x.org", "c@x.org"]
+    other.update_subscriber("a@x.org", lambda s: replace(s, status=PAUSED))
+    assert store.get_subscriber("a@x.org").status == PAUSED  # type: ignore[union-attr]
+    other.remove_subscriber("a@x.org")
+    assert store.get_subscriber("a@x.org") is None
+
+
+def test_new_fields_with_defaults_round_trip(store: Store) -> None:
+    """Every Subscriber field survives the store (a field another change adds included)."""
+    full = Subscriber(
+        "z@x.org",
+        ("llm", "-survey"),
+        max_papers=4,
+        min_score=0.25,
+        status=PAUSED,
+        send_hour=23,
+        timezone="Asia/Tokyo",
+        created="2026-01-01T00:00:00+00:00",
+    )
+    store.put_subscribers([full])
+    got = store.get_subscriber("z@x.org")
+    assert got is not None and replace(got, id="") == full
+
+
+# ---------------------------------------------------------------------------- seen-store
+
+
+def test_first_seen_kept_across_days_and_relisting(backend: Backend, store: Store) -> None:
+    assert store.record_seen([paper("p1"), paper("p2")], D0) == {"p1": D0, "p2": D0}
+    d1 = D0 + timedelta(days=1)
+    again = store.record_seen([paper("p2", upvotes=40), paper("p3")], d1)
+    assert again == {"p2": D0, "p3": d1}  # re-listing keeps the old first-seen day
+    assert store.first_seen(["p1", "p3", "unknown"]) == {"p1": D0, "p3": d1}
+    store.close()
+    s = backend.open()
+    assert s.record_seen([paper("p1")], D0 + timedelta(days=2)) == {"p1": D0}
+    assert [p.id for p in s.recent_papers(d1)] == ["p3"]
+    assert [p.id for p in s.recent_papers(D0)] == ["p1", "p2", "p3"]
+    assert s.get_papers(["p2", "nope"])["p2"].upvotes == 40  # the latest details win
+    full = paper("p9", authors=("A", "B"), listed_on=D0, ai_keywords=("k",), sources=("arxiv",))
+    s.record_seen([full], D0)
+    assert s.get_papers(["p9"]) == {"p9": full}
+
+
+# ------------------------------------------------------------------------ delivery records
+
+
+def test_records_later_wins_and_reads(backend: Backend, store: Store) -> None:
+    d1, d2 = D0 + timedelta(days=1), D0 + timedelta(days=2)
+    record(store, rec("a@x.org", D0, SENT, ("p1", "p2")))
+    record(
+        store,
+        rec("a@x.org", d1, DEFERRED, ("p3",), "421 busy"),
+        rec("b@x.org", d1, FAILED, ("p3",), "550 no such user"),
+        rec("c@x.org", d1, EMPTY, (), "nothing new"),
+    )
+    assert store.delivered_since(D0) == {"a@x.org": {"p1", "p2"}}
+    assert [r.email for r in store.pending_retries()] == ["a@x.org"]
+    record(store, rec("a@x.org", d1, SENT, ("p3",)), rec("a@x.org", d2, SENT, ("p4",)))
+    assert store.delivered_since(d1) == {"a@x.org": {"p3", "p4"}}
+    assert store.delivered_since(D0, ["b@x.org"]) == {}
+    assert store.digests_for_day(d1) == {"a@x.org": SENT, "b@x.org": FAILED, "c@x.org": EMPTY}
+    store.close()
+    s = backend.open()
+    assert s.delivered_since(D0) == {"a@x.org": {"p1", "p2", "p3", "p4"}}
+    assert s.pending_retries() == []
+    hist = s.history("a@x.org")
+    assert [(h.day, h.state, h.paper_ids) for h in hist] == [
+        (d2, SENT, ("p4",)),
+        (d1, SENT, ("p3",)),
+        (D0, SENT, ("p1", "p2")),
+    ]
+    assert hist[0].digest_id == digest_id("a@x.org", d2) and hist[0].at is not None
+    assert len(s.history("a@x.org", limit=2)) == 2
+    assert s.history("b@x.org")[0].detail == "550 no such user"
+    assert s.get_digest(digest_id("b@x.org", d1)) == s.history("b@x.org")[0]
+    assert s.get_digest("nope") is None
+
+
+def test_a_record_keeps_how_the_digest_looked(store: Store) -> None:
+    r = rec(
+        "a@x.org",
+        D0,
+        SENT,
+        ("p1", "p2", "p3"),
+        sections=(MATCH, MATCH, TRENDING),
+        matched=(("agents",), ("agents", "web browsing"), ()),
+        at=T0,
+    )
+    custom = replace(rec("b@x.org", D0, SENT, ("p1",)), digest_id="custom-id")
+    record(store, r, custom)
+    assert store.history("a@x.org") == [r]
+    assert store.get_digest("custom-id") == replace(custom, at=store.get_digest("custom-id").at)  # type: ignore[union-attr]
+    assert store.get_digest("custom-id").at is not None  # type: ignore[union-attr]
+
+
+def test_bad_records_are_refused(store: Store) -> None:
+    with pytest.raises(StoreError, match="unknown digest state"):
+        record(store, rec("a@x.org", D0, "bounced"))
+    with pytest.raises(StoreError, match="section"):
+        record(store, rec("a@x.org", D0, SENT, ("p1",), sections=("sidebar",)))
+    assert store.digests_for_day(D0) == {}
+
+
+def test_a_record_is_durable_on_return_while_the_run_is_open(backend: Backend) -> None:
+    s = backend.open()
+    with s.run(D0, RunReport(day=D0)) as run:
+        run.record(rec("a@x.org", D0, SENT, ("p1",)))
+        other = backend.open()  # what a later process sees, the run still open
+        assert other.digests_for_day(D0) == {"a@x.org": SENT}
+        assert other.delivered_since(D0) == {"a@x.org": {"p1"}}
+
+
+# ------------------------------------------------------------------------------ runs
+
+
+def test_runs_newest_first_and_failed_runs_are_kept(backend: Backend, store: Store) -> None:
+    for i in range(3):
+        record(store, rec(f"u{i}@x.org", D0 + timedelta(days=i // 2), SENT, ("p",)))
+    with pytest.raises(StoreError, match="disk on fire"):
+        with store.run(D0 + timedelta(days=2), RunReport(day=D0 + timedelta(days=2), sent=2)):
+            raise StoreError("disk on fire")
+    with pytest.raises(ZeroDivisionError):
+        with store.run(D0 + timedelta(days=3), RunReport(day=D0 + timedelta(days=3))):
+            1 / 0  # noqa: B018
+    with store.run(D0, RunReport(day=D0, dry_run=True, sent=99)):
+        pass  # a dry run's report is not kept
+    runs = backend.open().runs()
+    assert [(r.day, r.error) for r in runs[:2]] == [
+        (D0 + timedelta(days=3), "internal error: ZeroDivisionError: division by zero"),
+        (D0 + timedelta(days=2), "disk on fire"),
+    ]
+    assert runs[1].sent == 2 and all(not r.dry_run for r in runs)
+    assert [r.day for r in runs[2:]] == [D0 + timedelta(days=1), D0, D0]
+    assert len(store.runs(limit=2)) == 2
+
+
+def test_claim_hands_out_due_subscribers_once(store: Store) -> None:
+    store.put_subscribers(
+        [
+            Subscriber(f"{n}@x.org", status=st)
+            for n, st in [
+                ("b", ACTIVE),
+                ("a", ACTIVE),
+                ("p", PAUSED),
+                ("q", PENDING),
+                ("d", ACTIVE),
+                ("e", ACTIVE),
+                ("f", ACTIVE),
+            ]
+        ]
+    )
+    record(store, rec("d@x.org", D0, SENT, ("p1",)), rec("e@x.org", D0, DEFERRED, ("p1",)))
+    report = RunReport(day=D0)
+    with store.run(D0, report) as run:
+        gathered = run.gather(lambda: Gathered((paper("p1"),), D0))
+        assert [p.id for p in gathered.papers] == ["p1"]
+        claimed: list[str] = []
+        while batch := run.claim(lambda s: s.email != "f@x.org"):
+            claimed += [s.email for s in batch]
+        # sorted per batch, each once; the deferred one is retried; done and paused are not
+        assert sorted(claimed) == ["a@x.org", "b@x.org", "e@x.org"]
+        assert len(set(claimed)) == len(claimed)
+        assert [s.email for s in run.claim()] == ["f@x.org"]  # no longer filtered out
+        assert run.claim() == []
+        run.record(rec("a@x.org", D0, SENT, ("p1",)))
+    assert report.already_done == 1  # d@, counted once however many batches
+
+
+def test_two_runs_of_a_day_never_serve_one_subscriber_twice(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    a.put_subscribers([Subscriber(f"u{i}@x.org") for i in range(20)])
+    with a.run(D0, RunReport(day=D0)) as run_a:
+        mine = {s.email for s in run_a.claim()}
+        try:
+            with b.run(D0, RunReport(day=D0)) as run_b:  # TinyDB: refused; others: shared
+                theirs = {s.email for batch in iter(run_b.claim, []) for s in batch}
+        except StoreLocked as e:
+            assert "another digest run is in progress" in str(e)
+            theirs = set()
+    assert mine and not (mine & theirs)
+
+
+# ------------------------------------------------------------------------- retention
+
+
+def test_prune_keeps_within_retention(backend: Backend, store: Store) -> None:
+    today = D0 + timedelta(days=100)
+    for age in (70, 50, 12, 9, 0):
+        day = today - timedelta(days=age)
+        store.record_seen([paper(f"p{age}")], day)
+        record(store, rec("a@x.org", day, SENT, (f"p{age}",)))
+    store.prune(today, T0)
+    # seen: retention_days=60; details, digests, runs: history_days=10
+    assert store.record_seen([paper("p70"), paper("p50")], today) == {
+        "p70": today,
+        "p50": today - timedelta(50),
+    }
+    assert store.delivered_since(D0) == {"a@x.org": {"p9", "p0"}}
+    assert [r.day for r in store.runs()] == [today, today - timedelta(days=9)]
+    assert backend.open().delivered_since(D0) == {"a@x.org": {"p9", "p0"}}
+
+
+def test_pending_subscriptions_expire(backend: Backend) -> None:
+    now = T0 + timedelta(days=30)
+    s = backend.open(clock=now.timestamp)
+    old, fresh = [(now - timedelta(days=d)).isoformat() for d in (8, 6)]
+    s.put_subscribers(
+        [
+            Subscriber("old@x.org", status=PENDING, created=old),
+            Subscriber("fresh@x.org", status=PENDING, created=fresh),
+            Subscriber("active@x.org", created=old),
+        ]
+    )
+    s.prune(now.date(), now)
+    assert sorted(x.email for x in s.subscribers()) == ["active@x.org", "fresh@x.org"]
+    # the end of a run prunes too (by the store's clock)
+    s.put_subscribers([Subscriber("old2@x.org", status=PENDING, created=old)])
+    with s.run(now.date(), RunReport(day=now.date())):
+        pass
+    assert backend.open().get_subscriber("old2@x.org") is None
+
+
+# ---------------------------------------------------------------------------- mail queue
+
+
+def test_queue_claims_with_a_lease_and_retries(backend: Backend, store: Store) -> None:
+    ids = [store.enqueue(mail(n=i), T0 + timedelta(seconds=i)) for i in range(3)]
+    assert len(set(ids)) == 3
+    st = store.queue_stats(T0 + timedelta(seconds=5))
+    assert (st.waiting, st.due, st.failed, st.oldest) == (3, 3, 0, T0)
+    first = store.claim_mail(T0 + timedelta(seconds=5), lease=60, limit=2)
+    assert [m.id for m in first] == ids[:2] and all(m.state == CLAIMED for m in first)
+    other = backend.open()
+    second = other.claim_mail(T0 + timedelta(seconds=5), lease=60)
+    assert [m.id for m in second] == ids[2:]  # never one message to two workers
+    assert other.claim_mail(T0 + timedelta(seconds=6)) == []
+    store.mail_sent(ids[0])
+    store.mail_failed(ids[1], "421 try later", T0 + timedelta(minutes=5))
+    other.mail_failed(ids[2], "550 no such user", None)  # for good
+    st = store.queue_stats(T0 + timedelta(minutes=1))
+    assert (st.waiting, st.due, st.failed) == (1, 0, 1)
+    (again,) = other.claim_mail(T0 + timedelta(minutes=5), lease=60)
+    assert again.id == ids[1] and again.attempts == 2 and again.detail == "421 try later"
+    # a worker killed while holding it: the message comes back when the lease ends
+    assert store.claim_mail(T0 + timedelta(minutes=5, seconds=30), lease=60) == []
+    (back,) = store.claim_mail(T0 + timedelta(minutes=6, seconds=1))
+    assert back.id == ids[1] and back.attempts == 3
+    store.mail_sent(ids[1])
+    store.mail_sent(ids[1])  # twice: harmless
+    st = backend.open().queue_stats(T0 + timedelta(minutes=7))
+    assert (st.waiting, st.due, st.oldest, st.failed) == (0, 0, None, 1)
+    # given-up mail is kept for history_days, then pruned
+    store.prune(D0, T0 + timedelta(days=11))
+    assert store.queue_stats(T0 + timedelta(days=11)).failed == 0
+
+
+# -------------------------------------------------------------------- limits, nonces, meta
+
+
+def test_rate_limits_are_kept_in_the_store(backend: Backend, store: Store) -> None:
+    lim = Limit(3, 60)
+    assert [store.hit_limit("ip:1", lim, T0 + timedelta(seconds=i)) for i in range(3)] == [None] * 3
+    wait = backend.open().hit_limit("ip:1", lim, T0 + timedelta(seconds=10))  # a restart
+    assert wait == pytest.approx(50.0)
+    assert store.hit_limit("ip:2", lim, T0 + timedelta(seconds=10)) is None  # another key
+    assert store.hit_limit("ip:1", lim, T0 + timedelta(seconds=60.5)) is None  # first expired
+    assert store.hit_limit("ip:1", lim, T0 + timedelta(seconds=61)) is None  # second expired
+    assert store.hit_limit("ip:1", lim, T0 + timedelta(seconds=61.5)) == pytest.approx(0.5)
+    store.prune(D0, T0 + timedelta(hours=1))
+    assert store.hit_limit("ip:1", lim, T0 + timedelta(hours=1)) is None
+
+
+def test_nonces_are_single_use(backend: Backend, store: Store) -> None:
+    exp = T0 + timedelta(hours=1)
+    assert store.use_nonce("n1", exp, T0) is True
+    assert store.use_nonce("n1", exp, T0) is False
+    assert backend.open().use_nonce("n1", exp, T0 + timedelta(minutes=5)) is False
+    assert store.use_nonce("n2", exp, T0) is True
+
+
+def test_meta_values(backend: Backend, store: Store) -> None:
+    assert store.get_meta("seeds") is None
+    store.set_meta("seeds", '["a@x.org"]')
+    store.set_meta("schema", "1")
+    assert backend.open().get_meta("seeds") == '["a@x.org"]'
+    store.set_meta("schema", None)
+    assert backend.open().get_meta("schema") is None
+
+
+# ------------------------------------------------------------------------ export / import
+
+
+def _fill(s: Store) -> None:
+    s.put_subscribers([Subscriber("a@x.org", ("llm",)), Subscriber("b@x.org", status=PAUSED)])
+    s.record_seen([paper("p1", upvotes=3), paper("p2")], D0)
+    record(s, rec("a@x.org", D0, SENT, ("p1",), sections=(MATCH,), matched=(("llm",),)))
+    s.enqueue(mail(), T0)
+    s.hit_limit("ip:1", Limit(5, 3600), T0)
+    s.use_nonce("n1", T0 + timedelta(hours=1), T0)
+    s.set_meta("seeds", "[]")
+    s.secret()
+
+
+def test_export_import_round_trip(backend: Backend, tmp_path: Path) -> None:
+    src = backend.open()
+    _fill(src)
+    items = list(src.export_items())
+    kinds = {type(i).__name__ for i in items}
+    assert kinds >= {
+        "Subscriber",
+        "SeenPaper",
+        "DeliveryRecord",
+        "RunReport",
+        "QueuedMail",
+        "LimitHits",
+        "UsedNonce",
+        "MetaValue",
+        "StoredSecret",
+    }
+    with FACTORIES[backend.name](tmp_path / "other") as b2:
+        dst = b2.open()
+        assert dst.is_empty()
+        assert dst.import_items(items) == len(items)
+        assert not dst.is_empty()
+        assert sorted(map(repr, dst.export_items())) == sorted(map(repr, items))
+        assert dst.secret() == src.secret()
+        assert dst.get_subscriber_by_id(src.get_subscriber("a@x.org").id)  # type: ignore[union-attr]
+        with pytest.raises(StoreError, match="not empty"):
+            dst.import_items(items)
+        dst.import_items([Subscriber("only@x.org")], replace=True)
+        assert [s.email for s in dst.subscribers()] == ["only@x.org"]
+        assert dst.digests_for_day(D0) == {} and dst.queue_stats(T0).waiting == 0
+        dst.close()
+
+
+# ------------------------------------------------------------------- processes at once
+
+INCREMENT = r"""
+import sys
+from dataclasses import replace
+from digest.config import load_config
+from digest.models import Subscriber
+from digest.store import open_store
+
+s = open_store(load_config(sys.argv[1]).store)
+for i in range(int(sys.argv[2])):
+    s.update_subscriber("count@x.org", lambda c: replace(c, max_papers=c.max_papers + 1))
+    s.put_subscribers([Subscriber(f"{sys.argv[3]}-{i}@x.org")])
+s.close()
+"""
+
+
+def test_concurrent_writers_in_processes_and_threads_lose_nothing(
+    backend: Backend, store: Store
+) -> None:
+    store.put_subscribers([Subscriber("count@x.org", max_papers=1)])
+    procs = [backend.spawn(INCREMENT, "25", f"p{k}") for k in range(3)]
+
+    def web_thread(k: int) -> None:  # request threads sharing one store object
+        for i in range(15):
+            store.update_subscriber(
+                "count@x.org", lambda c: replace(c, max_papers=c.max_papers + 1)
+            )
+            store.put_subscribers([Subscriber(f"t{k}-{i}@x.org")])
+
+    threads = [threading.Thread(target=web_thread, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+    for s in (store, backend.open()):
+        assert s.get_subscriber("count@x.org").max_papers == 1 + 3 * 25 + 2 * 15  # type: ignore[union-attr]
+        emails = {x.email for x in s.subscribers()}
+        assert {f"p{k}-{i}@x.org" for k in range(3) for i in range(25)} <= emails
+        assert {f"t{k}-{i}@x.org" for k in range(2) for i in range(15)} <= emails
+        assert len({x.id for x in s.subscribers()}) == len(emails)
+
+
+WORKER = r"""
+import sys
+from datetime import UTC, datetime, timedelta
+from digest.config import Limit, load_config
+from digest.store import open_store
+
+s = open_store(load_config(sys.argv[1]).store)
+now = datetime(2026, 1, 5, 6, tzinfo=UTC)
+print("ready", flush=True)
+sys.stdin.readline()  # start together
+out = []
+while True:
+    got = s.claim_mail(now, lease=600, limit=3)
+    if not got:
+        break
+    for m in got:
+        out.append("mail " + m.id)
+        s.mail_sent(m.id)
+for i in range(40):
+    if s.hit_limit("shared", Limit(50, 3600), now + timedelta(seconds=i)) is None:
+        out.append("hit")
+for i in range(30):
+    if s.use_nonce(f"n{i}", now + timedelta(hours=1), now):
+        out.append(f"nonce {i}")
+s.close()
+print("\n".join(out), flush=True)
+"""
+
+
+def test_workers_in_processes_share_queue_limits_and_nonces(backend: Backend, store: Store) -> None:
+    ids = {store.enqueue(mail(n=i), T0) for i in range(60)}
+    procs = [backend.spawn(WORKER) for _ in range(3)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready", p.stderr
+    for p in procs:
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    lines: list[str] = []
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+        lines += out.splitlines()
+    sent = [ln.split()[1] for ln in lines if ln.startswith("mail ")]
+    assert sorted(sent) == sorted(ids)  # every message once, none twice
+    assert sum(1 for ln in lines if ln == "hit") == 50  # the limit held across processes
+    used = sorted(int(ln.split()[1]) for ln in lines if ln.startswith("nonce "))
+    assert used == list(range(30))  # each nonce used exactly once
+    assert store.queue_stats(T0).waiting == 0
+
+
+def test_a_closed_store_refuses(store: Store) -> None:
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.put_subscribers([Subscriber("a@x.org")])
