@@ -158,8 +158,9 @@ def decode_extra(extra: Any, what: str) -> dict[str, Any]:
 
 
 def rec_of(r: DeliveryRecord, at: int) -> Rec:
-    did = "" if r.digest_id == digest_id(r.email, r.day) else r.digest_id
-    return (r.state, tuple(r.paper_ids), at, r.detail, did, encode_extra(r))
+    """The record's in-memory form; its id stays whole (encode_day drops a default one:
+    hashing it here would cost 1.5 us of every message's record)."""
+    return (r.state, tuple(r.paper_ids), at, r.detail, r.digest_id, encode_extra(r))
 
 
 def record_of(o: int, email: str, rec: Rec) -> DeliveryRecord:
@@ -176,14 +177,16 @@ def record_of(o: int, email: str, rec: Rec) -> DeliveryRecord:
     )
 
 
-def encode_day(doc: dict[str, Any] | None, records: dict[str, Rec]) -> dict[str, Any]:
-    """Fold `records` (email -> Rec) into one day's document
+def encode_day(doc: dict[str, Any] | None, records: dict[str, Rec], day: date) -> dict[str, Any]:
+    """Fold `records` (email -> Rec) of `day` into its document
     {"p": [paper ids], "d": {email: [code, [indexes], at, detail?, id?, extra?]}}.
     Paper ids are stored once per day and referenced by index: ~3 bytes per pick."""
     pids: list[str] = list(doc["p"]) if doc else []
     entries: dict[str, Any] = dict(doc["d"]) if doc else {}
     index = {p: i for i, p in enumerate(pids)}
     for email, (state, ids, at, detail, did, extra) in records.items():
+        if did and did == digest_id(email, day):
+            did = ""  # the default id is not stored
         idx = []
         for pid in ids:
             if pid not in index:

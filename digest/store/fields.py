@@ -141,6 +141,7 @@ class _Field:
     factory: Any  # a default_factory, or _MISSING
     enc: Enc
     dec: Dec
+    empty: Any  # the default value, to compare with (_MISSING: required, always stored)
 
 
 class Codec(Generic[T]):
@@ -168,9 +169,10 @@ class Codec(Generic[T]):
             if f.name in exclude:
                 continue
             enc, dec = converters(hints[f.name], f"{cls.__name__}.{f.name}")
-            fields.append(
-                _Field(f.name, keys.pop(f.name, f.name), f.default, f.default_factory, enc, dec)
-            )
+            factory: Any = f.default_factory
+            empty = f.default if factory is _MISSING else factory()
+            key = keys.pop(f.name, f.name)
+            fields.append(_Field(f.name, key, f.default, f.default_factory, enc, dec, empty))
         if keys:
             raise TypeError(f"{cls.__name__}: keys for unknown fields {sorted(keys)}")
         if len({f.key for f in fields}) != len(fields):
@@ -181,11 +183,8 @@ class Codec(Generic[T]):
         out: dict[str, Any] = {}
         for f in self.fields:
             v = getattr(obj, f.name)
-            if f.default is not _MISSING and v == f.default:
-                continue
-            if f.factory is not _MISSING and v == f.factory():
-                continue
-            out[f.key] = f.enc(v)
+            if f.empty is _MISSING or v != f.empty:
+                out[f.key] = f.enc(v)
         return out
 
     def decode(self, d: Any, what: str = "", **given: Any) -> T:

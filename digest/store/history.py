@@ -116,8 +116,6 @@ class History:
         self._ver = self.storage.version
 
     def _apply(self, o: int, email: str, rec: Rec) -> None:
-        if rec[4] and rec[4] == digest_id(email, date.fromordinal(o)):
-            rec = (*rec[:4], "", rec[5])
         self._overlay.setdefault(o, {})[email] = rec
         if o in self._days:
             self._days[o][email] = rec
@@ -145,7 +143,7 @@ class History:
             table = db.table("digests", cache_size=0)
             for o, recs in self._overlay.items():
                 doc = table.get(doc_id=o)
-                table.upsert(Document(codec.encode_day(doc, recs), doc_id=o))
+                table.upsert(Document(codec.encode_day(doc, recs, date.fromordinal(o)), doc_id=o))
             if mutate is not None:
                 mutate(db)
         if pending:
@@ -376,7 +374,7 @@ class History:
             at = int(r.at.timestamp()) if r.at is not None else 0
             days.setdefault(r.day.toordinal(), {})[r.email] = codec.rec_of(r, at)
         for o, recs in days.items():
-            tables["digests"][str(o)] = codec.encode_day(None, recs)
+            tables["digests"][str(o)] = codec.encode_day(None, recs, date.fromordinal(o))
         for rep in runs:
             doc = tables["runs"].setdefault(str(rep.day.toordinal()), {"r": []})
             doc["r"].append(codec.run_to_dict(rep))

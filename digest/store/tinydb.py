@@ -19,8 +19,6 @@ outgrows its file (amortised O(1) per write).
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -41,7 +39,7 @@ from digest.store.base import (
     Updater,
     due_subscribers,
 )
-from digest.store.files import FlockLock, atomic_write, remove_stale_temps
+from digest.store.files import FlockLock, read_secret, remove_stale_temps, write_secret
 from digest.store.history import HISTORY, History
 from digest.store.statefile import SUBSCRIBERS, StateFile
 
@@ -199,38 +197,10 @@ class TinyStore:
             return h.runs(limit)
 
     def secret(self) -> str:
-        if self._secret is not None:
-            return self._secret
-        path = self.root / SECRET
-        with self._locked():
-            try:
-                value = path.read_text(encoding="ascii").strip()
-                if os.stat(path).st_mode & 0o077:
-                    os.chmod(path, 0o600)  # it signs every unsubscribe/manage link
-            except FileNotFoundError:
-                value = secrets.token_urlsafe(32)
-                self._write_secret(value)
-            except (OSError, UnicodeDecodeError) as e:
-                raise StoreError(f"{path}: cannot read the secret: {e}") from e
-            if not value:
-                raise StoreError(f"{path}: the secret file is empty; restore it from a backup")
-            self._secret = value
-            return value
-
-    def _read_secret(self) -> str:
-        try:
-            return (self.root / SECRET).read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            return ""
-        except (OSError, UnicodeDecodeError) as e:
-            raise StoreError(f"{self.root / SECRET}: cannot read the secret: {e}") from e
-
-    def _write_secret(self, value: str) -> None:
-        path = self.root / SECRET
-        try:
-            os.close(atomic_write(path, value.encode() + b"\n", fsync=True))
-        except OSError as e:
-            raise StoreError(f"{path}: cannot write the secret: {e.strerror}") from e
+        if self._secret is None:
+            with self._locked():
+                self._secret = read_secret(self.root / SECRET, create=True)
+        return self._secret
 
     # ------------------------------------------------------------------ subscribers
 
@@ -284,8 +254,9 @@ class TinyStore:
 
     def _record(self, rec: DeliveryRecord) -> None:
         at = int(rec.at.timestamp()) if rec.at is not None else int(self._clock())
-        with self._days() as h:  # reads others' lines first, so ours lands after them
-            h.record(rec, at)
+        with self._locked():  # (not _days(): this runs once per message, every us counts)
+            self._hist.sync()  # reads others' lines first, so ours lands after them
+            self._hist.record(rec, at)
 
     def digests_for_day(self, day: date) -> dict[str, str]:
         with self._days() as h:
@@ -365,7 +336,7 @@ class TinyStore:
     def export_items(self) -> Iterator[Item]:
         with self._locked():
             self._sync()
-            secret = self._read_secret()
+            secret = read_secret(self.root / SECRET, create=False)
             items: list[Item] = [StoredSecret(secret)] if secret else []
             items += self._sf.items()
             items += self._hist.seen_items()
@@ -390,7 +361,7 @@ class TinyStore:
             self._sf.load(it for it in items if not isinstance(it, by_kind))
             self._hist.load(seen, records, runs)
             if secret:
-                self._write_secret(secret)
+                write_secret(self.root / SECRET, secret)
                 self._secret = None
         return len(items)
 
