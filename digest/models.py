@@ -24,6 +24,17 @@ DEFERRED = "deferred"  # transient (4xx / connection): retried next run
 EMPTY = "empty"  # nothing new for this subscriber today; no mail sent
 DONE_STATES = (SENT, FAILED, EMPTY)  # a digest in one of these states is not attempted again
 
+# What a paper is in a digest: it matched the subscriber's interests ("For you"), or it is
+# one of the day's trending papers shown beside the matches ("Trending today").
+MATCH = "match"
+TRENDING = "trending"
+SECTIONS = (MATCH, TRENDING)
+
+# What a subscriber with keywords gets on a day when nothing matches them.
+NO_MATCH_SEND = "send"  # the trending papers, under a subject that says nothing matched
+NO_MATCH_SKIP = "skip"  # no mail that day
+NO_MATCH_CHOICES = (NO_MATCH_SEND, NO_MATCH_SKIP)
+
 
 @dataclass(frozen=True, slots=True)
 class Paper:
@@ -69,6 +80,8 @@ class Subscriber:
     send_hour: int | None = None  # local hour (0-23) for per-subscriber scheduling
     timezone: str | None = None  # IANA name, e.g. "Europe/Berlin"
     created: str = ""  # ISO timestamp; a PENDING subscriber expires by it ([store] pending_days)
+    trending: int | None = None  # trending papers per digest; None: the site's [digest] trending
+    no_match: str = NO_MATCH_SEND  # a day without matches: NO_MATCH_SEND or NO_MATCH_SKIP
     # Opaque random id, assigned by the store on insert and never reused (links carry it
     # instead of the address); "" until stored. See digest.store.base.new_subscriber_id.
     id: str = ""
@@ -82,11 +95,15 @@ class Subscriber:
 
 @dataclass(frozen=True, slots=True)
 class Pick:
-    """One paper chosen for one subscriber, with why (the matched terms)."""
+    """One paper chosen for one subscriber, with why (the matched terms) and its section.
+
+    A MATCH pick's score is its relevance (0..100, digest/rank/model.py); a TRENDING
+    pick's score is the paper's popularity (0..100) and it has no matched terms."""
 
     paper_id: str
     score: float
     matched: tuple[str, ...] = ()  # the subscriber's terms that matched, as they typed them
+    section: str = MATCH
 
 
 def digest_id(email: str, day: date) -> str:
@@ -94,13 +111,6 @@ def digest_id(email: str, day: date) -> str:
     so the Message-ID and the delivery record of a retried digest are the same."""
     h = hashlib.sha256(f"{email.lower()}|{day.isoformat()}".encode()).hexdigest()[:20]
     return f"{day.isoformat()}-{h}"
-
-
-# What a paper is in a digest (DeliveryRecord.sections): it matched the subscriber's
-# interests, or it is one of the day's trending papers shown beside the matches.
-MATCH = "match"
-TRENDING = "trending"
-SECTIONS = (MATCH, TRENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +157,14 @@ class Gathered:
 
     papers: tuple[Paper, ...]  # eligible: first seen inside the look-back window
     window_start: date
+    sample_day: date | None = None  # the bundled sample day stands in (offline fallback)
 
 
 @dataclass(frozen=True, slots=True)
 class Digest:
+    """One subscriber's digest for a day. `picks` are the MATCH picks (best first), then
+    the TRENDING ones: everything mailed, so every paper in it counts as received."""
+
     subscriber: Subscriber
     day: date
     picks: tuple[Pick, ...]
@@ -158,6 +172,14 @@ class Digest:
     @property
     def id(self) -> str:
         return digest_id(self.subscriber.email, self.day)
+
+    @property
+    def matches(self) -> tuple[Pick, ...]:
+        return tuple(p for p in self.picks if p.section == MATCH)
+
+    @property
+    def trending(self) -> tuple[Pick, ...]:
+        return tuple(p for p in self.picks if p.section == TRENDING)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,19 +36,22 @@ from digest.models import (
     DEFERRED,
     EMPTY,
     FAILED,
+    MATCH,
+    NO_MATCH_SKIP,
     SENT,
     DeliveryRecord,
     Digest,
     Gathered,
     OutgoingMessage,
     Paper,
+    Pick,
     RunReport,
     Subscriber,
 )
 from digest.overlap import Recorder, ahead, short_switch_interval
 from digest.rank import rank
 from digest.render import Renderer
-from digest.sources import fetch_all, merge
+from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
 from digest.store.base import due_subscribers
 from digest.subscribers import make_subscriber
@@ -110,6 +113,7 @@ def run_daily(
                         stop=stop,
                         progress=progress,
                         record=run.record,
+                        sample_day=gathered.sample_day,
                     )
                     if stop is not None and stop.is_set():
                         break
@@ -155,7 +159,7 @@ def gather(cfg: Config, day: date, store: Store, report: RunReport, *, write: bo
         if r.error:
             report.source_errors[r.source] = r.error
     if results and all(not r.ok for r in results):
-        errors = "; ".join(f"{r.source}: {r.error}" for r in results)
+        errors = "; ".join(_prefixed(r.source, r.error or "") for r in results)
         raise AllSourcesFailed(f"every source failed, nothing sent ({errors})")
     papers = merge(results)
     window_start = day - timedelta(days=cfg.sources.huggingface.lookback_days - 1)
@@ -166,7 +170,11 @@ def gather(cfg: Config, day: date, store: Store, report: RunReport, *, write: bo
     else:  # dry run: what record_seen would answer, without writing
         first_seen = {p.id: day for p in papers} | known_before
     eligible = tuple(p for p in papers if first_seen.get(p.id, day) >= window_start)
-    return Gathered(eligible, window_start)
+    return Gathered(eligible, window_start, sample_day(results))
+
+
+def _prefixed(source: str, error: str) -> str:
+    return error if error.startswith(f"{source}:") else f"{source}: {error}"
 
 
 def subscribers_due(
@@ -205,7 +213,8 @@ def plan_lazily(
 ) -> Iterator[Digest]:
     """Pure: `plan` in chunks of subscribers, a small one first, so the first digest can
     go out before everyone is ranked. rank() gives each subscriber the same picks
-    whoever else is ranked with them (digest/rank/model.py), so chunking changes nothing."""
+    whoever else is ranked with them (digest/rank/model.py), so chunking changes nothing.
+    Papers received before (`delivered`, trending ones included) are never picked again."""
     i = 0
     while i < len(subs):
         part = subs[i : i + (first if i == 0 else chunk)]
@@ -215,9 +224,20 @@ def plan_lazily(
             part,
             exclude=delivered,
             popularity_weight=cfg.ranking.popularity_weight,
+            min_score=cfg.ranking.min_score,
+            trending=cfg.digest.trending,
         )
         for s in part:
-            yield Digest(s, day, picks.get(s.email, ()))
+            yield digest_of(s, day, picks.get(s.email, ()))
+
+
+def digest_of(sub: Subscriber, day: date, picks: tuple[Pick, ...]) -> Digest:
+    """Pure: the subscriber's digest. On a day without a match, a subscriber with keywords
+    who chose NO_MATCH_SKIP gets an empty digest (no mail) instead of the trending papers."""
+    if sub.no_match == NO_MATCH_SKIP and sub.query.includes:
+        if not any(p.section == MATCH for p in picks):
+            picks = ()
+    return Digest(sub, day, picks)
 
 
 def deliver(
@@ -235,6 +255,7 @@ def deliver(
     stop: threading.Event | None,
     progress: bool | None,
     record: Callable[[DeliveryRecord], None],
+    sample_day: date | None = None,
 ) -> None:
     """Render, send and record each of the `count` digests; the record (`record`: the
     run's, durable on return) follows the server's acceptance. `digests` may be lazy:
@@ -258,8 +279,8 @@ def deliver(
     # while no other thread runs. The sender is entered (it connects) at the first
     # message, so a day without any mail never touches the SMTP server.
     built = (
-        (d.id, d.subscriber.email, tuple(p.paper_id for p in d.picks), msg)
-        for d, msg in build_all(cfg, secret, digests, papers, now())
+        (d.id, d.subscriber.email, _kept(d), msg)
+        for d, msg in build_all(cfg, secret, digests, papers, now(), sample_day=sample_day)
     )  # lean to pickle
     with (
         ExitStack() as connected,
@@ -268,7 +289,7 @@ def deliver(
         short_switch_interval(),
         Recorder(record) as recorder,
     ):
-        for did, email, ids, msg in items:
+        for did, email, (ids, sections, matched), msg in items:
             if stop is not None and stop.is_set():
                 report.notes.append("stopped: the rest is left for the next run")
                 break
@@ -278,7 +299,9 @@ def deliver(
                 recorder.put(DeliveryRecord(did, email, day, EMPTY, (), "nothing new"))
             elif isinstance(msg, InputError):
                 report.failed += 1
-                recorder.put(DeliveryRecord(did, email, day, FAILED, ids, str(msg)))
+                recorder.put(
+                    DeliveryRecord(did, email, day, FAILED, ids, str(msg), None, sections, matched)
+                )
             else:
                 if not entered:
                     connected.enter_context(sender)
@@ -287,7 +310,11 @@ def deliver(
                     sender.send(msg)
                 except TransientDeliveryError as e:
                     report.deferred += 1
-                    recorder.put(DeliveryRecord(did, email, day, DEFERRED, ids, str(e)))
+                    recorder.put(
+                        DeliveryRecord(
+                            did, email, day, DEFERRED, ids, str(e), None, sections, matched
+                        )
+                    )
                     transient_in_row += 1
                     if transient_in_row >= MAX_CONSECUTIVE_TRANSIENT:
                         raise DeliveryError(
@@ -296,13 +323,29 @@ def deliver(
                 except PermanentDeliveryError as e:
                     report.failed += 1
                     transient_in_row = 0
-                    recorder.put(DeliveryRecord(did, email, day, FAILED, ids, str(e)))
+                    recorder.put(
+                        DeliveryRecord(
+                            did, email, day, FAILED, ids, str(e), None, sections, matched
+                        )
+                    )
                 else:
                     report.sent += 1
                     transient_in_row = 0
-                    recorder.put(DeliveryRecord(did, email, day, SENT, ids))
+                    recorder.put(
+                        DeliveryRecord(did, email, day, SENT, ids, "", None, sections, matched)
+                    )
             if bar is not None:
                 bar.update(1)
+
+
+def _kept(d: Digest) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """What the delivery record keeps of a digest's picks, in the order mailed: the paper
+    ids, each one's section and matched terms (so it can be shown again as it was)."""
+    return (
+        tuple(p.paper_id for p in d.picks),
+        tuple(p.section for p in d.picks),
+        tuple(p.matched for p in d.picks),
+    )
 
 
 def build_all(
@@ -311,12 +354,14 @@ def build_all(
     digests: Iterable[Digest],
     papers: Mapping[str, Paper],
     stamp: datetime,
+    *,
+    sample_day: date | None = None,
 ) -> Iterator[tuple[Digest, OutgoingMessage | InputError | None]]:
     """Pure: render and build each digest's message lazily, so sending starts at once.
     Yields (digest, message); the message is None for a digest without papers (unless
     [schedule] send_empty), or the InputError of a message that cannot be built (recorded
-    as failed)."""
-    renderer = Renderer(site_name=cfg.site_name)
+    as failed). `sample_day`: the papers are the bundled sample day; every mail says so."""
+    renderer = Renderer(site_name=cfg.site_name, sample_day=sample_day)
     for d in digests:
         if not d.picks and not cfg.schedule.send_empty:
             yield d, None
@@ -351,7 +396,7 @@ def _progress_bar(total: int, enabled: bool | None):  # type: ignore[no-untyped-
 
 def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[str]]:
     """Write the digest `email` would get for `day` as an HTML file. Sends and records
-    nothing. Returns the number of papers and the run's notes."""
+    nothing. Returns the number of matches ("For you") and the run's notes."""
     from digest.errors import UnknownSubscriber
     from digest.subscribers import normalise_email
 
@@ -364,13 +409,13 @@ def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[st
         report = RunReport(day=day, dry_run=True)
         gathered = gather(cfg, day, store, report, write=False)
         (digest,) = plan(cfg, day, store, gathered, [sub])
-        renderer = Renderer(site_name=cfg.site_name)
+        renderer = Renderer(site_name=cfg.site_name, sample_day=gathered.sample_day)
         lk = links(cfg.web.base_url, cfg.secret() or store.secret(), email)
         html = renderer.render(digest, {p.id: p for p in gathered.papers}, lk).html
     finally:
         store.close()
     _write_atomic(out, html)
-    return len(digest.picks), report.notes
+    return len(digest.matches), report.notes
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -9,7 +9,8 @@ Paper      {"t": title, "a": abstract, "au": [...], "l": "2026-01-05", "s": ai_s
             "k": [...], "u": upvotes, "g": repo, "gs": stars, "pp": url, "src": [...]}
             (the id is the key it is stored under)
 Subscriber {"e": email, "k": [...], "m": max_papers, "n": min_score, "s": status,
-            "h": send_hour, "z": timezone, "c": created, "i": id, <new field>: ...}
+            "h": send_hour, "z": timezone, "c": created, "tr": trending, "nm": no_match,
+            "i": id, <new field>: ...}
 Digest     [state code, [paper indexes into the day's "p" list], at (epoch s), detail,
             id, {"c": "mmt" sections, "m": [[terms]...], <new field>: ...}]
             (trailing items are omitted when empty; id when it equals models.digest_id)
@@ -27,6 +28,7 @@ from digest.models import (
     DEFERRED,
     EMPTY,
     FAILED,
+    NO_MATCH_CHOICES,
     SECTIONS,
     SENT,
     STATUSES,
@@ -56,6 +58,8 @@ def _check_subscriber(s: Subscriber) -> None:
         raise ValueError("subscriber: empty email")
     if s.status not in STATUSES:
         raise ValueError(f"subscriber {s.email}: unknown status {s.status!r}")
+    if s.no_match not in NO_MATCH_CHOICES:
+        raise ValueError(f"subscriber {s.email}: bad no-match choice {s.no_match!r}")
 
 
 SUBSCRIBER = Codec(
@@ -69,6 +73,8 @@ SUBSCRIBER = Codec(
         "send_hour": "h",
         "timezone": "z",
         "created": "c",
+        "trending": "tr",
+        "no_match": "nm",
         "id": "i",
     },
     check=_check_subscriber,
