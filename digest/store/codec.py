@@ -99,6 +99,7 @@ PAPER = Codec(
 RUN = Codec(RunReport)
 _CORE = ("digest_id", "email", "day", "state", "paper_ids", "detail", "at")
 EXTRA = Codec(DeliveryRecord, keys={"sections": "c", "matched": "m"}, exclude=_CORE)
+_REST = Codec(DeliveryRecord, exclude=(*_CORE, "sections", "matched"))  # fields added later
 
 
 # ------------------------------------------------------------------------------ models
@@ -139,12 +140,17 @@ def at_iso(at: int) -> str:
 
 
 def encode_extra(rec: DeliveryRecord) -> dict[str, Any] | None:
-    extra = EXTRA.encode(rec)
-    if "c" in extra:
+    """The record's fields beyond the core ones (None when all are at their defaults).
+    Sections and matched terms are encoded by hand: this runs once per message, and
+    the generic path costs ~6 us more per record; any other field goes through EXTRA."""
+    extra = _REST.encode(rec) if _REST.fields else {}
+    if rec.sections:
         try:
-            extra["c"] = "".join(SECTION_CODES[s] for s in rec.sections)
+            extra["c"] = "".join([SECTION_CODES[s] for s in rec.sections])
         except KeyError as e:
             raise ValueError(f"digest record of {rec.email}: unknown section {e}") from None
+    if rec.matched:
+        extra["m"] = [list(m) for m in rec.matched]
     return extra or None
 
 
