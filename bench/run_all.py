@@ -25,6 +25,7 @@ PLAN: list[tuple[str, list[str], list[str] | None]] = [
     ("e2e", ["--sizes", "10000"], ["--quick"]),  # the target is at 10,000
     ("memory", [], ["--quick"]),
     ("history", [], ["--quick"]),
+    ("store_writes", [], ["--quick"]),
     ("rank_speed", [], ["--runs", "1"]),
     ("rank_quality", [], None),
     ("digest_quality", [], ["--fast"]),  # what is mailed: the real `digest run`, 41 days

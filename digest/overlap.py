@@ -12,7 +12,7 @@ the loop can run meanwhile:
              other threads running is unsafe.
   Prefetch   the same in a producer thread, for processes that already run threads
              (`digest serve`, `digest web`, tests driving run_daily in-process).
-  Recorder   writes delivery records (store.record_digest: journal append + fdatasync)
+  Recorder   writes delivery records (run.record: journal append + fdatasync)
              in order, in one thread, while the next message is being sent. At most ONE
              record is outstanding: `put` waits for the previous record to be durable.
              So a crash can leave at most two accepted messages unrecorded (the one being

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from digest.config import Config
 from digest.errors import (
     AllSourcesFailed,
     DeliveryError,
-    DigestError,
     InputError,
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -35,15 +33,15 @@ from digest.mail import make_sender
 from digest.mail.base import Sender
 from digest.mail.message import build_message
 from digest.models import (
-    ACTIVE,
     DEFERRED,
-    DONE_STATES,
     EMPTY,
     FAILED,
     MATCH,
     NO_MATCH_SKIP,
     SENT,
+    DeliveryRecord,
     Digest,
+    Gathered,
     OutgoingMessage,
     Paper,
     Pick,
@@ -55,6 +53,7 @@ from digest.rank import VECTOR_CACHE, rank
 from digest.render import Renderer
 from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
+from digest.store.base import due_subscribers
 from digest.subscribers import make_subscriber
 from digest.tokens import links
 
@@ -67,15 +66,6 @@ MAX_CONSECUTIVE_TRANSIENT = 3
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Gathered:
-    """The day's candidate papers after fetch, merge and the seen-store diff."""
-
-    papers: tuple[Paper, ...]  # eligible: first seen inside the look-back window
-    window_start: date
-    sample_day: date | None = None  # the bundled sample day stands in (offline fallback)
 
 
 def run_daily(
@@ -98,38 +88,37 @@ def run_daily(
     store = store or open_store(cfg.store)
     report = RunReport(day=day, started=now().isoformat(timespec="seconds"), dry_run=dry_run)
     try:
-        with store.run_lock():
-            error: str | None = None
+        # The run context holds the run, and at exit commits the report (with the error,
+        # when one ends the run: `digest status` says why), folds and prunes.
+        with store.run(day, report) as run:
             try:
                 if not dry_run:
                     seed_subscribers(cfg, store, now)
-                gathered = gather(cfg, day, store, report, write=not dry_run)
-                todo = subscribers_due(store, day, report, only)
-                digests = plan_lazily(
-                    cfg, day, gathered, todo, delivered_in_window(store, gathered)
-                )
-                deliver(
-                    cfg,
-                    day,
-                    store,
-                    digests,
-                    gathered.papers,
-                    report,
-                    count=len(todo),
-                    now=now,
-                    sender=sender,
-                    dry_run=dry_run,
-                    stop=stop,
-                    progress=progress,
-                    sample_day=gathered.sample_day,
-                )
-            except DigestError as e:
-                error = str(e)  # kept with the report: `digest status` says why
-                raise
+                gathered = run.gather(lambda: gather(cfg, day, store, report, write=not dry_run))
+                while batch := run.claim(only):  # due subscribers, a leased batch at a time
+                    digests = plan_lazily(
+                        cfg, day, gathered, batch, delivered_in_window(store, gathered, batch)
+                    )
+                    deliver(
+                        cfg,
+                        day,
+                        store,
+                        digests,
+                        gathered.papers,
+                        report,
+                        count=len(batch),
+                        now=now,
+                        sender=sender,
+                        dry_run=dry_run,
+                        stop=stop,
+                        progress=progress,
+                        record=run.record,
+                        sample_day=gathered.sample_day,
+                    )
+                    if stop is not None and stop.is_set():
+                        break
             finally:
                 report.seconds = time.monotonic() - t0
-                if not dry_run:
-                    store.finish_run(report.to_dict() | ({"error": error} if error else {}), day)
     finally:
         if own_store:
             store.close()
@@ -191,17 +180,10 @@ def _prefixed(source: str, error: str) -> str:
 def subscribers_due(
     store: Store, day: date, report: RunReport, only: Callable[[Subscriber], bool] | None
 ) -> list[Subscriber]:
-    """Active subscribers without a finished digest for `day` (reruns serve only the rest)."""
-    states = store.digests_for_day(day)
-    todo = []
-    for sub in store.subscribers():
-        if sub.status != ACTIVE or (only is not None and not only(sub)):
-            continue
-        if states.get(sub.email) in DONE_STATES:
-            report.already_done += 1
-            continue
-        todo.append(sub)
-    todo.sort(key=lambda s: s.email)  # deterministic send order
+    """Active subscribers without a finished digest for `day` (reruns serve only the rest),
+    read without claiming them (what a run's `claim` hands out, for previews and benches)."""
+    todo, done = due_subscribers(store.subscribers(), store.digests_for_day(day), only)
+    report.already_done += len(done)
     return todo
 
 
@@ -209,13 +191,15 @@ def plan(
     cfg: Config, day: date, store: Store, gathered: Gathered, subs: Sequence[Subscriber]
 ) -> list[Digest]:
     """Rank the eligible papers for every due subscriber, never repeating a paper."""
-    return list(plan_lazily(cfg, day, gathered, subs, delivered_in_window(store, gathered)))
+    return list(plan_lazily(cfg, day, gathered, subs, delivered_in_window(store, gathered, subs)))
 
 
-def delivered_in_window(store: Store, gathered: Gathered) -> dict[str, set[str]]:
-    """Papers already sent to each subscriber: papers can stay eligible for the whole
+def delivered_in_window(
+    store: Store, gathered: Gathered, subs: Sequence[Subscriber]
+) -> dict[str, set[str]]:
+    """Papers already sent to each of `subs`: papers can stay eligible for the whole
     look-back window, so what was sent since its start is excluded."""
-    return store.delivered_since(gathered.window_start - timedelta(days=1))
+    return store.delivered_since(gathered.window_start - timedelta(days=1), [s.email for s in subs])
 
 
 def plan_lazily(
@@ -272,10 +256,12 @@ def deliver(
     dry_run: bool,
     stop: threading.Event | None,
     progress: bool | None,
+    record: Callable[[DeliveryRecord], None],
     sample_day: date | None = None,
 ) -> None:
-    """Render, send and record each of the `count` digests; the record follows the
-    server's acceptance. `digests` may be lazy: ranking then runs with the building."""
+    """Render, send and record each of the `count` digests; the record (`record`: the
+    run's, durable on return) follows the server's acceptance. `digests` may be lazy:
+    ranking then runs with the building."""
     if dry_run:
         for d in digests:
             if d.picks or cfg.schedule.send_empty:
@@ -295,7 +281,7 @@ def deliver(
     # while no other thread runs. The sender is entered (it connects) at the first
     # message, so a day without any mail never touches the SMTP server.
     built = (
-        (d.id, d.subscriber.email, tuple(p.paper_id for p in d.picks), msg)
+        (d.id, d.subscriber.email, _kept(d), msg)
         for d, msg in build_all(cfg, secret, digests, papers, now(), sample_day=sample_day)
     )  # lean to pickle
     with (
@@ -303,19 +289,21 @@ def deliver(
         ahead(built) as items,
         _progress_bar(count, progress) as bar,
         short_switch_interval(),
-        Recorder(store.record_digest) as recorder,
+        Recorder(record) as recorder,
     ):
-        for did, email, ids, msg in items:
+        for did, email, (ids, sections, matched), msg in items:
             if stop is not None and stop.is_set():
                 report.notes.append("stopped: the rest is left for the next run")
                 break
             recorder.check()  # a record that failed stops the run before the next send
             if msg is None:
                 report.empty += 1
-                recorder.put(did, email, day, EMPTY, (), "nothing new")
+                recorder.put(DeliveryRecord(did, email, day, EMPTY, (), "nothing new"))
             elif isinstance(msg, InputError):
                 report.failed += 1
-                recorder.put(did, email, day, FAILED, ids, str(msg))
+                recorder.put(
+                    DeliveryRecord(did, email, day, FAILED, ids, str(msg), None, sections, matched)
+                )
             else:
                 if not entered:
                     connected.enter_context(sender)
@@ -324,7 +312,11 @@ def deliver(
                     sender.send(msg)
                 except TransientDeliveryError as e:
                     report.deferred += 1
-                    recorder.put(did, email, day, DEFERRED, ids, str(e))
+                    recorder.put(
+                        DeliveryRecord(
+                            did, email, day, DEFERRED, ids, str(e), None, sections, matched
+                        )
+                    )
                     transient_in_row += 1
                     if transient_in_row >= MAX_CONSECUTIVE_TRANSIENT:
                         raise DeliveryError(
@@ -333,13 +325,29 @@ def deliver(
                 except PermanentDeliveryError as e:
                     report.failed += 1
                     transient_in_row = 0
-                    recorder.put(did, email, day, FAILED, ids, str(e))
+                    recorder.put(
+                        DeliveryRecord(
+                            did, email, day, FAILED, ids, str(e), None, sections, matched
+                        )
+                    )
                 else:
                     report.sent += 1
                     transient_in_row = 0
-                    recorder.put(did, email, day, SENT, ids)
+                    recorder.put(
+                        DeliveryRecord(did, email, day, SENT, ids, "", None, sections, matched)
+                    )
             if bar is not None:
                 bar.update(1)
+
+
+def _kept(d: Digest) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """What the delivery record keeps of a digest's picks, in the order mailed: the paper
+    ids, each one's section and matched terms (so it can be shown again as it was)."""
+    return (
+        tuple(p.paper_id for p in d.picks),
+        tuple(p.section for p in d.picks),
+        tuple(p.matched for p in d.picks),
+    )
 
 
 def build_all(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -102,7 +103,7 @@ def test_recorder_error_surfaces_on_exit_and_on_check():
 
 
 class FailingStore:
-    """The real TinyStore, whose record_digest fails from the `fail_at`-th SENT record."""
+    """The real TinyStore, whose runs' records fail from the `fail_at`-th SENT record."""
 
     def __init__(self, store, fail_at: int):
         self._store, self.fail_at, self.sent_records = store, fail_at, 0
@@ -110,12 +111,20 @@ class FailingStore:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def record_digest(self, digest_id, email, day, state, paper_ids=(), detail=""):
-        if state == "sent":
-            self.sent_records += 1
-            if self.sent_records >= self.fail_at:
-                raise StoreError("journal.jsonl: cannot write: No space left on device")
-        self._store.record_digest(digest_id, email, day, state, paper_ids, detail)
+    @contextlib.contextmanager
+    def run(self, day, report, **kw):
+        with self._store.run(day, report, **kw) as run:
+            real = run.record
+
+            def record(rec):
+                if rec.state == "sent":
+                    self.sent_records += 1
+                    if self.sent_records >= self.fail_at:
+                        raise StoreError("journal.jsonl: cannot write: No space left on device")
+                real(rec)
+
+            run.record = record
+            yield run
 
 
 def _world(tmp_path, srv, smtp, n):

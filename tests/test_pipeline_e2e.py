@@ -321,4 +321,4 @@ email = "ada@example.org"
     store = open_store(cfg.store)  # the failed run is kept, so `digest status` can say why
     (run,) = store.runs()
     store.close()
-    assert run["error"].startswith("every source failed") and run["sent"] == 0
+    assert run.error.startswith("every source failed") and run.sent == 0
