@@ -260,18 +260,21 @@ def deliver(
         return
     papers = {p.id: p for p in gathered_papers}
     secret = cfg.secret() or store.secret()
-    # The one place a delivery record is written (after the server's verdict, or for a
-    # digest that is not mailed): durable when it returns (digest/store/base.py).
-    record = store.record_digest
+    # The one place delivery records are written: in batches, durable when it returns
+    # (digest/store/base.py), by the Recorder's thread (digest/overlap.py).
+    record_many = store.record_digests
     counts = threading.Lock()  # the report is counted from every connection's thread
 
     def outcome(job: Job, error: DeliveryError | None) -> None:
+        """A connection's verdict on one message: recorded durably before it returns (the
+        connection writes its next message only then)."""
         did, ids = job.ref
         if error is None:
-            record(did, job.email, day, SENT, ids)
+            state, detail = SENT, ""
         else:
             state = FAILED if isinstance(error, PermanentDeliveryError) else DEFERRED
-            record(did, job.email, day, state, ids, str(error))
+            detail = str(error)
+        recorder.durable(recorder.put(did, job.email, day, state, ids, detail))
         with counts:
             if error is None:
                 report.sent += 1
@@ -284,8 +287,8 @@ def deliver(
 
     # Digests are ranked and their messages built ahead, in a child process (or a thread),
     # while this thread hands them to the connections (digest/mail/pool.py), each of which
-    # waits on its SMTP server; records of digests that are not mailed are written by the
-    # Recorder's thread (digest/overlap.py; speed: bench/e2e.py). The builder starts
+    # waits on its SMTP server; the records are written by the Recorder's thread, the
+    # connections' together (digest/overlap.py; speed: bench/e2e.py). The builder starts
     # first: it forks only while no other thread runs. A connection opens at its first
     # message, so a day without any mail never touches the SMTP server.
     built = (
@@ -297,7 +300,7 @@ def deliver(
         ahead(built) as items,
         _progress_bar(count, progress) as bar,
         short_switch_interval(),
-        Recorder(record) as recorder,
+        Recorder(record_many) as recorder,
         DeliveryPool(
             open_sender,
             connections=connections,
@@ -327,7 +330,7 @@ def deliver(
                     report.failed += 1
                 if bar is not None:
                     bar.update(1)
-            if msg is None:
+            if msg is None:  # queued only: no mail hangs on these records
                 recorder.put(did, email, day, EMPTY, (), "nothing new")
             else:  # an InputError: a message that cannot be built
                 recorder.put(did, email, day, FAILED, ids, str(msg))

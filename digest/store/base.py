@@ -17,6 +17,9 @@ from typing import Any, Protocol
 
 from digest.models import Paper, Subscriber
 
+# record_digest's arguments: digest_id, email, day, state, paper_ids, detail
+RecordArgs = tuple[str, str, date, str, Sequence[str], str]
+
 
 class Store(Protocol):
     # --- lifecycle
@@ -74,6 +77,11 @@ class Store(Protocol):
         detail: str = "",
     ) -> None:
         """Durable on return (journal append). A later record for the same digest_id wins."""
+        ...
+
+    def record_digests(self, records: Sequence[RecordArgs]) -> None:
+        """`record_digest(*args)` for each of `records`, durable on return with ONE journal
+        append and sync for all (group commit: the delivery loop's connections share it)."""
         ...
 
     def history(self, email: str, limit: int = 30) -> list[dict[str, Any]]:

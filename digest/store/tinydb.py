@@ -43,6 +43,7 @@ from digest.config import StoreConfig
 from digest.errors import StoreError, StoreLocked
 from digest.models import DEFERRED, SENT, Paper, Subscriber, digest_id
 from digest.store import codec
+from digest.store.base import RecordArgs
 from digest.store.files import (
     AtomicJSONStorage,
     FlockLock,
@@ -419,6 +420,24 @@ class TinyStore:
             self._sync_hist()  # reads others' lines first, so ours lands after them
             self._journal.append(line)
             self._apply(day.toordinal(), email, (state, ids, at, detail, digest_id))
+
+    def record_digests(self, records: Sequence[RecordArgs]) -> None:
+        lines: list[bytes] = []
+        recs: list[tuple[int, str, Rec]] = []
+        at = int(time.time())
+        for did, email, day, state, paper_ids, detail in records:
+            if state not in codec.STATE_CODES:
+                raise StoreError(f"record_digest: unknown digest state {state!r}")
+            ids = tuple(paper_ids)
+            lines.append(codec.journal_line(did, email, day, state, ids, at, detail))
+            recs.append((day.toordinal(), email, (state, ids, at, detail, did)))
+        if not lines:
+            return
+        with self._locked():
+            self._sync_hist()  # reads others' lines first, so ours land after them
+            self._journal.append(b"".join(lines))  # one write, one fdatasync
+            for o, email, rec in recs:
+                self._apply(o, email, rec)
 
     def digests_for_day(self, day: date) -> dict[str, str]:
         with self._locked():
