@@ -132,19 +132,27 @@ class Forked(Generic[T]):
     interleaved runs per variant, two sessions: nice 10 75-79%, nice 19 75%, nice 19 +
     SCHED_BATCH 85%, SCHED_IDLE 86-91%.
     An idle-priority child starves on a box that is busy with other work; then this
-    process waits on the pipe. When those waits pass STARVED_AFTER seconds and
-    STARVED_SHARE of the time since the first item, the child is stopped and the rest is
-    built here, in this process (the items it already delivered are skipped by running
-    the same generator past them: a one-off cost only that case pays)."""
+    process waits on the pipe. When those waits pass `Starvation.after` seconds and
+    `Starvation.share` of the time since the first item, the child is stopped and the
+    rest is built here, in this process (the items it already delivered are skipped by
+    running the same generator past them: a one-off cost only that case pays). `clock`
+    (read right before and right after each wait) and `watch` are injectable, so tests
+    decide what "slow" is instead of depending on the machine's speed."""
 
     PIPE_BYTES = 1 << 20  # how far ahead the child may run (Linux F_SETPIPE_SZ; best effort)
-    STARVED_AFTER = 2.0  # seconds spent waiting for the child, in total ...
-    STARVED_SHARE = 0.3  # ... and this share of the time since the first item
 
-    def __init__(self, items: Iterator[T]) -> None:
+    def __init__(
+        self,
+        items: Iterator[T],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        watch: Starvation | None = None,
+    ) -> None:
         self._items = items
         self._pid = 0
         self._reader: Any = None
+        self._clock = clock
+        self.watch = watch if watch is not None else Starvation()
         self.starved = False  # True once the rest was built in this process
 
     @staticmethod
@@ -168,29 +176,25 @@ class Forked(Generic[T]):
         return self
 
     def __iter__(self) -> Iterator[T]:
-        taken, waited, start = 0, 0.0, None
+        taken = 0
         while True:
-            t0 = time.monotonic()
+            asked = self._clock()
             try:
                 kind, payload = pickle.load(self._reader)
             except (EOFError, pickle.UnpicklingError, OSError) as e:
                 raise DigestError(
                     f"the message builder process stopped unexpectedly "
-                    f"({self._exit_status()}); what was sent is recorded, the "
-                    f"rest is left for the next run"
+                    f"({self._exit_status(isinstance(e, EOFError))}); what was sent is "
+                    f"recorded, the rest is left for the next run"
                 ) from e
-            now = time.monotonic()
-            if start is None:
-                start = now  # the first item's wait is start-up, not starvation
-            else:
-                waited += now - t0
+            starving = self.watch.observe(asked, self._clock())
             if kind == "done":
                 return
             if kind == "error":
                 raise payload
             yield payload
             taken += 1
-            if waited > self.STARVED_AFTER and waited > self.STARVED_SHARE * (now - start):
+            if starving:
                 self.starved = True
                 self.__exit__()  # stop the child; build the rest in this process
                 for _ in range(taken):
@@ -198,19 +202,20 @@ class Forked(Generic[T]):
                 yield from self._items
                 return
 
-    def _exit_status(self) -> str:
-        deadline = time.monotonic() + 1.0  # the pipe closes a moment before the exit
-        while True:
-            try:
-                pid, status = os.waitpid(self._pid, os.WNOHANG)
-            except ChildProcessError:
-                return "already reaped"
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                return "still running, pipe broken"
-            time.sleep(0.01)
+    def _exit_status(self, eof: bool) -> str:
+        """How the child ended. At EOF it has closed the pipe, which it does only by
+        exiting: wait for that (no deadline: under load a dying idle-priority process
+        may take a while to be scheduled). Otherwise (unreadable data) kill it first."""
+        if not eof:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+        try:
+            _, status = os.waitpid(self._pid, 0)
+        except ChildProcessError:
+            return "already reaped"
         self._pid = 0
+        if not eof:
+            return "it sent unreadable data"
         if os.WIFSIGNALED(status):
             return f"killed by signal {os.WTERMSIG(status)}"
         return f"exit code {os.waitstatus_to_exitcode(status)}"
@@ -225,6 +230,25 @@ class Forked(Generic[T]):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._pid, 0)
             self._pid = 0
+
+
+class Starvation:
+    """Pure: no I/O. When the builder child counts as starving: after the waits for its
+    items pass `after` seconds in total AND `share` of the time since the first item
+    (whose wait is start-up, not starvation). Times are readings of one clock."""
+
+    def __init__(self, after: float = 2.0, share: float = 0.3) -> None:
+        self.after, self.share = after, share
+        self.waited = 0.0
+        self._start: float | None = None
+
+    def observe(self, asked: float, got: float) -> bool:
+        """One item, asked for at `asked`, received at `got`: True when starving."""
+        if self._start is None:
+            self._start = got
+            return False
+        self.waited += got - asked
+        return self.waited > self.after and self.waited > self.share * (got - self._start)
 
 
 def _produce(items: Iterator[Any], fd: int) -> int:  # pragma: no cover - child process
