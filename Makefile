@@ -7,12 +7,13 @@ CONFIG ?= config/example.toml
 .PHONY: quickstart run test lint bench deploy-check clean
 
 # Set up and run the daily job on the embedded default (TinyDB store in data/,
-# outbox/ folder since no SMTP server is configured; offline: the bundled recorded day).
+# outbox/ folder since no SMTP server is configured; offline: the bundled recorded day,
+# marked as sample data, since config/example.toml turns [sources] offline_fallback on).
 quickstart: $(VENV)/.installed
-	$(BIN)/digest --config $(CONFIG) run
+	$(BIN)/digest run --config $(CONFIG)
 
 run: $(VENV)/.installed
-	$(BIN)/digest --config $(CONFIG) run
+	$(BIN)/digest run --config $(CONFIG)
 
 # The test suite (installs the test extras first).
 test: $(VENV)/.installed-test
@@ -27,8 +28,14 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run_all.py
 
-deploy-check:
-	bash deploy/check.sh
+# The deploy recipes' linters and schema checkers, installed into the venv the first time
+# (deploy/install-tools.sh: PyPI and Debian packages only), then every check.
+deploy-check: $(VENV)/.installed-deploy-tools
+	PYTHON=$(abspath $(BIN))/python bash deploy/check.sh
+
+$(VENV)/.installed-deploy-tools: deploy/install-tools.sh $(VENV)/.installed
+	PYTHON=$(abspath $(BIN))/python bash deploy/install-tools.sh
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,4 +48,4 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	touch $@
 
 clean:
-	rm -rf data outbox preview-*.html .pytest_cache
+	rm -rf data outbox preview-*.html .pytest_cache build dist

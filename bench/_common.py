@@ -38,7 +38,7 @@ FIXTURES = SHARED / "fixtures"
 HF_DIR = FIXTURES / "hf_daily_papers"
 CORPUS = SHARED / "relevance-dev" / "corpus.jsonl"
 E2E_DAY = date(2026, 3, 10)
-SECRET = "bench-secret-not-for-production"
+SECRET = "bench-secret-not-for-production-32+bytes"
 
 if str(ROOT) not in sys.path:  # run as `python bench/x.py` from a checkout
     sys.path.insert(0, str(ROOT))

@@ -1,8 +1,8 @@
 """I/O edge (benchmark): ranking quality on shared/relevance-dev (nDCG@10, P@5, R@20).
 
 Rankers, all with the exclusion filter of the dev set's README applied:
-  product          digest.rank.rank() exactly as the daily run uses it (popularity blend
-                   0.15), through the same loaders as `digest rank`
+  product          digest.rank.rank() as `digest rank` uses it (the daily run's scores,
+                   without the cut and the trending section), through its loaders
   BM25             rank-bm25 BM25Okapi over title + abstract, query = keywords joined
   upvotes          popularity alone
 and ablations of the product (each switches ONE part off by patching a module constant
@@ -50,6 +50,8 @@ def load_evaluate():
 
 
 def product_run(papers: list[Paper], profiles: list[tuple[str, Subscriber]], **kw) -> Run:
+    # a ranking, as `digest rank` writes it: every match in order, no cut, no trending
+    kw = {"min_score": 0.0, "trending": 0, **kw}
     picks = model.rank(papers, [s for _, s in profiles], **kw)
     return {pid: [p.paper_id for p in picks[s.email]] for pid, s in profiles}
 
@@ -114,7 +116,8 @@ def main() -> int:
         "  - without abbreviations": ablation(query, "alternatives", lambda k, t: []),
         "  - without curated abbrev. table": ablation(expand, "CURATED", ()),
         "  - without bigrams": ablation(query, "BIGRAM_WEIGHT", 0.0),
-        "  - without popularity": lambda p, pr: product_run(p, pr, popularity_weight=0.0),
+        "  - with popularity 0.15": lambda p, pr: product_run(p, pr, popularity_weight=0.15),
+        "  - without set-phrase cohesion": ablation(query, "COHESION", 0.0),
     }
     results = {}
     print(f"{'ranker':<36}{'nDCG@10':>9}{'P@5':>8}{'R@20':>8}{'judged@10':>11}")

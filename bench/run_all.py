@@ -5,8 +5,8 @@
 Each benchmark prints its table and writes bench/results/<name>.json; this prints how
 long each took and writes bench/results/run_all.json. The default run is meant to take
 under 10 minutes on a 2-core machine; --quick is a smoke run (about 2 minutes).
-Benchmarks owned by other modules (rank_speed, rank_quality, render_mail) run when
-present, with their own defaults.
+Benchmarks owned by other modules (rank_speed, rank_quality, digest_quality,
+render_mail) run when present, with their own defaults.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ PLAN: list[tuple[str, list[str], list[str] | None]] = [
     ("history", [], ["--quick"]),
     ("rank_speed", [], ["--runs", "1"]),
     ("rank_quality", [], None),
+    ("digest_quality", [], ["--fast"]),  # what is mailed: the real `digest run`, 41 days
     ("render_mail", [], ["--subscribers", "1000", "--smtp", "500"]),
 ]
 

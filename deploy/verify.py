@@ -6,13 +6,14 @@ check each file's own syntax. This checks the recipes against the product and ea
   crontab      every job line has five valid time fields, calls `digest run`, and has no
                bare `%` (cron turns it into a newline, crontab(5)).
   configs      every example TOML (including the one inside the Kubernetes ConfigMap) is
-               accepted by digest's own config loader.
+               accepted by digest's own config loader, with the offline fallback off.
   wiring       every environment variable a config names (SMTP user/password, signing
                secret) is provided by the runner that uses that config; the config is
                mounted where DIGEST_CONFIG points; the store is on the persistent volume
                (or under the systemd units' ReadWritePaths); in containers the web service
                listens on all interfaces, on the port that is published and health-checked;
-               the Dockerfile copies existing files, enough for `pip install .` and templates.
+               the Dockerfile copies existing files, enough for `pip install .` (which
+               puts the templates inside the package).
   cli          every `digest ...` command line in the recipes parses with digest's own
                argument parser (the commands and flags exist).
 
@@ -172,10 +173,17 @@ def example_configs() -> dict[str, Any]:
 def check_configs() -> list[str]:
     config_error = _digest("digest.errors").ConfigError
     try:
-        example_configs()
+        configs = example_configs()
     except (config_error, ValueError) as e:
         return [str(e)]
-    return []
+    # The bundled sample day is for trying digest out: a recipe runs for real people, so
+    # an outage must stop the run instead of mailing it (digest refuses it with an SMTP
+    # host anyway; this also covers the recipes that write to an outbox).
+    return [
+        f"{name}: [sources] offline_fallback is on; recipes must leave it off"
+        for name, cfg in configs.items()
+        if cfg.sources.offline_fallback
+    ]
 
 
 # --------------------------------------------------------------------------- wiring
@@ -255,7 +263,7 @@ def check_wiring() -> list[str]:
                 if not (ROOT / src).exists():
                     errors.append(f"Dockerfile: COPY {src}: no such file in the repository")
                 build_copies.append(src.rstrip("/"))
-    for needed in ("pyproject.toml", "README.md", "digest", "templates"):
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "digest", "templates"):
         if needed not in build_copies:
             errors.append(f"Dockerfile: {needed} is not copied into the image build")
 

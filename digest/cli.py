@@ -1,7 +1,8 @@
 """I/O edge: the command line. Parses arguments, calls the pipeline or the store, prints.
 
 Every DigestError becomes one line on stderr and a non-zero exit code; "nothing new"
-is success (exit 0).
+is success (exit 0). `--config FILE` is accepted before or after any subcommand
+(`digest run --config X`), and `--keywords -survey` works without `=`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,21 @@ from zoneinfo import ZoneInfo
 from digest import __version__
 from digest.config import Config, load_config
 from digest.errors import DigestError, InputError, UnknownSubscriber
+from digest.models import UNSUBSCRIBED, Subscriber
 from digest.store.base import Store
 
 # Subcommands that live beside their feature: module -> register(subparsers).
-PLUGINS = ("digest.sources.cli", "digest.rank.cli", "digest.web.cli", "digest.schedule.cli")
+PLUGINS = (
+    "digest.checks",
+    "digest.sources.cli",
+    "digest.rank.cli",
+    "digest.web.cli",
+    "digest.schedule.cli",
+)
+CONFIG_HELP = "TOML config file (default: $DIGEST_CONFIG, else built-in defaults)"
+# Options whose value may start with "-": argparse takes "-survey" for an option, so
+# `--keywords -survey` is rewritten to `--keywords=-survey` before parsing.
+DASH_VALUE_OPTIONS = frozenset({"--keywords"})
 
 
 def parse_day(text: str) -> date:
@@ -42,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="digest",
         description="Daily email digest of trending research papers, ranked for each subscriber.",
     )
-    p.add_argument("--config", help="TOML config file (default: $DIGEST_CONFIG, else defaults)")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--version", action="version", version=f"digest {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -56,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("subscribers", help="manage subscribers")
     ss = s.add_subparsers(dest="subcommand", metavar="ACTION")
     ss.required = True
-    a = ss.add_parser("add", help="add a subscriber (active at once)")
+    a = ss.add_parser(
+        "add", help="add a new subscriber (active at once; an existing one: use update)"
+    )
     a.add_argument("email")
     a.add_argument(
         "--keywords",
@@ -65,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         '-survey" (quoted phrases allowed; -term excludes)',
     )
     a.add_argument("--max", type=str, default=None, help="max papers per digest (default 10)")
-    a.add_argument("--min-score", type=str, default=None, help="minimum relevance score")
+    a.add_argument(
+        "--min-score",
+        type=str,
+        default=None,
+        help="their own relevance cut, 0-100 (default: [ranking] min_score)",
+    )
+    _section_options(a)
     a.set_defaults(func=cmd_sub_add)
     ls = ss.add_parser("list", help="list subscribers")
     ls.add_argument("--json", action="store_true")
@@ -74,8 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("email")
     u.add_argument("--keywords")
     u.add_argument("--max")
-    u.add_argument("--min-score")
+    u.add_argument("--min-score", help='their own relevance cut, 0-100 ("" = [ranking] min_score)')
+    _section_options(u)
     u.add_argument("--status", choices=("active", "paused", "unsubscribed"))
+    u.add_argument(
+        "--resubscribe",
+        action="store_true",
+        help="make an UNSUBSCRIBED address active again (only when its owner asked you)",
+    )
     u.add_argument(
         "--send-hour",
         metavar="H",
@@ -90,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     rm = ss.add_parser("remove", help="delete a subscriber")
     rm.add_argument("email")
     rm.set_defaults(func=cmd_sub_remove)
-    im = ss.add_parser("import", help="import a CSV file with columns email, keywords, max")
+    im = ss.add_parser(
+        "import",
+        help="add or update subscribers from a CSV file with columns email, keywords, max "
+        "(comma, semicolon or tab separated)",
+    )
     im.add_argument("file")
     im.set_defaults(func=cmd_sub_import)
 
@@ -100,9 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--out", help="output file (default: preview-<date>.html)")
     pv.set_defaults(func=cmd_preview)
 
-    c = sub.add_parser("check-config", help="validate the config file and print the result")
-    c.set_defaults(func=cmd_check_config)
-
     for mod in PLUGINS:
         try:
             module = importlib.import_module(mod)
@@ -111,14 +138,68 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # feature not installed in this build
             raise
         module.register(sub)
+    _config_everywhere(p)
     return p
+
+
+def _section_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trending",
+        metavar="N",
+        help='trending papers per digest, 0 = none ("" = [digest] trending)',
+    )
+    p.add_argument(
+        "--no-match",
+        choices=("send", "skip"),
+        help="a day without a match: send the trending papers (default) or nothing",
+    )
+
+
+def _config_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand (plugins' and nested ones too) also takes --config, so options may
+    follow the command. SUPPRESS: a subcommand that was not given it keeps the top-level
+    value instead of overwriting it with None."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in {id(s): s for s in action.choices.values()}.values():
+                if not any("--config" in a.option_strings for a in sub._actions):
+                    sub.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+                _config_everywhere(sub)
+
+
+def join_dash_values(argv: Sequence[str]) -> list[str]:
+    """`--keywords -survey` -> `--keywords=-survey` (see DASH_VALUE_OPTIONS). A value
+    that starts with "--" is left alone: that is the next option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg in DASH_VALUE_OPTIONS and nxt.startswith("-") and not nxt.startswith("--"):
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_dash_values(sys.argv[1:] if argv is None else argv))
     try:
         cfg = load_config(args.config)
+        if cfg.path is None:
+            # Nothing names a config: say so, since the store is made in this folder.
+            mail = "" if cfg.smtp.host else f", outbox {cfg.outbox.path.absolute()}"
+            print(
+                "digest: no config file (--config FILE or $DIGEST_CONFIG): built-in "
+                f"defaults, store {cfg.store.path.absolute()}{mail}",
+                file=sys.stderr,
+            )
         return int(args.func(cfg, args) or 0)
     except DigestError as e:
         print(f"digest: error: {e}", file=sys.stderr)
@@ -163,16 +244,33 @@ def cmd_sub_add(cfg: Config, args: argparse.Namespace) -> int:
         args.min_score,
         created=datetime.now().astimezone().isoformat(timespec="seconds"),
         default_max=cfg.ranking.default_max_papers,
+        trending=args.trending,
+        no_match=args.no_match,
     )
     with _store(cfg) as store:
-        existed = store.get_subscriber(sub.email) is not None
+        known = store.get_subscriber(sub.email)
+        if known is not None:
+            raise InputError(already_known(known))
         store.put_subscribers([sub])
-    verb = "updated" if existed else "added"
     print(
-        f"{verb} {sub.email}: keywords {', '.join(sub.keywords) or '(none: most popular)'}; "
+        f"added {sub.email}: keywords {', '.join(sub.keywords) or '(none: most popular)'}; "
         f"max {sub.max_papers}"
     )
     return 0
+
+
+def already_known(sub: Subscriber) -> str:
+    """Why `add` refuses an address the store knows, and what to do instead."""
+    if sub.status == UNSUBSCRIBED:
+        return (
+            f"{sub.email} unsubscribed: only its owner brings it back (the web page's "
+            f"double opt-in), or, if they asked you, `digest subscribers update {sub.email} "
+            "--resubscribe`"
+        )
+    return (
+        f"{sub.email} is already a subscriber ({sub.status}); change it with "
+        f"`digest subscribers update {sub.email} --keywords ... --max N`"
+    )
 
 
 def cmd_sub_list(cfg: Config, args: argparse.Namespace) -> int:
@@ -190,6 +288,8 @@ def cmd_sub_list(cfg: Config, args: argparse.Namespace) -> int:
                         "status": s.status,
                         "send_hour": s.send_hour,
                         "timezone": s.timezone,
+                        "trending": s.trending,
+                        "no_match": s.no_match,
                     }
                     for s in subs
                 ],
@@ -221,10 +321,19 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
         if sub is None:
             raise UnknownSubscriber(f"no subscriber {email}")
         new = update_subscriber(
-            sub, args.keywords, args.max, args.min_score, args.status, args.send_hour, args.timezone
+            sub,
+            args.keywords,
+            args.max,
+            args.min_score,
+            args.status,
+            args.send_hour,
+            args.timezone,
+            args.trending,
+            args.no_match,
+            resubscribe=args.resubscribe,
         )
         store.put_subscribers([new])
-    print(f"updated {email}")
+    print(f"updated {email}" + (f": {new.status} again" if args.resubscribe else ""))
     return 0
 
 
@@ -240,7 +349,10 @@ def cmd_sub_remove(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_sub_import(cfg: Config, args: argparse.Namespace) -> int:
-    from digest.subscribers import parse_csv
+    """New addresses are added; known ones get the file's keywords/max/min_score (their
+    status kept); unsubscribed ones are skipped. Bad and duplicate rows are reported by
+    line and skipped; the good rows are imported, then exit 1 if any row was bad."""
+    from digest.subscribers import parse_csv, plan_import
 
     path = Path(args.file)
     try:
@@ -252,8 +364,26 @@ def cmd_sub_import(cfg: Config, args: argparse.Namespace) -> int:
     for line, msg in errors:
         print(f"{path}:{line}: skipped: {msg}", file=sys.stderr)
     with _store(cfg) as store:
-        store.put_subscribers(subs)
-    print(f"imported {len(subs)} subscribers, skipped {len(errors)} bad rows")
+        plan = plan_import(subs, store.get_subscriber)
+        store.put_subscribers(plan.put)
+    for email in plan.unsubscribed:
+        print(
+            f"{path}: skipped {email}: unsubscribed (only they can come back; "
+            "`update --resubscribe` if they asked you)",
+            file=sys.stderr,
+        )
+    print(
+        f"imported {len(plan.put)} subscribers ({plan.added} added, {plan.updated} updated), "
+        f"skipped {len(plan.unsubscribed)} unsubscribed, {len(errors)} bad rows"
+    )
+    if errors:  # the good rows are in; the exit status says the file needs a look
+        n = len(errors)
+        print(
+            f"digest: error: {path}: {n} bad row{'s' if n > 1 else ''} skipped (listed "
+            "above); the other rows were imported",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -265,43 +395,7 @@ def cmd_preview(cfg: Config, args: argparse.Namespace) -> int:
     n, notes = preview(cfg, args.email, day, out)
     for note in notes:
         print(f"note: {note}")
-    print(f"wrote {out} ({n} papers)")
-    return 0
-
-
-def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
-    where = cfg.path or "built-in defaults"
-    print(f"config OK: {where}")
-    hf = cfg.sources.huggingface
-    print(
-        f"  sources: huggingface {'on' if hf.enabled else 'off'} ({hf.base_url}, "
-        f"{hf.mode}, look-back {hf.lookback_days} days); arXiv "
-        f"{', '.join(cfg.sources.arxiv.categories) or 'off'}"
-    )
-    print(f"  store: {cfg.store.path}")
-    if cfg.smtp.host:
-        print(f"  smtp: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.security}) as {cfg.smtp.sender}")
-        for env in (cfg.smtp.username_env, cfg.smtp.password_env):
-            if env:
-                import os
-
-                if env not in os.environ:
-                    raise InputError(f"[smtp] names environment variable {env}, which is not set")
-    else:
-        print(f"  smtp: none configured, messages go to the outbox folder {cfg.outbox.path}")
-    print(
-        f"  web: {cfg.web.base_url} (secret from ${cfg.web.secret_env}"
-        f"{'' if cfg.secret() else ', unset: a generated one kept in the store is used'})"
-    )
-    print(f"  schedule: {cfg.schedule.time} {cfg.schedule.timezone}")
-    from digest.subscribers import make_subscriber
-
-    for i, seed in enumerate(cfg.subscribers, 1):
-        try:
-            make_subscriber(seed.email, seed.keywords, seed.max_papers, seed.min_score)
-        except InputError as e:
-            raise InputError(f"{where}: [subscribers #{i}] {e}") from e
-    print(f"  seeded subscribers: {len(cfg.subscribers)}")
+    print(f"wrote {out} ({n} papers for you)")
     return 0
 
 

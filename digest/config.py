@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from digest.errors import ConfigError
 
+MIN_SECRET_BYTES = 32  # [web] secret_env's value: HMAC-SHA1 keys below this are weak
 DEFAULT_USER_AGENT = "digest/0.1 (+https://github.com/digest-papers/digest; daily paper digest)"
 
 Check = Callable[[Any], Any]  # returns the (possibly normalised) value; ValueError(why)
@@ -190,7 +191,10 @@ class ArxivConfig:
 class SourcesConfig:
     huggingface: HuggingFaceConfig = section(HuggingFaceConfig)
     arxiv: ArxivConfig = section(ArxivConfig)
-    offline_fallback: bool = opt(True)  # no network at all: use the bundled recorded day
+    # No network at all: use the bundled recorded day, marked as sample data in every
+    # digest. Off by default (an outage must never mail stale papers); the Quickstart's
+    # config/example.toml turns it on; refused together with an [smtp] host (Config).
+    offline_fallback: bool = opt(False)
 
 
 @dataclass(frozen=True)
@@ -244,8 +248,20 @@ class WebConfig:
 
 @dataclass(frozen=True)
 class RankingConfig:
-    popularity_weight: float = opt(0.15, lo=0.0, hi=1.0)  # share of the score from popularity
+    # share of the "For you" score from popularity (0: relevance alone decides; popular
+    # papers have their own section, [digest] trending)
+    popularity_weight: float = opt(0.0, lo=0.0, hi=1.0)
     default_max_papers: int = opt(10, lo=1, hi=100)
+    # the relevance cut (0..100): a paper enters "For you" only at or above it; a
+    # subscriber's own min score overrides it (digest/rank/model.py says what a score means)
+    min_score: float = opt(55.0, lo=0.0, hi=100.0)
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    # the day's most popular new papers shown under "Trending today", beside the matches
+    # (0: none); a subscriber's own setting overrides it
+    trending: int = opt(3, lo=0, hi=20)
 
 
 @dataclass(frozen=True)
@@ -275,12 +291,31 @@ class Config:
     outbox: OutboxConfig = section(OutboxConfig)
     web: WebConfig = section(WebConfig)
     ranking: RankingConfig = section(RankingConfig)
+    digest: DigestConfig = section(DigestConfig)
     schedule: ScheduleConfig = section(ScheduleConfig)
     subscribers: tuple[SeedSubscriber, ...] = opt(())  # [[subscribers]]: seeds
 
+    def __post_init__(self) -> None:
+        # Keys that are only wrong together (the reader names the file in front).
+        if self.sources.offline_fallback and self.smtp.host:
+            raise ValueError(
+                "[sources] offline_fallback: must be false when [smtp] host is set: the "
+                "bundled sample day is for trying digest out, never for real subscribers"
+            )
+
     def secret(self) -> str | None:
-        """The token-signing secret from the environment, if set."""
-        value = os.environ.get(self.web.secret_env, "") if self.web.secret_env else ""
+        """The token-signing secret from the environment, if set.
+
+        ConfigError when it is set but shorter than MIN_SECRET_BYTES: it keys the HMAC of
+        every unsubscribe, manage and confirm link, and a short one can be guessed."""
+        name = self.web.secret_env
+        value = os.environ.get(name, "") if name else ""
+        if value and len(value.encode("utf-8")) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"${name}: the link-signing secret is {len(value.encode('utf-8'))} bytes long; "
+                f"it must have at least {MIN_SECRET_BYTES} (make one with: python3 -c "
+                "'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return value or None
 
 
@@ -353,7 +388,10 @@ class _Reader:
                 values[f.name] = self.section(hints[f.name], sub, {})
             elif f.metadata.get("required"):
                 raise ConfigError(f"{self.where}: [{name}] {key}: missing")
-        obj = cls(**values)
+        try:
+            obj = cls(**values)
+        except ValueError as e:  # a __post_init__ check across keys
+            raise ConfigError(f"{self.where}: {e}") from None
         resolve = getattr(obj, "_resolve", None)  # defaults that depend on other keys
         return resolve({keys[k].name for k in table}) if resolve is not None else obj
 
@@ -443,7 +481,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     if path is None:
         path = os.environ.get("DIGEST_CONFIG") or None
     if path is None:
-        return parse_config({}, "defaults")
+        return _checked_env(parse_config({}, "defaults"))
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -455,4 +493,11 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(f"{p}: invalid TOML: {e}") from e
     folder = p.resolve().parent
     base = folder.parent if folder.name == "config" else folder
-    return dataclasses.replace(parse_config(data, str(p), base), path=p)
+    return _checked_env(dataclasses.replace(parse_config(data, str(p), base), path=p))
+
+
+def _checked_env(cfg: Config) -> Config:
+    """Fail at start, not at the first mail, on a secret from the environment that is
+    too short (check-config, run, web and serve all load the config through here)."""
+    cfg.secret()
+    return cfg

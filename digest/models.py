@@ -24,6 +24,17 @@ DEFERRED = "deferred"  # transient (4xx / connection): retried next run
 EMPTY = "empty"  # nothing new for this subscriber today; no mail sent
 DONE_STATES = (SENT, FAILED, EMPTY)  # a digest in one of these states is not attempted again
 
+# What a paper is in a digest: it matched the subscriber's interests ("For you"), or it is
+# one of the day's trending papers shown beside the matches ("Trending today").
+MATCH = "match"
+TRENDING = "trending"
+SECTIONS = (MATCH, TRENDING)
+
+# What a subscriber with keywords gets on a day when nothing matches them.
+NO_MATCH_SEND = "send"  # the trending papers, under a subject that says nothing matched
+NO_MATCH_SKIP = "skip"  # no mail that day
+NO_MATCH_CHOICES = (NO_MATCH_SEND, NO_MATCH_SKIP)
+
 
 @dataclass(frozen=True, slots=True)
 class Paper:
@@ -69,6 +80,8 @@ class Subscriber:
     send_hour: int | None = None  # local hour (0-23) for per-subscriber scheduling
     timezone: str | None = None  # IANA name, e.g. "Europe/Berlin"
     created: str = ""  # ISO timestamp, informational
+    trending: int | None = None  # trending papers per digest; None: the site's [digest] trending
+    no_match: str = NO_MATCH_SEND  # a day without matches: NO_MATCH_SEND or NO_MATCH_SKIP
 
     @property
     def query(self) -> Query:
@@ -79,11 +92,15 @@ class Subscriber:
 
 @dataclass(frozen=True, slots=True)
 class Pick:
-    """One paper chosen for one subscriber, with why (the matched terms)."""
+    """One paper chosen for one subscriber, with why (the matched terms) and its section.
+
+    A MATCH pick's score is its relevance (0..100, digest/rank/model.py); a TRENDING
+    pick's score is the paper's popularity (0..100) and it has no matched terms."""
 
     paper_id: str
     score: float
     matched: tuple[str, ...] = ()  # the subscriber's terms that matched, as they typed them
+    section: str = MATCH
 
 
 def digest_id(email: str, day: date) -> str:
@@ -95,6 +112,9 @@ def digest_id(email: str, day: date) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Digest:
+    """One subscriber's digest for a day. `picks` are the MATCH picks (best first), then
+    the TRENDING ones: everything mailed, so every paper in it counts as received."""
+
     subscriber: Subscriber
     day: date
     picks: tuple[Pick, ...]
@@ -102,6 +122,14 @@ class Digest:
     @property
     def id(self) -> str:
         return digest_id(self.subscriber.email, self.day)
+
+    @property
+    def matches(self) -> tuple[Pick, ...]:
+        return tuple(p for p in self.picks if p.section == MATCH)
+
+    @property
+    def trending(self) -> tuple[Pick, ...]:
+        return tuple(p for p in self.picks if p.section == TRENDING)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,17 +41,20 @@ from digest.models import (
     DONE_STATES,
     EMPTY,
     FAILED,
+    MATCH,
+    NO_MATCH_SKIP,
     SENT,
     Digest,
     OutgoingMessage,
     Paper,
+    Pick,
     RunReport,
     Subscriber,
 )
 from digest.overlap import Recorder, ahead, short_switch_interval
 from digest.rank import rank
 from digest.render import Renderer
-from digest.sources import fetch_all, merge
+from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
 from digest.subscribers import make_subscriber
 from digest.tokens import links
@@ -69,6 +72,7 @@ class Gathered:
 
     papers: tuple[Paper, ...]  # eligible: first seen inside the look-back window
     window_start: date
+    sample_day: date | None = None  # the bundled sample day stands in (offline fallback)
 
 
 def run_daily(
@@ -114,6 +118,7 @@ def run_daily(
                     dry_run=dry_run,
                     stop=stop,
                     progress=progress,
+                    sample_day=gathered.sample_day,
                 )
             except DigestError as e:
                 error = str(e)  # kept with the report: `digest status` says why
@@ -162,7 +167,7 @@ def gather(cfg: Config, day: date, store: Store, report: RunReport, *, write: bo
         if r.error:
             report.source_errors[r.source] = r.error
     if results and all(not r.ok for r in results):
-        errors = "; ".join(f"{r.source}: {r.error}" for r in results)
+        errors = "; ".join(_prefixed(r.source, r.error or "") for r in results)
         raise AllSourcesFailed(f"every source failed, nothing sent ({errors})")
     papers = merge(results)
     window_start = day - timedelta(days=cfg.sources.huggingface.lookback_days - 1)
@@ -173,7 +178,11 @@ def gather(cfg: Config, day: date, store: Store, report: RunReport, *, write: bo
     else:  # dry run: what record_seen would answer, without writing
         first_seen = {p.id: day for p in papers} | known_before
     eligible = tuple(p for p in papers if first_seen.get(p.id, day) >= window_start)
-    return Gathered(eligible, window_start)
+    return Gathered(eligible, window_start, sample_day(results))
+
+
+def _prefixed(source: str, error: str) -> str:
+    return error if error.startswith(f"{source}:") else f"{source}: {error}"
 
 
 def subscribers_due(
@@ -217,7 +226,8 @@ def plan_lazily(
 ) -> Iterator[Digest]:
     """Pure: `plan` in chunks of subscribers, a small one first, so the first digest can
     go out before everyone is ranked. rank() gives each subscriber the same picks
-    whoever else is ranked with them (digest/rank/model.py), so chunking changes nothing."""
+    whoever else is ranked with them (digest/rank/model.py), so chunking changes nothing.
+    Papers received before (`delivered`, trending ones included) are never picked again."""
     i = 0
     while i < len(subs):
         part = subs[i : i + (first if i == 0 else chunk)]
@@ -227,9 +237,20 @@ def plan_lazily(
             part,
             exclude=delivered,
             popularity_weight=cfg.ranking.popularity_weight,
+            min_score=cfg.ranking.min_score,
+            trending=cfg.digest.trending,
         )
         for s in part:
-            yield Digest(s, day, picks.get(s.email, ()))
+            yield digest_of(s, day, picks.get(s.email, ()))
+
+
+def digest_of(sub: Subscriber, day: date, picks: tuple[Pick, ...]) -> Digest:
+    """Pure: the subscriber's digest. On a day without a match, a subscriber with keywords
+    who chose NO_MATCH_SKIP gets an empty digest (no mail) instead of the trending papers."""
+    if sub.no_match == NO_MATCH_SKIP and sub.query.includes:
+        if not any(p.section == MATCH for p in picks):
+            picks = ()
+    return Digest(sub, day, picks)
 
 
 def deliver(
@@ -246,6 +267,7 @@ def deliver(
     dry_run: bool,
     stop: threading.Event | None,
     progress: bool | None,
+    sample_day: date | None = None,
 ) -> None:
     """Render, send and record each of the `count` digests; the record follows the
     server's acceptance. `digests` may be lazy: ranking then runs with the building."""
@@ -293,7 +315,7 @@ def deliver(
     # message, so a day without any mail never touches the SMTP server.
     built = (
         (d.id, d.subscriber.email, tuple(p.paper_id for p in d.picks), msg)
-        for d, msg in build_all(cfg, secret, digests, papers, now())
+        for d, msg in build_all(cfg, secret, digests, papers, now(), sample_day=sample_day)
     )  # lean to pickle
     open_sender, connections = _senders(cfg, sender)
     with (
@@ -378,12 +400,14 @@ def build_all(
     digests: Iterable[Digest],
     papers: Mapping[str, Paper],
     stamp: datetime,
+    *,
+    sample_day: date | None = None,
 ) -> Iterator[tuple[Digest, OutgoingMessage | InputError | None]]:
     """Pure: render and build each digest's message lazily, so sending starts at once.
     Yields (digest, message); the message is None for a digest without papers (unless
     [schedule] send_empty), or the InputError of a message that cannot be built (recorded
-    as failed)."""
-    renderer = Renderer(site_name=cfg.site_name)
+    as failed). `sample_day`: the papers are the bundled sample day; every mail says so."""
+    renderer = Renderer(site_name=cfg.site_name, sample_day=sample_day)
     for d in digests:
         if not d.picks and not cfg.schedule.send_empty:
             yield d, None
@@ -418,7 +442,7 @@ def _progress_bar(total: int, enabled: bool | None):  # type: ignore[no-untyped-
 
 def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[str]]:
     """Write the digest `email` would get for `day` as an HTML file. Sends and records
-    nothing. Returns the number of papers and the run's notes."""
+    nothing. Returns the number of matches ("For you") and the run's notes."""
     from digest.errors import UnknownSubscriber
     from digest.subscribers import normalise_email
 
@@ -431,13 +455,13 @@ def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[st
         report = RunReport(day=day, dry_run=True)
         gathered = gather(cfg, day, store, report, write=False)
         (digest,) = plan(cfg, day, store, gathered, [sub])
-        renderer = Renderer(site_name=cfg.site_name)
+        renderer = Renderer(site_name=cfg.site_name, sample_day=gathered.sample_day)
         lk = links(cfg.web.base_url, cfg.secret() or store.secret(), email)
         html = renderer.render(digest, {p.id: p for p in gathered.papers}, lk).html
     finally:
         store.close()
     _write_atomic(out, html)
-    return len(digest.picks), report.notes
+    return len(digest.matches), report.notes
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -10,19 +10,27 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import InputError
-from digest.models import ACTIVE, STATUSES, Subscriber
+from digest.models import (
+    ACTIVE,
+    NO_MATCH_CHOICES,
+    NO_MATCH_SEND,
+    STATUSES,
+    UNSUBSCRIBED,
+    Subscriber,
+)
 
 MAX_TERMS = 30
 MAX_TERM_LEN = 80
 MAX_KEYWORDS_LEN = 1000
 MAX_PAPERS = 100
+MAX_TRENDING = 20
 
 # Control characters (incl. CR/LF, which would break mail headers) are refused outright
 # rather than stripped: silently changing what someone typed is worse than saying no.
@@ -127,6 +135,32 @@ def check_min_score(value: object) -> float | None:
     return x
 
 
+def check_trending(value: object) -> int | None:
+    """Trending papers per digest (0 turns the section off), or None ("" too) for the
+    site's [digest] trending."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise InputError(
+            f"trending: expected a whole number from 0 to {MAX_TRENDING}, got {value!r}"
+        ) from None
+    if not 0 <= n <= MAX_TRENDING:
+        raise InputError(f"trending: expected a whole number from 0 to {MAX_TRENDING}, got {n}")
+    return n
+
+
+def check_no_match(value: object) -> str:
+    """What a day without a match brings: "send" (the trending papers) or "skip" (no mail)."""
+    v = str(value).strip().lower() if value is not None else ""
+    if v not in NO_MATCH_CHOICES:
+        raise InputError(
+            f"no match: expected one of {', '.join(NO_MATCH_CHOICES)}, got {str(value)[:40]!r}"
+        )
+    return v
+
+
 def make_subscriber(
     email: str,
     keywords: str | Iterable[str] = "",
@@ -135,6 +169,8 @@ def make_subscriber(
     status: str = ACTIVE,
     created: str = "",
     default_max: int = 10,
+    trending: object = None,
+    no_match: object = None,
 ) -> Subscriber:
     if status not in STATUSES:
         raise InputError(f"status: expected one of {', '.join(STATUSES)}, got {status!r}")
@@ -145,6 +181,8 @@ def make_subscriber(
         min_score=check_min_score(min_score),
         status=status,
         created=created,
+        trending=check_trending(trending),
+        no_match=check_no_match(no_match) if no_match is not None else NO_MATCH_SEND,
     )
 
 
@@ -156,10 +194,32 @@ def update_subscriber(
     status: str | None = None,
     send_hour: str | None = None,
     timezone: str | None = None,
+    trending: str | None = None,
+    no_match: str | None = None,
+    *,
+    resubscribe: bool = False,
 ) -> Subscriber:
-    """The subscriber with the given fields changed (None: unchanged). For send_hour and
-    timezone an empty string goes back to the site's [schedule] time / timezone."""
+    """The subscriber with the given fields changed (None: unchanged). For send_hour,
+    timezone and trending an empty string goes back to the site's default.
+
+    An unsubscribed address stays unsubscribed unless `resubscribe` (the operator's
+    explicit "they asked me"), which makes it active; a status alone never does."""
     changes: dict[str, object] = {}
+    if trending is not None:
+        changes["trending"] = check_trending(trending)
+    if no_match is not None:
+        changes["no_match"] = check_no_match(no_match)
+    if resubscribe:
+        if sub.status != UNSUBSCRIBED:
+            raise InputError(f"{sub.email} is {sub.status}, not unsubscribed: use --status")
+        if status not in (None, ACTIVE):
+            raise InputError("--resubscribe makes the address active: leave out --status")
+        status = ACTIVE
+    elif sub.status == UNSUBSCRIBED and status not in (None, UNSUBSCRIBED):
+        raise InputError(
+            f"{sub.email} unsubscribed: only its owner brings it back (the web page's double "
+            "opt-in), or, if they asked you, --resubscribe"
+        )
     if send_hour is not None:
         changes["send_hour"] = check_hour(send_hour)
     if timezone is not None:
@@ -208,15 +268,31 @@ def check_timezone(value: str) -> str | None:
     return value
 
 
+CSV_DELIMITERS = ",;\t|"
+
+
+def sniff_delimiter(text: str) -> str:
+    """The CSV file's delimiter, from its header line (csv.Sniffer, restricted to
+    CSV_DELIMITERS): a spreadsheet in a locale with a decimal comma writes ";".
+    Only the delimiter is taken; quoting stays Excel's. Comma when it cannot tell."""
+    header = text.lstrip("\ufeff").split("\n", 1)[0]
+    try:
+        return csv.Sniffer().sniff(header, delimiters=CSV_DELIMITERS).delimiter
+    except csv.Error:  # one column, or nothing to go by
+        return ","
+
+
 def parse_csv(
     text: str, created: str = "", default_max: int = 10
 ) -> tuple[list[Subscriber], list[tuple[int, str]]]:
-    """Parse an import file with columns email, keywords, max (header required).
+    """Parse an import file with columns email, keywords, max (header required;
+    min_score optional; comma, semicolon, tab or | separated: sniffed).
 
-    Returns the good rows and (line number, one-line error) for each bad row. A later
-    row for the same address replaces an earlier one.
+    Returns the good rows and (line number, one-line error) for each bad row. A second
+    row for an address already given is a bad row too (the first one is kept): which of
+    two different rows was meant is for the file's owner to say.
     """
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text))
     try:
         header = next(reader)
     except StopIteration:
@@ -229,7 +305,7 @@ def parse_csv(
     idx: dict[str, int] = {
         name: cols.index(name) for name in ("email", "keywords", "max", "min_score") if name in cols
     }
-    good: dict[str, Subscriber] = {}
+    good: dict[str, tuple[int, Subscriber]] = {}
     errors: list[tuple[int, str]] = []
     while True:
         try:
@@ -259,5 +335,48 @@ def parse_csv(
         except InputError as e:
             errors.append((line, str(e)))
             continue
-        good[sub.email] = sub
-    return list(good.values()), errors
+        key = sub.email.lower()
+        if key in good:
+            errors.append((line, f"{sub.email} is already on line {good[key][0]} (kept)"))
+            continue
+        good[key] = (line, sub)
+    return [sub for _, sub in good.values()], errors
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What an import writes (`put`, one store write) and what it leaves alone."""
+
+    put: list[Subscriber]
+    added: int
+    updated: int
+    unsubscribed: list[str]  # known as unsubscribed: skipped, never re-activated
+
+
+def plan_import(
+    rows: Iterable[Subscriber], known: Callable[[str], Subscriber | None]
+) -> ImportPlan:
+    """New addresses are added as given; a known one gets the row's keywords, max and
+    min_score and keeps everything else (its status: a paused subscriber stays paused);
+    an unsubscribed one is skipped. `known(email)` looks an address up in the store."""
+    put: list[Subscriber] = []
+    added = updated = 0
+    skipped: list[str] = []
+    for row in rows:
+        old = known(row.email)
+        if old is None:
+            put.append(row)
+            added += 1
+        elif old.status == UNSUBSCRIBED:
+            skipped.append(old.email)
+        else:
+            put.append(
+                replace(
+                    old,
+                    keywords=row.keywords,
+                    max_papers=row.max_papers,
+                    min_score=row.min_score,
+                )
+            )
+            updated += 1
+    return ImportPlan(put, added, updated, skipped)

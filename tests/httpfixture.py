@@ -169,7 +169,7 @@ class FixtureServer:
         retries: int = 2,
         backoff: float = 0.0,
         max_backoff: float = 60.0,
-        offline_fallback: bool = True,
+        offline_fallback: bool = False,
     ) -> Config:
         """`cfg` (default Config()) with its sources pointed at this server, fast retries."""
         cfg = cfg or Config()

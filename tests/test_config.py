@@ -98,3 +98,69 @@ def test_seed_keywords_as_list_and_max_key():
         parse_config({"subscribers": [{"email": "a@example.org", "keywords": [1]}]})
     with pytest.raises(ConfigError, match=r"\[\[subscribers\]\] must be an array"):
         parse_config({"subscribers": {"email": "a@example.org"}})
+
+
+def test_offline_fallback_is_off_by_default_on_in_the_example_and_refused_with_smtp():
+    assert Config().sources.offline_fallback is False
+    assert parse_config({}).sources.offline_fallback is False
+    example = load_config(ROOT / "config" / "example.toml")
+    assert example.sources.offline_fallback is True and example.smtp.host == ""  # Quickstart
+    with pytest.raises(ConfigError) as e:
+        parse_config(
+            {"sources": {"offline_fallback": True}, "smtp": {"host": "smtp.example.org"}},
+            "test.toml",
+        )
+    msg = str(e.value)
+    assert msg.startswith("test.toml: [sources] offline_fallback: ") and "[smtp] host" in msg
+    assert "\n" not in msg
+    # either alone is fine
+    parse_config({"sources": {"offline_fallback": True}})
+    parse_config({"smtp": {"host": "smtp.example.org"}})
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("a", False),
+        ("x" * 31, False),
+        ("é" * 15, False),  # 30 bytes: counted in bytes, not characters
+        ("x" * 32, True),
+        ("é" * 16, True),
+        ("", True),  # unset: the store's generated secret is used
+    ],
+)
+def test_a_short_secret_is_refused_at_load(tmp_path, monkeypatch, value, ok):
+    monkeypatch.setenv("DIGEST_SECRET", value)
+    f = tmp_path / "c.toml"
+    f.write_text("")
+    if ok:
+        assert load_config(f).secret() == (value or None)
+        assert load_config(None).secret() == (value or None)
+        return
+    for path in (f, None):
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert "$DIGEST_SECRET" in str(e.value) and "at least 32" in str(e.value)
+
+
+def test_a_short_secret_stops_every_command(tmp_path):
+    """check-config, run, web and serve all refuse it, before touching anything."""
+    import os
+    import subprocess
+    import sys
+
+    f = tmp_path / "c.toml"
+    f.write_text(f'[store]\npath = "{tmp_path / "st"}"\n[web]\nsecret_env = "MY_SECRET"\n')
+    env = {**os.environ, "MY_SECRET": "a"}
+    for cmd in (["check-config"], ["run"], ["web"], ["serve", "--web"], ["send-test", "a@b.org"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "digest", *cmd, "--config", str(f)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        (line,) = r.stderr.splitlines()
+        assert line.startswith("digest: error: $MY_SECRET: the link-signing secret is 1 bytes")
+    assert not (tmp_path / "st").exists()

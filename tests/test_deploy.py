@@ -198,7 +198,10 @@ def test_dockerfile_runs_as_non_root_with_healthcheck() -> None:
     assert "http://127.0.0.1:8000/healthz" in text
     assert 'VOLUME ["/data"]' in text
     assert 'ENTRYPOINT ["digest"]' in text
-    assert "DIGEST_TEMPLATES=" in text and "COPY templates/" in text
+    # The templates ship inside the package: copied into the build stage, not beside it.
+    assert "DIGEST_TEMPLATES" not in text and "COPY templates/" not in text
+    build = "\n".join(lines[: lines.index(final[0])])
+    assert "COPY templates/ templates/" in build and "LICENSE" in build
 
 
 def test_compose_has_serve_web_and_mail_catcher_on_one_store() -> None:
@@ -255,7 +258,7 @@ def test_workflow_is_scheduled_serialised_and_uses_secrets() -> None:
     on = wf.get("on", wf.get(True))  # PyYAML reads the bare key `on` as True (YAML 1.1)
     assert on["schedule"][0]["cron"] and "workflow_dispatch" in on
     assert wf["concurrency"]["cancel-in-progress"] is False
-    assert wf["permissions"] == {"contents": "write", "actions": "write"}
+    assert wf["permissions"] == {"contents": "write"}  # no keepalive: private repos only
     job = wf["jobs"]["run"]
     assert job["env"]["DIGEST_SMTP_USER"] == "${{ secrets.SMTP_USER }}"
     assert job["env"]["DIGEST_SMTP_PASSWORD"] == "${{ secrets.SMTP_PASSWORD }}"
@@ -264,7 +267,95 @@ def test_workflow_is_scheduled_serialised_and_uses_secrets() -> None:
     assert "digest run" in runs
     assert "pip install ." in runs
     assert "digest-state" in runs and "git push" in runs
-    assert "gh workflow enable" in runs
+    assert "DIGEST_TEMPLATES" not in job["env"]  # the templates ship inside the package
+
+
+def test_github_recipe_manages_no_people_through_seeds() -> None:
+    """Subscribers live in the store (the state branch), managed by `digest subscribers`
+    through the manual run's input; the config on the default branch names nobody."""
+    cfg = _verify().example_configs()["github/digest.toml"]
+    assert cfg.subscribers == ()
+    assert "[[subscribers]]" not in "".join(
+        ln
+        for ln in (DEPLOY / "github" / "digest.toml").read_text().splitlines(True)
+        if not ln.lstrip().startswith("#")
+    )
+    wf = _docs(WORKFLOW)[0]
+    on = wf.get("on", wf.get(True))
+    assert "subscribers" in on["workflow_dispatch"]["inputs"]
+    text = WORKFLOW.read_text(encoding="utf-8")
+    assert "PRIVATE REPOSITORIES ONLY" in text and "addresses" in text
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert "private" in readme and "addresses" in readme
+
+
+def _step_script(name: str) -> str:
+    (step,) = [s for s in _docs(WORKFLOW)[0]["jobs"]["run"]["steps"] if s.get("name") == name]
+    return str(step["run"])
+
+
+@pytest.mark.parametrize(
+    ("private", "secret", "ok"),
+    [("true", "s" * 43, True), ("false", "s" * 43, False), ("true", "", False)],
+)
+def test_workflow_refuses_a_public_repository_or_a_missing_secret(
+    tmp_path: Path, private: str, secret: str, ok: bool
+) -> None:
+    """The guard step, run for real: a public repository would publish the state branch's
+    addresses; without DIGEST_SECRET digest would keep a generated one in the store,
+    which the save step commits."""
+    script = _step_script("Refuse a public repository or a missing secret")
+    # A stand-in for the GitHub CLI: answers `gh api repos/OWNER/NAME --jq .private`.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"
+    gh.write_text(
+        '#!/bin/sh\n[ "$1 $2 $3 $4" = "api repos/o/r --jq .private" ] || exit 9\n'
+        'echo "$FAKE_PRIVATE"\n'
+    )
+    gh.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_REPOSITORY": "o/r",
+        "FAKE_PRIVATE": private,
+        "DIGEST_SECRET": secret,
+    }
+    r = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", script], env=env, capture_output=True, text=True
+    )
+    assert (r.returncode == 0) is ok, r.stdout + r.stderr
+    if not ok:
+        assert "::error::" in r.stdout
+
+
+def test_workflow_subscribers_input_runs_the_cli_without_a_shell(tmp_path: Path) -> None:
+    """The manual run's "subscribers" input goes to `digest subscribers` through shlex:
+    quoted keywords stay one argument and shell syntax is never evaluated."""
+    script = _step_script("Manage subscribers (instead of the run)")
+    script = script.replace("python ", f"{sys.executable} ", 1)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[store]\npath = "{tmp_path / "store"}"\n', encoding="utf-8")
+
+    def step(subscribers: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DIGEST_CONFIG": str(cfg), "SUBSCRIBERS": subscribers}
+        return subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    add = 'add ada@example.org --keywords "speech recognition, -survey" --max 5'
+    r = step(add + "; touch pwned")
+    # ";", "touch" and "pwned" are mere arguments (refused by argparse); no shell ran them.
+    assert r.returncode == 2 and "unrecognized arguments: touch pwned" in r.stderr, r.stderr
+    assert not (tmp_path / "pwned").exists()
+    r = step(add)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "added ada@example.org: keywords speech recognition, -survey; max 5" in r.stdout
 
 
 # --------------------------------------------------------------------------- cross-checks
@@ -330,6 +421,30 @@ def test_verifier_catches_broken_wiring(tmp_path: Path) -> None:
     assert "serve.yaml: Deployment: store /data/store is not on the PVC" in proc.stdout
     assert "docker/digest.toml: [web] host '127.0.0.1' is unreachable" in proc.stdout
     assert "systemd/digest.service: `digest serve --webb` does not parse" in proc.stdout
+
+
+@pytest.mark.parametrize("smtp", [True, False])
+def test_verifier_catches_a_recipe_with_the_sample_day_on(tmp_path: Path, smtp: bool) -> None:
+    """No recipe may turn on the bundled sample day: with an SMTP host digest's loader
+    refuses it, and verify.py refuses it for an outbox-only recipe as well."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    gh = tmp_path / "deploy" / "github" / "digest.toml"
+    text = gh.read_text(encoding="utf-8") + "\n[sources]\noffline_fallback = true\n"
+    if not smtp:
+        text = text.replace('host = "smtp.example.org"', 'host = ""')
+    gh.write_text(text, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "deploy" / "verify.py"), "configs"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    if smtp:
+        assert "github/digest.toml: [sources] offline_fallback: must be false" in proc.stdout
+    else:
+        assert "github/digest.toml: [sources] offline_fallback is on" in proc.stdout
 
 
 # --------------------------------------------------------------------------- behaviour
@@ -435,6 +550,7 @@ def test_workflow_keeps_the_store_on_the_state_branch(tmp_path: Path) -> None:
             store.mkdir(parents=True, exist_ok=True)
             (store / "seen.json").write_text(write, encoding="utf-8")
             (store / "run.lock").write_text("", encoding="utf-8")
+            (store / "secret.key").write_text("generated-by-the-store\n", encoding="utf-8")
         s = subprocess.run(
             ["bash", "-eo", "pipefail", "-c", save],
             cwd=work,
@@ -454,4 +570,5 @@ def test_workflow_keeps_the_store_on_the_state_branch(tmp_path: Path) -> None:
     files = _git(
         "--git-dir", str(origin), "ls-tree", "-r", "--name-only", "digest-state", cwd=tmp_path
     ).split()
-    assert files == [".gitignore", "store/seen.json"]  # no lock files, no main-branch files
+    # no lock files, no secret, no main-branch files
+    assert files == [".gitignore", "store/seen.json"]

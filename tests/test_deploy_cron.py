@@ -59,7 +59,7 @@ def cron_job(tmp: Path, config: Path) -> tuple[str, dict[str, str]]:
     )
     assert env["DIGEST_CONFIG"] == "/etc/digest/digest.toml"
     env["DIGEST_CONFIG"] = str(config)
-    env["DIGEST_TEMPLATES"] = str(ROOT / "templates")
+    assert "DIGEST_TEMPLATES" not in env  # the templates ship inside the package
     return command, env
 
 

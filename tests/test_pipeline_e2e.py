@@ -31,7 +31,7 @@ from smtpserver import SmtpServer
 
 from digest.config import Config, SmtpConfig, StoreConfig
 from digest.errors import DeliveryError
-from digest.models import DEFERRED, FAILED, SENT, Subscriber
+from digest.models import DEFERRED, FAILED, NO_MATCH_SKIP, SENT, Subscriber
 from digest.pipeline import run_daily
 from digest.store import open_store
 from digest.subscribers import parse_keywords
@@ -244,7 +244,9 @@ def test_unreachable_smtp_server_is_one_line_and_sends_nothing(world, tmp_path, 
 def test_a_day_with_nothing_to_mail_never_contacts_the_smtp_server(world):
     cfg, smtp = world
     store = open_store(cfg.store)
-    store.put_subscribers(subscribers({"a@example.org": "zzqxv", "b@example.org": "qqzxw"}))
+    # keywords that match nothing, and no trending papers on a day without a match
+    quiet = subscribers({"a@example.org": "zzqxv", "b@example.org": "qqzxw"})
+    store.put_subscribers([replace(s, no_match=NO_MATCH_SKIP) for s in quiet])
     store.close()
     dead = replace(cfg, smtp=replace(cfg.smtp, port=1))  # nothing listens on port 1
     report = run_daily(dead, date(2026, 1, 14), progress=False)  # no DeliveryError

@@ -8,9 +8,12 @@ from datetime import date
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digest.models import Paper, Subscriber
+from digest.config import RankingConfig
+from digest.models import MATCH, TRENDING, Paper, Subscriber
 from digest.rank import paper_scores, rank
 from digest.rank.exclusions import excluded
+from digest.rank.features import popularity
+from digest.rank.model import trending_count
 
 WORDS = [
     "speech",
@@ -83,6 +86,7 @@ def subscribers(draw, min_size=1, max_size=6):
                 keywords=tuple(inc) + tuple("-" + e for e in exc),
                 max_papers=draw(st.integers(0, 8)),
                 min_score=draw(st.none() | st.floats(0, 100, allow_nan=False)),
+                trending=draw(st.none() | st.integers(0, 4)),
             )
         )
     return out
@@ -105,34 +109,69 @@ def test_deterministic_under_reordering(ps, subs, rnd: random.Random) -> None:
         assert rank(ps, [s])[s.email] == first[s.email]
 
 
+CUTS = st.sampled_from([0.0, 20.0, RankingConfig.min_score])
+
+
 @SETTINGS
-@given(papers(), subscribers())
-def test_limits_order_and_exclusions(ps, subs) -> None:
+@given(papers(), subscribers(), CUTS, st.integers(0, 4))
+def test_sections_limits_order_and_exclusions(ps, subs, cut, n_trending) -> None:
     by_id = {p.id: p for p in ps}
-    out = rank(ps, subs)
+    out = rank(ps, subs, min_score=cut, trending=n_trending)
     assert set(out) == {s.email for s in subs}
     for s in subs:
         picks = out[s.email]
-        assert len(picks) <= max(s.max_papers, 0)
+        matches = [p for p in picks if p.section == MATCH]
+        hot = [p for p in picks if p.section == TRENDING]
+        # matches first, then trending; nothing else
+        assert [p.section for p in picks] == [MATCH] * len(matches) + [TRENDING] * len(hot)
+        assert len(matches) <= max(s.max_papers, 0)
+        assert len(hot) <= trending_count(s, n_trending)
+        # "For you" and "Trending" never share a paper; no paper twice
         assert len({p.paper_id for p in picks}) == len(picks)
-        keys = [(-p.score, p.paper_id) for p in picks]
-        assert keys == sorted(keys)
+        for section in (matches, hot):
+            keys = [(-p.score, p.paper_id) for p in section]
+            assert keys == sorted(keys)
+        for p in matches:
+            # no paper below the cut in "For you"
+            assert p.score >= (s.min_score if s.min_score is not None else cut)
+            assert set(p.matched) <= set(s.query.includes)
+            assert p.paper_id in paper_scores(ps, s)
+        for p in hot:
+            assert p.matched == ()
         for p in picks:
-            if s.min_score is not None:
-                assert p.score >= s.min_score
             paper = by_id[p.paper_id]
             assert not excluded(s.query.excludes, f"{paper.title}\n{paper.abstract}")
-            assert set(p.matched) <= set(s.query.includes)
-            if s.query.includes:
-                assert p.score > 0 or p.matched or p.paper_id in paper_scores(ps, s)
+        if not s.query.includes:
+            assert not matches
 
 
 @SETTINGS
-@given(papers(), subscribers(), st.data())
-def test_already_delivered_never_picked(ps, subs, data) -> None:
+@given(papers(), subscribers(max_size=1), st.integers(0, 4))
+def test_trending_are_the_most_popular_of_the_rest(ps, subs, n_trending) -> None:
+    s = subs[0]
+    picks = rank(ps, [s], min_score=0.0, trending=n_trending)[s.email]
+    taken = {p.paper_id for p in picks if p.section == MATCH}
+    hot = [p.paper_id for p in picks if p.section == TRENDING]
+    pop = dict(
+        zip(sorted(p.id for p in ps), popularity(sorted(ps, key=lambda p: p.id)), strict=True)
+    )
+    rest = [
+        p.id
+        for p in ps
+        if p.id not in taken and not excluded(s.query.excludes, f"{p.title}\n{p.abstract}")
+    ]
+    rest.sort(key=lambda pid: (-round(100 * pop[pid], 4), pid))
+    assert hot == rest[: trending_count(s, n_trending)]
+
+
+@SETTINGS
+@given(papers(), subscribers(), st.data(), CUTS)
+def test_already_received_never_appears_again(ps, subs, data, cut) -> None:
+    """Nothing a subscriber received before (a match or a trending paper) appears again,
+    in either section."""
     ids = [p.id for p in ps]
     exclude = {s.email: set(data.draw(st.lists(st.sampled_from(ids)))) for s in subs}
-    out = rank(ps, subs, exclude=exclude)
+    out = rank(ps, subs, exclude=exclude, min_score=cut)
     for s in subs:
         assert not {p.paper_id for p in out[s.email]} & exclude[s.email]
 
@@ -155,14 +194,13 @@ def test_no_keyword_subscriber_gets_most_popular(ps, k) -> None:
     s = Subscriber(email="p@example.org", max_papers=k)
     picks = rank(ps, [s])[s.email]
     assert len(picks) == min(k, len(ps))
-    scores = paper_scores(ps, s)
-    best = sorted(scores, key=lambda pid: (-scores[pid], pid))[:k]
-    assert [p.paper_id for p in picks] == best
+    assert all(p.section == TRENDING for p in picks)
+    assert paper_scores(ps, s) == {}  # nothing can match: no include keywords
     # Same day: more upvotes (without stars) never ranks below fewer.
-    ranked = {p.paper_id: i for i, p in enumerate(picks)}
+    scores = {p.paper_id: p.score for p in picks}
     by_id = {p.id: p for p in ps}
-    for a in ranked:
-        for b in ranked:
+    for a in scores:
+        for b in scores:
             pa, pb = by_id[a], by_id[b]
             if (
                 pa.listed_on == pb.listed_on
@@ -174,13 +212,33 @@ def test_no_keyword_subscriber_gets_most_popular(ps, k) -> None:
 
 
 @SETTINGS
-@given(papers(), subscribers(max_size=1))
-def test_keyword_subscriber_needs_a_match(ps, subs) -> None:
+@given(papers(), subscribers(max_size=1), CUTS)
+def test_keyword_subscriber_needs_a_match(ps, subs, cut) -> None:
     """Popularity never creates relevance: a paper sharing no word with the keywords is
-    never picked, however popular."""
+    never in "For you", however popular (it may be trending)."""
     s = subs[0]
     if not s.query.includes:
         return
     lonely = Paper(id="2601.99999x", title="zebra quokka", abstract="axolotl", upvotes=10**6)
-    out = rank([*ps, lonely], [s])[s.email]
-    assert lonely.id not in {p.paper_id for p in out}
+    out = rank([*ps, lonely], [s], min_score=cut)[s.email]
+    assert lonely.id not in {p.paper_id for p in out if p.section == MATCH}
+
+
+@SETTINGS
+@given(papers(), subscribers(max_size=2), CUTS)
+def test_feedback_never_admits_a_paper_on_its_own(ps, subs, cut) -> None:
+    """Every match clears MATCH_FLOOR on its keywords alone (feedback switched off):
+    feedback expansion may reorder the matches, never add one."""
+    import digest.rank.model as model
+
+    picks = rank(ps, subs, min_score=cut)
+    weight = model.FEEDBACK_WEIGHT
+    model.FEEDBACK_WEIGHT = 0.0
+    try:
+        for s in subs:
+            alone = paper_scores(ps, s)
+            for p in picks[s.email]:
+                if p.section == MATCH:
+                    assert alone[p.paper_id] >= model.MATCH_FLOOR
+    finally:
+        model.FEEDBACK_WEIGHT = weight

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.errors import ConfigError
-from digest.models import Digest, Paper, Pick, Subscriber
+from digest.models import MATCH, TRENDING, Digest, Paper, Pick, Subscriber
 from digest.render import (
     GMAIL_CLIP_BYTES,
     SUMMARY_CHARS,
@@ -96,10 +96,11 @@ def digest_for(
 
 
 SAMPLE_PICKS = (
-    Pick("2601.00001", 3.2, ("continual pretraining", "low-resource")),
-    Pick("2601.00002", 1.1, ()),
-    Pick("2601.00003", 0.9, ("low-resource",)),
+    Pick("2601.00001", 83.2, ("continual pretraining", "low-resource")),
+    Pick("2601.00003", 60.9, ("attention",)),
+    Pick("2601.00002", 100.0, (), TRENDING),
 )
+TRENDING_ONLY = (Pick("2601.00002", 100.0, (), TRENDING), Pick("2601.00003", 40.0, (), TRENDING))
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +116,81 @@ def test_golden_files(renderer: Renderer) -> None:
     empty = renderer.render(digest_for(()), papers_sample(), LINKS)
     check_golden("digest_empty.html", empty.html)
     check_golden("digest_empty.txt", empty.text)
+    # a day without a match: the trending papers, under a subject that says so
+    quiet = renderer.render(digest_for(TRENDING_ONLY), papers_sample(), LINKS)
+    check_golden("digest_nomatch.html", quiet.html)
+    check_golden("digest_nomatch.txt", quiet.text)
+    check_golden("subject_nomatch.txt", quiet.subject + "\n")
+
+
+class Cards(HTMLParser):
+    """The paper blocks of a rendered mail: (data-paper-id, data-section) in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cards: list[tuple[str, str]] = []
+        self.sections: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if "data-paper-id" in a:
+            self.cards.append((a["data-paper-id"] or "", a.get("data-section") or ""))
+        if tag == "h2" and a.get("id"):
+            self.sections.append(a["id"] or "")
+
+
+def cards_of(html: str) -> Cards:
+    c = Cards()
+    c.feed(html)
+    return c
+
+
+def test_sections_and_markers(renderer: Renderer) -> None:
+    out = renderer.render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
+    c = cards_of(out.html)
+    assert c.cards == [("2601.00001", MATCH), ("2601.00003", MATCH), ("2601.00002", TRENDING)]
+    assert c.sections == ["for-you", "trending"]
+    assert "For you" in out.html and "Trending today" in out.html
+    assert "not matched to your keywords" in out.html
+    text = out.text
+    assert text.index("FOR YOU") < text.index("Continual Pretraining") < text.index("TRENDING")
+    assert text.index("TRENDING TODAY") < text.index("A Survey-Free Look")
+
+
+def test_why_sentence_is_shown_and_highlighted(renderer: Renderer) -> None:
+    out = renderer.render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
+    # the sentence covering both terms (the abstract's), adjacent matched words as one
+    assert '<strong style="background-color:#fff1a8">continual pretraining</strong>' in out.html
+    assert "why: “We study *continual pretraining* of large" in out.text
+    # a trending paper has no why
+    block = out.html.split('data-paper-id="2601.00002"')[1]
+    assert "matched:" not in block and "why" not in block.split("</div>")[0]
+
+
+def test_why_is_escaped(renderer: Renderer) -> None:
+    p = Paper(id="2601.07777", title="t", abstract="Speech <script>x</script> recognition & more.")
+    out = renderer.render(
+        digest_for((Pick(p.id, 70.0, ("speech recognition",)),)), {p.id: p}, LINKS
+    )
+    assert "<script>" not in out.html and "&lt;script&gt;" in out.html
+    assert "&amp; more" in out.html
+
+
+def test_no_keyword_subscriber_gets_trending_only(renderer: Renderer) -> None:
+    out = renderer.render(digest_for(TRENDING_ONLY, keywords=()), papers_sample(), LINKS)
+    assert out.subject == "2 trending papers · A Survey-Free Look at Tokenizers"
+    assert cards_of(out.html).sections == ["trending"]
+    assert "not matched" not in out.html
 
 
 def test_subject(renderer: Renderer) -> None:
     out = renderer.render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
-    assert out.subject == (
-        "Paper Digest — 3 papers for 2026-01-14: Continual Pretraining for Low-Resource Languages"
-    )
+    # the subject counts the matches, not the trending papers
+    assert out.subject == "2 papers for you · Continual Pretraining for Low-Resource Languages"
     one = renderer.render(digest_for(SAMPLE_PICKS[1:2]), papers_sample(), LINKS)
-    assert one.subject.startswith("Paper Digest — 1 paper for 2026-01-14: A Survey-Free")
+    assert one.subject == "1 paper for you · Über-efficient Attention — with ünïcode"
+    quiet = renderer.render(digest_for(TRENDING_ONLY), papers_sample(), LINKS)
+    assert quiet.subject == "No matches today · 2 trending papers: A Survey-Free Look at Tokenizers"
     long = Paper(id="2601.09999", title="word " * 60, abstract="x")
     out = renderer.render(digest_for((Pick(long.id, 1.0),)), {long.id: long}, LINKS)
     assert len(out.subject) < 130 and out.subject.endswith("…")
@@ -132,7 +199,9 @@ def test_subject(renderer: Renderer) -> None:
 
 def test_site_name_is_used() -> None:
     out = Renderer(site_name="Lab Papers").render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
-    assert out.subject.startswith("Lab Papers — 3 papers")
+    assert out.subject.startswith("2 papers for you")
+    empty = Renderer(site_name="Lab Papers").render(digest_for(()), papers_sample(), LINKS)
+    assert empty.subject.startswith("Lab Papers — nothing new")
     assert "Lab Papers" in out.html and "Lab Papers" in out.text
 
 
@@ -152,13 +221,13 @@ def test_links_and_paper_details_present(renderer: Renderer) -> None:
         assert "Ada Lovelace, Alan Turing, Grace Hopper et al." in part
         assert "Edsger" not in part
         assert "matched: continual pretraining, low-resource" in part
-        assert "matched: low-resource" in part
+        assert "matched: attention" in part
         assert "1234" in part and "42 upvotes" in part
         assert "reader@example.org" in part
     # The title links to the paper's page; the AI summary is preferred to the abstract.
     assert '<a href="https://huggingface.co/papers/2601.00001"' in out.html
     assert "replay keeps English skills" in out.html
-    assert out.html.count("matched:") == 2  # the paper that matched nothing has no line
+    assert out.html.count("matched:") == 2  # the trending paper has no line
     assert 'href="https://digest.example.org/unsubscribe/TOKEN-U"' in out.html
 
 
@@ -259,7 +328,7 @@ def test_zero_picks_renders_nothing_new(renderer: Renderer) -> None:
 
 
 def test_summary_trimmed_at_word_boundary(renderer: Renderer) -> None:
-    out = renderer.render(digest_for(SAMPLE_PICKS[1:2]), papers_sample(), LINKS)
+    out = renderer.render(digest_for(SAMPLE_PICKS[2:3]), papers_sample(), LINKS)
     m = re.search(r"<p[^>]*>(Tokenizers matter\.[^<]*)</p>", out.html)
     assert m, out.html
     summary = m.group(1)
@@ -365,7 +434,7 @@ def test_templates_dir_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (folder / "subject.txt").write_text("Custom {{ count }} for {{ day }}", encoding="utf-8")
     monkeypatch.setenv("DIGEST_TEMPLATES", str(folder))
     out = Renderer().render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
-    assert out.subject == "Custom 3 for 2026-01-14"
+    assert out.subject == "Custom 2 for 2026-01-14"  # count: the matches
 
 
 def test_bad_templates_fail_at_construction(tmp_path: Path) -> None:
@@ -405,3 +474,30 @@ def test_missing_template_files(tmp_path: Path, missing: str, message: str) -> N
     with pytest.raises(ConfigError, match=message) as info:
         Renderer(folder)
     assert "\n" not in str(info.value)
+
+
+def test_sample_day_is_said_in_the_subject_and_first_lines() -> None:
+    """The offline fallback's bundled day: every digest says it is sample data, in its
+    subject and as the first line of both parts; a normal digest says nothing of it."""
+    sample = Renderer(sample_day=date(2026, 3, 10))
+    for picks in (SAMPLE_PICKS, ()):
+        out = sample.render(digest_for(picks), papers_sample(), LINKS)
+        assert out.subject.startswith("[sample data] ")
+        assert out.subject.endswith(
+            (
+                "for you · Continual Pretraining for Low-Resource Languages",
+                "nothing new for 2026-01-14",
+            )
+        )
+        assert out.text.splitlines()[0] == (
+            "SAMPLE DATA: these are the papers of the bundled recorded day 2026-03-10, "
+            "not today's listings."
+        )
+        body = out.html[out.html.index("<body") :]
+        first_p = body[body.index("<p") : body.index("</p>")]
+        assert "Sample data: these are the papers of the bundled recorded day 2026-03-10" in (
+            first_p
+        )
+    plain = Renderer().render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
+    assert "sample" not in plain.subject.lower()
+    assert "SAMPLE DATA" not in plain.text and "Sample data" not in plain.html

@@ -118,7 +118,9 @@ misfire_grace_hours = 6
 
 
 def start_serve(cfg: Path, log: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, DIGEST_E2E_SECRET="e2e-secret-not-for-production", PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ, DIGEST_E2E_SECRET="e2e-secret-not-for-production-32bytes", PYTHONPATH=str(ROOT)
+    )
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "digest", "--config", str(cfg), "serve", *extra],

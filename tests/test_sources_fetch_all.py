@@ -60,12 +60,15 @@ def test_no_source_enabled_gives_nothing(srv: FixtureServer) -> None:
 
 
 def test_offline_every_source_unreachable_uses_the_recorded_day(srv: FixtureServer) -> None:
-    cfg = pointed_at(srv.configure(), unused_url(), unused_url())
+    cfg = pointed_at(srv.configure(offline_fallback=True), unused_url(), unused_url())
     waits: list[float] = []
     [result] = fetch_all(cfg, DAY, sleep=waits.append)
     assert result.ok and result.source == "huggingface"
     assert result.notes[0] == OFFLINE_NOTE
-    assert OFFLINE_NOTE == "offline: no network, using the bundled recorded day 2026-03-10"
+    assert OFFLINE_NOTE == (
+        "offline: no network, using the bundled recorded day 2026-03-10 "
+        "(sample data, marked so in every digest)"
+    )
     assert len(result.notes) == 3  # then why: each source's error, one line each
     assert all("cannot connect" in n and "\n" not in n for n in result.notes[1:])
     recorded = json.loads((HF_DIR / "2026-03-10.json").read_bytes())
@@ -73,8 +76,9 @@ def test_offline_every_source_unreachable_uses_the_recorded_day(srv: FixtureServ
     assert all(p.listed_on == RECORDED_DAY for p in result.papers)
 
 
-def test_offline_fallback_can_be_turned_off(srv: FixtureServer) -> None:
-    cfg = pointed_at(srv.configure(offline_fallback=False), unused_url(), unused_url())
+def test_offline_fallback_is_off_by_default(srv: FixtureServer) -> None:
+    assert Config().sources.offline_fallback is False  # an outage never mails stale papers
+    cfg = pointed_at(srv.configure(), unused_url(), unused_url())
     results = fetch_all(cfg, DAY, sleep=lambda s: None)
     assert [r.source for r in results] == ["huggingface", "arxiv"]
     assert all(not r.ok and "cannot connect" in r.error for r in results)
@@ -84,7 +88,7 @@ def test_offline_fallback_can_be_turned_off(srv: FixtureServer) -> None:
 def test_http_errors_are_not_offline(srv: FixtureServer) -> None:
     # HF unreachable but arXiv answers 500: the network is there, a server is unhappy.
     srv.fail_next(10, status=500)
-    cfg = pointed_at(srv.configure(), unused_url(), srv.url)
+    cfg = pointed_at(srv.configure(offline_fallback=True), unused_url(), srv.url)
     results = fetch_all(cfg, DAY, sleep=lambda s: None)
     assert [r.source for r in results] == ["huggingface", "arxiv"]
     assert not any(r.ok for r in results)

@@ -7,12 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from digest.errors import InputError
-from digest.models import Subscriber
+from digest.models import ACTIVE, PAUSED, UNSUBSCRIBED, Subscriber
 from digest.subscribers import (
     make_subscriber,
     normalise_email,
     parse_csv,
     parse_keywords,
+    plan_import,
+    sniff_delimiter,
     update_subscriber,
 )
 
@@ -118,3 +120,67 @@ def test_csv_ten_thousand_rows_parse():
     elapsed = time.perf_counter() - t0
     assert len(subs) == 10_000 and errors == []
     print(f"parsed 10,000 rows in {elapsed:.2f}s")  # information, not an assertion
+
+
+@pytest.mark.parametrize(
+    ("header", "delimiter"),
+    [
+        ("email,keywords,max", ","),
+        ("email;keywords;max", ";"),
+        ("email\tkeywords\tmax", "\t"),
+        ("\ufeffemail|keywords", "|"),
+        ("email", ","),  # one column: nothing to tell, comma
+    ],
+)
+def test_csv_delimiter_is_sniffed_from_the_header(header: str, delimiter: str) -> None:
+    assert sniff_delimiter(header + "\nx@example.org\n") == delimiter
+
+
+def test_csv_semicolon_file_keeps_quoted_commas_and_semicolons() -> None:
+    text = (
+        "email;keywords;max\n"
+        'a@example.org;"llm, rag; agents";5\n'  # a quoted field with both separators
+        "b@example.org;speech;\n"
+    )
+    subs, errors = parse_csv(text)
+    assert errors == []
+    assert [s.keywords for s in subs] == [("llm", "rag", "agents"), ("speech",)]
+    assert [s.max_papers for s in subs] == [5, 10]
+
+
+def test_csv_duplicates_are_reported_and_the_first_kept() -> None:
+    subs, errors = parse_csv("email,max\na@example.org,3\nb@example.org,4\nA@example.org,9\n")
+    assert [(s.email, s.max_papers) for s in subs] == [("a@example.org", 3), ("b@example.org", 4)]
+    assert errors == [(4, "A@example.org is already on line 2 (kept)")]
+
+
+def test_plan_import_adds_updates_and_never_reactivates() -> None:
+    known = {
+        "paused@example.org": Subscriber("paused@example.org", ("old",), 3, status=PAUSED),
+        "gone@example.org": Subscriber("gone@example.org", ("old",), 3, status=UNSUBSCRIBED),
+    }
+    rows = [
+        make_subscriber("new@example.org", "x"),
+        make_subscriber("paused@example.org", "fresh", 7),
+        make_subscriber("gone@example.org", "fresh", 7),
+    ]
+    plan = plan_import(rows, known.get)
+    assert (plan.added, plan.updated, plan.unsubscribed) == (1, 1, ["gone@example.org"])
+    by = {s.email: s for s in plan.put}
+    assert set(by) == {"new@example.org", "paused@example.org"}
+    assert by["paused@example.org"].status == PAUSED  # the row's keywords, her own status
+    assert by["paused@example.org"].keywords == ("fresh",)
+    assert by["paused@example.org"].max_papers == 7
+
+
+def test_update_brings_an_unsubscribed_address_back_only_with_resubscribe() -> None:
+    gone = Subscriber("gone@example.org", ("x",), status=UNSUBSCRIBED)
+    for status in (ACTIVE, PAUSED):
+        with pytest.raises(InputError, match="--resubscribe"):
+            update_subscriber(gone, status=status)
+    assert update_subscriber(gone, keywords="y").status == UNSUBSCRIBED  # edits are fine
+    assert update_subscriber(gone, resubscribe=True).status == ACTIVE
+    with pytest.raises(InputError, match="leave out --status"):
+        update_subscriber(gone, status=PAUSED, resubscribe=True)
+    with pytest.raises(InputError, match="not unsubscribed"):
+        update_subscriber(Subscriber("a@example.org"), resubscribe=True)

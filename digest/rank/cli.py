@@ -129,7 +129,10 @@ def cli_rank(args: argparse.Namespace, cfg: Config | None = None) -> int:
         raise InputError(f"rank: --popularity-weight must be within 0..1, got {weight}")
     papers = read_corpus(Path(args.corpus))
     profiles = read_profiles(Path(args.profiles), args.top)
-    picks = rank(papers, [s for _, s in profiles], popularity_weight=weight)
+    # A ranking, not a digest: every match in order (no cut), without trending papers.
+    picks = rank(
+        papers, [s for _, s in profiles], popularity_weight=weight, min_score=0.0, trending=0
+    )
     text = "\n".join(run_lines(picks, profiles)) + "\n"
     try:
         Path(args.out).write_text(text, encoding="utf-8")

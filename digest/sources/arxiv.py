@@ -204,6 +204,12 @@ def request_for(cfg: ArxivConfig) -> tuple[str, dict[str, str] | None]:
     return f"{cfg.rss_base_url.rstrip('/')}/{'+'.join(cfg.categories)}", None
 
 
+def probe(fetcher: Fetcher, cfg: ArxivConfig) -> str:
+    """The run's one request (`digest check-config --connect`), in a few words."""
+    result = fetch(fetcher, cfg)
+    return f"{len(result.papers)} papers for {', '.join(cfg.categories)} ({cfg.mode})"
+
+
 def fetch(fetcher: Fetcher, cfg: ArxivConfig) -> FetchResult:
     """One request for all configured categories. FetchError when it fails."""
     url, params = request_for(cfg)

@@ -204,6 +204,20 @@ def _listings(
         yield d.isoformat(), {"date": d.isoformat()}, MAX_PAGES_PER_DAY, d
 
 
+def probe(fetcher: Fetcher, cfg: HuggingFaceConfig, day: date) -> str:
+    """One page of the run's own listing (`digest check-config --connect`): what came
+    back, in a few words, or FetchError."""
+    url = f"{cfg.base_url.rstrip('/')}/api/daily_papers"
+    params: dict[str, Any] = (
+        {"sort": "trending"} if cfg.mode == "trending" else {"date": day.isoformat()}
+    )
+    listing = _pages(fetcher, url, params, cfg.limit, 1, None if cfg.mode == "trending" else day)
+    if listing.error is not None:
+        raise listing.error
+    what = "trending" if cfg.mode == "trending" else day.isoformat()
+    return f"{len(listing.papers)} papers on the first page of {what}"
+
+
 def fetch(fetcher: Fetcher, cfg: HuggingFaceConfig, day: date) -> FetchResult:
     """Fetch the configured listings. Raises FetchError only when every listing failed."""
     url = f"{cfg.base_url.rstrip('/')}/api/daily_papers"

@@ -2,14 +2,16 @@
 
 `digest/data/recorded/hf_2026-03-10.json` is a real Hugging Face /api/daily_papers
 answer recorded on 2026-03-10 and shipped with the package. When no source can be
-reached at all (no DNS, connection refused, network unreachable), `fetch_all` serves
-it instead, so a first `make quickstart` on an offline machine still shows a digest —
-and says so in a note, never silently.
+reached at all (no DNS, connection refused, network unreachable) and [sources]
+offline_fallback is on (config/example.toml; never with an [smtp] host), `fetch_all`
+serves it instead, so a first `make quickstart` on an offline machine still shows a
+digest — and says so in a note and in every digest built from it, never silently.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import date
 from importlib import resources
 
@@ -19,7 +21,15 @@ from digest.sources.hf import SOURCE, parse_daily_papers
 
 RECORDED_DAY = date(2026, 3, 10)
 RECORDED_FILE = f"hf_{RECORDED_DAY.isoformat()}.json"
-OFFLINE_NOTE = f"offline: no network, using the bundled recorded day {RECORDED_DAY.isoformat()}"
+OFFLINE_NOTE = (
+    f"offline: no network, using the bundled recorded day {RECORDED_DAY.isoformat()} "
+    "(sample data, marked so in every digest)"
+)
+
+
+def sample_day(results: Iterable[FetchResult]) -> date | None:
+    """The recorded day when `results` are the bundled sample (load_recorded's), else None."""
+    return RECORDED_DAY if any(OFFLINE_NOTE in r.notes[:1] for r in results) else None
 
 
 def load_recorded(notes: tuple[str, ...] = ()) -> FetchResult:

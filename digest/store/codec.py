@@ -8,7 +8,7 @@ Paper      {"t": title, "a": abstract, "au": [...], "l": "2026-01-05", "s": ai_s
             "k": [...], "u": upvotes, "g": repo, "gs": stars, "pp": url, "src": [...]}
             (the id is the key it is stored under)
 Subscriber {"e": email, "k": [...], "m": max_papers, "n": min_score, "s": status,
-            "h": send_hour, "z": timezone, "c": created}
+            "h": send_hour, "z": timezone, "c": created, "tr": trending, "nm": no_match}
 Digest     [state code, [paper indexes into the day's "p" list], at (epoch s), detail, id]
             (detail and id are omitted when empty / equal to models.digest_id)
 """
@@ -20,7 +20,18 @@ from typing import Any
 
 import orjson
 
-from digest.models import ACTIVE, DEFERRED, EMPTY, FAILED, SENT, STATUSES, Paper, Subscriber
+from digest.models import (
+    ACTIVE,
+    DEFERRED,
+    EMPTY,
+    FAILED,
+    NO_MATCH_CHOICES,
+    NO_MATCH_SEND,
+    SENT,
+    STATUSES,
+    Paper,
+    Subscriber,
+)
 
 STATE_CODES = {SENT: "s", FAILED: "f", DEFERRED: "d", EMPTY: "e"}
 CODE_STATES = {v: k for k, v in STATE_CODES.items()}
@@ -109,7 +120,17 @@ def subscriber_to_dict(s: Subscriber) -> dict[str, Any]:
         d["z"] = s.timezone
     if s.created:
         d["c"] = s.created
+    if s.trending is not None:
+        d["tr"] = s.trending
+    if s.no_match != NO_MATCH_SEND:
+        d["nm"] = s.no_match
     return d
+
+
+def _no_match(v: Any, what: str) -> str:
+    if v not in NO_MATCH_CHOICES:
+        raise ValueError(f"{what}: bad no-match choice {v!r}")
+    return str(v)
 
 
 def subscriber_from_dict(d: Any) -> Subscriber:
@@ -133,6 +154,8 @@ def subscriber_from_dict(d: Any) -> Subscriber:
         send_hour=_opt(d, "h", int, what),
         timezone=_opt(d, "z", str, what),
         created=_opt(d, "c", str, what) or "",
+        trending=_opt(d, "tr", int, what),
+        no_match=_no_match(d.get("nm", NO_MATCH_SEND), what),
     )
 
 

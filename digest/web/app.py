@@ -63,13 +63,13 @@ class WebContext:
         settings: WebSettings,
         templates_dir: Path | None = None,
     ):
-        # The renderer's folder ($DIGEST_TEMPLATES or templates/ beside the package): the
+        # The renderer's folder ($DIGEST_TEMPLATES, else the package's digest.templates): the
         # pages share the digest's stylesheet, templates/_style.css.
         templates_dir = templates_dir or default_templates_dir()
         if not (templates_dir / "web" / "base.html").is_file():
             raise ConfigError(
-                f"{templates_dir}: web page templates not found (web/base.html); "
-                "set $DIGEST_TEMPLATES to the project's templates/ folder"
+                f"templates: {templates_dir}: web page templates not found (web/base.html); "
+                "$DIGEST_TEMPLATES must name a folder laid out like the project's templates/"
             )
         self.cfg, self.store, self.now, self.settings = cfg, store, now, settings
         # The pipeline signs its links with the same fallback, so both agree on the secret.

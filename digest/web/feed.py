@@ -1,5 +1,11 @@
 """A subscriber's personal Atom feed (RFC 4287): the papers of the digests they were sent.
 
+Each entry says which section it came in as an Atom category (term "match", label "For
+you"; term "trending", label "Trending today") and, for a match, why: the matched terms
+and the sentence where they occur. Sections and terms come from the delivery record's
+"sections" / "matched" lists (parallel to "papers"); a record without them (written
+before they existed) shows its papers as matches without why.
+
 `build_atom` is pure (no I/O): ElementTree escapes every text and attribute, and
 characters XML 1.0 forbids (control characters in scraped titles) are dropped first so
 the feed always parses. `atom_feed` is the I/O edge serving GET /feed/{token}.atom.
@@ -18,12 +24,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from digest import tokens
-from digest.models import SENT, Paper
+from digest.models import MATCH, SENT, TRENDING, Paper
+from digest.rank.why import why_sentence
 from digest.web.app import ctx_of
 from digest.web.pages import check_token
 
 ATOM = "http://www.w3.org/2005/Atom"
 HISTORY_LIMIT = 60  # digests looked back over
+LABELS = {MATCH: "For you", TRENDING: "Trending today"}
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -80,11 +88,16 @@ def build_atom(
     seen: set[str] = set()
     for record in sent:
         when = _stamp(record)
-        for pid in record.get("papers") or ():
+        ids = list(record.get("papers") or ())
+        sections = _parallel(record.get("sections"), len(ids))
+        matched = _parallel(record.get("matched"), len(ids))
+        for pid, section, terms in zip(ids, sections, matched, strict=True):
             paper = papers.get(pid)
             if paper is None or pid in seen:
                 continue
             seen.add(pid)
+            section = TRENDING if section == TRENDING else MATCH
+            terms = tuple(t for t in terms or () if isinstance(t, str)) if section == MATCH else ()
             entry = sub(feed, "entry")
             sub(entry, "id", f"urn:arxiv:{paper.id}")
             sub(entry, "title", paper.title, type="text")
@@ -93,10 +106,28 @@ def build_atom(
             sub(entry, "updated", when)
             for name in paper.authors[:20]:
                 sub(sub(entry, "author"), "name", name)
+            sub(entry, "category", term=section, label=LABELS[section])
             summary = paper.ai_summary or paper.abstract
+            lines = []
+            if terms:
+                lines.append(f"For you · matched: {', '.join(terms)}")
+                why = why_sentence(paper, terms)
+                if why is not None:
+                    lines.append(f"Why: “{why.sentence}”")
+            elif section == TRENDING:
+                lines.append("Trending today · not matched to your keywords")
             if summary:
-                sub(entry, "summary", summary, type="text")
+                lines.append(summary)
+            if lines:
+                sub(entry, "summary", "\n\n".join(lines), type="text")
     return bytes(ET.tostring(feed, encoding="utf-8", xml_declaration=True))
+
+
+def _parallel(value: Any, n: int) -> list[Any]:
+    """A record's per-paper list, or Nones when it is missing or of the wrong length."""
+    if isinstance(value, list | tuple) and len(value) == n:
+        return list(value)
+    return [None] * n
 
 
 async def atom_feed(request: Request) -> Response:

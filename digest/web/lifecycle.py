@@ -18,7 +18,14 @@ from starlette.responses import Response
 from digest import tokens
 from digest.errors import InputError
 from digest.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
-from digest.subscribers import check_hour, check_max, check_timezone, parse_keywords
+from digest.subscribers import (
+    check_hour,
+    check_max,
+    check_no_match,
+    check_timezone,
+    check_trending,
+    parse_keywords,
+)
 from digest.web.app import WebContext, ctx_of
 from digest.web.pages import check_token, csrf_check, field, preview_values
 
@@ -96,6 +103,7 @@ async def manage(request: Request) -> Response:
             action=request.url.path,
             default_time=ctx.cfg.schedule.time,
             default_zone=ctx.cfg.schedule.timezone,
+            default_trending=ctx.cfg.digest.trending,
             **values,
         )
 
@@ -111,6 +119,8 @@ async def manage(request: Request) -> Response:
         "max": field(form, "max")[:20],
         "send_hour": field(form, "send_hour")[:20],
         "timezone": field(form, "timezone")[:80],
+        "trending": field(form, "trending")[:20],
+        "no_match": field(form, "no_match")[:20] or sub.no_match,
     }
     if action == "preview":
         preview = await preview_values(ctx, values["keywords"], values["max"])
@@ -121,6 +131,8 @@ async def manage(request: Request) -> Response:
             max_papers = check_max(values["max"], sub.max_papers)
             send_hour = check_hour(values["send_hour"])
             timezone = check_timezone(values["timezone"])
+            trending = check_trending(values["trending"])
+            no_match = check_no_match(values["no_match"])
         except InputError as e:
             return page(400, values=values, error=str(e))
 
@@ -134,6 +146,8 @@ async def manage(request: Request) -> Response:
                 max_papers=max_papers,
                 send_hour=send_hour,
                 timezone=timezone,
+                trending=trending,
+                no_match=no_match,
             )
             ctx.store.put_subscribers([new])
             return new
@@ -168,6 +182,8 @@ def current_values(sub: Subscriber) -> dict[str, str]:
         "max": str(sub.max_papers),
         "send_hour": "" if sub.send_hour is None else str(sub.send_hour),
         "timezone": sub.timezone or "",
+        "trending": "" if sub.trending is None else str(sub.trending),
+        "no_match": sub.no_match,
     }
 
 

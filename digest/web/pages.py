@@ -18,7 +18,18 @@ from starlette.responses import HTMLResponse, Response
 
 from digest import tokens
 from digest.errors import InputError, TokenError
-from digest.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED, Paper, Pick, Subscriber
+from digest.models import (
+    ACTIVE,
+    MATCH,
+    PAUSED,
+    PENDING,
+    TRENDING,
+    UNSUBSCRIBED,
+    Paper,
+    Pick,
+    Subscriber,
+)
+from digest.rank.why import Why, why_sentence
 from digest.subscribers import check_max, normalise_email, parse_keywords
 from digest.web.app import WebContext, ctx_of
 from digest.web.mails import build_notice
@@ -55,9 +66,10 @@ def csrf_check(ctx: WebContext, request: Request, form: FormData) -> Response | 
 
 def preview_picks(
     ctx: WebContext, keywords: str, max_papers: int
-) -> tuple[list[tuple[Pick, Paper]], int]:
+) -> tuple[list[tuple[Pick, Paper, Why | None]], int]:
     """What the product's ranking would pick from recent papers for these keywords:
-    (picks with their papers, number of candidate papers). Raises InputError."""
+    (picks with their papers and why sentences: the matches, then the trending ones;
+    number of candidate papers). Raises InputError."""
     from digest.rank import rank
 
     terms = parse_keywords(keywords)
@@ -66,10 +78,22 @@ def preview_picks(
     if not terms or not papers:
         return [], len(papers)
     sub = Subscriber(email=PREVIEW_EMAIL, keywords=terms, max_papers=max_papers, status=ACTIVE)
-    picks = rank(papers, [sub], popularity_weight=ctx.cfg.ranking.popularity_weight)
+    picks = rank(
+        papers,
+        [sub],
+        popularity_weight=ctx.cfg.ranking.popularity_weight,
+        min_score=ctx.cfg.ranking.min_score,
+        trending=ctx.cfg.digest.trending,
+    )
     by_id = {p.id: p for p in papers}
     return [
-        (pk, by_id[pk.paper_id]) for pk in picks.get(PREVIEW_EMAIL, ()) if pk.paper_id in by_id
+        (
+            pk,
+            by_id[pk.paper_id],
+            why_sentence(by_id[pk.paper_id], pk.matched) if pk.matched else None,
+        )
+        for pk in picks.get(PREVIEW_EMAIL, ())
+        if pk.paper_id in by_id
     ], len(papers)
 
 
@@ -81,6 +105,7 @@ async def preview_values(ctx: WebContext, keywords: str, max_raw: str) -> dict[s
         return {
             "preview_shown": True,
             "preview": [],
+            "preview_trending": [],
             "preview_error": "",
             "preview_candidates": None,
             "preview_days": ctx.settings.preview_days,
@@ -92,13 +117,15 @@ async def preview_values(ctx: WebContext, keywords: str, max_raw: str) -> dict[s
         return {
             "preview_shown": True,
             "preview": [],
+            "preview_trending": [],
             "preview_error": str(e),
             "preview_candidates": None,
             "preview_days": ctx.settings.preview_days,
         }
     return {
         "preview_shown": True,
-        "preview": picks,
+        "preview": [x for x in picks if x[0].section == MATCH],
+        "preview_trending": [x for x in picks if x[0].section == TRENDING],
         "preview_error": "",
         "preview_candidates": candidates,
         "preview_days": ctx.settings.preview_days,
