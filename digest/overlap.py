@@ -132,12 +132,16 @@ class Forked(Generic[T]):
     interleaved runs per variant, two sessions: nice 10 75-79%, nice 19 75%, nice 19 +
     SCHED_BATCH 85%, SCHED_IDLE 86-91%.
     An idle-priority child starves on a box that is busy with other work; then this
-    process waits on the pipe. When those waits pass `Starvation.after` seconds and
-    `Starvation.share` of the time since the first item, the child is stopped and the
+    process waits on the pipe. When those waits pass `watch.after` seconds and
+    `watch.share` of the time since the first item, the child is moved to the normal
+    priority every other process has (`promote`; Linux lets only a privileged process,
+    or one whose RLIMIT_NICE allows nice 0, leave SCHED_IDLE) and watched again with
+    `Starvation()`. When it cannot be promoted, or starves again, it is stopped and the
     rest is built here, in this process (the items it already delivered are skipped by
-    running the same generator past them: a one-off cost only that case pays). `clock`
-    (read right before and right after each wait) and `watch` are injectable, so tests
-    decide what "slow" is instead of depending on the machine's speed."""
+    running the same generator past them: a one-off cost only that case pays; with
+    several SMTP connections the building then shares this process's GIL with them).
+    `clock` (read right before and right after each wait), `watch` and `promote` are
+    injectable, so tests decide what "slow" is instead of depending on the machine."""
 
     PIPE_BYTES = 1 << 20  # how far ahead the child may run (Linux F_SETPIPE_SZ; best effort)
 
@@ -147,12 +151,16 @@ class Forked(Generic[T]):
         *,
         clock: Callable[[], float] = time.monotonic,
         watch: Starvation | None = None,
+        promote: Callable[[int], bool] | None = None,
     ) -> None:
         self._items = items
         self._pid = 0
         self._reader: Any = None
         self._clock = clock
-        self.watch = watch if watch is not None else Starvation()
+        # a quick first look: promoting costs nothing, so there is no reason to wait long
+        self.watch = watch if watch is not None else Starvation(after=0.5)
+        self._promote = promote if promote is not None else _normal_priority
+        self.promoted = False  # True once the child was moved to the normal priority
         self.starved = False  # True once the rest was built in this process
 
     @staticmethod
@@ -194,6 +202,10 @@ class Forked(Generic[T]):
                 raise payload
             yield payload
             taken += 1
+            if starving and not self.promoted and self._promote(self._pid):
+                self.promoted = True
+                self.watch = Starvation()
+                continue
             if starving:
                 self.starved = True
                 self.__exit__()  # stop the child; build the rest in this process
@@ -293,6 +305,17 @@ def _idle_priority() -> None:  # pragma: no cover - child process
     except (AttributeError, OSError):  # not Linux, or refused: the next best thing
         with contextlib.suppress(OSError):
             os.nice(10)
+
+
+def _normal_priority(pid: int) -> bool:
+    """Move the child from SCHED_IDLE (or nice 10) to the normal policy at nice 0; False
+    when not allowed (see Forked's docstring) or not Linux."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, pid, 0)
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 def _grow_pipe(fd: int, size: int) -> None:

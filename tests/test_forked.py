@@ -158,7 +158,8 @@ def test_a_starved_child_is_replaced_by_building_here_without_losing_an_item():
                 self.n = getattr(self, "n", 0) + 1
                 return self.n >= 10
         parent = os.getpid()
-        f = Forked(((i, os.getpid()) for i in range(40)), watch=AtTen())
+        f = Forked(((i, os.getpid()) for i in range(40)), watch=AtTen(),
+                   promote=lambda pid: False)  # as for a process without the privilege
         with f as items:
             got = list(items)
         print(json.dumps({"n": [i for i, _ in got], "starved": f.starved,
@@ -167,6 +168,35 @@ def test_a_starved_child_is_replaced_by_building_here_without_losing_an_item():
     assert out["n"] == list(range(40))  # every item once, in order
     assert out["starved"]
     assert out["here"] == list(range(10, 40))  # the child delivered 10, this process the rest
+
+
+def test_a_starving_child_is_first_moved_to_the_normal_priority():
+    out = run("""
+        import json, os
+        from digest.overlap import Forked, Starvation
+        class AtTen(Starvation):
+            def observe(self, asked, got):
+                self.n = getattr(self, "n", 0) + 1
+                return self.n == 10
+        parent = os.getpid()
+        def policy():
+            return os.sched_getscheduler(0)
+        # 400 KB items: the pipe holds a few, so the last ones are made after item 10
+        f = Forked(((i, os.getpid(), policy(), b"x" * 400_000) for i in range(40)),
+                   watch=AtTen())
+        with f as items:
+            got = [x[:3] for x in items]
+        print(json.dumps({"n": [i for i, _, _ in got], "promoted": f.promoted,
+                          "starved": f.starved, "here": sum(p == parent for _, p, _ in got),
+                          "first": got[0][2], "last": got[-1][2],
+                          "idle": os.SCHED_IDLE, "other": os.SCHED_OTHER}))
+    """)
+    assert out["n"] == list(range(40))  # every item once, in order, either way
+    assert out["first"] == out["idle"]
+    if out["promoted"]:  # allowed here (root, or RLIMIT_NICE): it went on at normal priority
+        assert out["last"] == out["other"] and not out["starved"] and out["here"] == 0
+    else:  # not allowed: the rest was built here
+        assert out["starved"] and out["here"] == 30
 
 
 def test_a_child_that_keeps_up_is_never_taken_for_starved():
