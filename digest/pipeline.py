@@ -287,16 +287,17 @@ def deliver(
     record_many = store.record_digests
     counts = threading.Lock()  # the report is counted from every connection's thread
 
-    def outcome(job: Job, error: DeliveryError | None) -> None:
-        """A connection's verdict on one message: recorded durably before it returns (the
-        connection writes its next message only then)."""
+    def outcome(job: Job, error: DeliveryError | None) -> Callable[[], None]:
+        """A connection's verdict on one message, queued for the record; the connection
+        calls what this returns (until the record is durable) before its next message
+        can be accepted."""
         did, ids = job.ref
         if error is None:
             state, detail = SENT, ""
         else:
             state = FAILED if isinstance(error, PermanentDeliveryError) else DEFERRED
             detail = str(error)
-        recorder.durable(recorder.put(did, job.email, day, state, ids, detail))
+        n = recorder.put(did, job.email, day, state, ids, detail)
         with counts:
             if error is None:
                 report.sent += 1
@@ -306,11 +307,12 @@ def deliver(
                 report.deferred += 1
             if bar is not None:
                 bar.update(1)
+        return lambda: recorder.durable(n)
 
     # Digests are ranked and their messages built ahead, in a child process (or a thread),
     # while this thread hands them to the connections (digest/mail/pool.py), each of which
-    # waits on its SMTP server; the records are written by the Recorder's thread, the
-    # connections' together (digest/overlap.py; speed: bench/e2e.py). The builder starts
+    # waits on its SMTP server; the Recorder writes the records, the connections' ones
+    # together (group commit: digest/overlap.py; speed: bench/e2e.py). The builder starts
     # first: it forks only while no other thread runs. A connection opens at its first
     # message, so a day without any mail never touches the SMTP server.
     built = (

@@ -34,11 +34,12 @@ class Outcomes:
     fail_at: int | None = None  # raise StoreError at this call (1-based), like a full disk
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __call__(self, job: Job, error: DeliveryError | None) -> None:
+    def __call__(self, job: Job, error: DeliveryError | None) -> Callable[[], None]:
         with self.lock:
             if self.fail_at is not None and len(self.got) + 1 >= self.fail_at:
                 raise StoreError("journal.jsonl: cannot append: No space left on device")
             self.got.append((job.email, error))
+        return lambda: None  # "durable" at once
 
     def sent(self) -> list[str]:
         return [e for e, err in self.got if err is None]

@@ -3,6 +3,7 @@ pool (digest/mail/pool.py) drives one Sender per connection through a Feed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,7 +61,10 @@ class Feed(Protocol):
         not sent, not reported to `done`."""
         ...
 
-    def done(self, job: Job, error: DeliveryError | None) -> None:
+    def done(self, job: Job, error: DeliveryError | None) -> Callable[[], None]:
         """The outcome of a job that was attempted: None when the server accepted it.
-        Returns once that outcome is durably recorded; raises to stop this connection."""
+        Queues its record and returns `durable`, which returns once that record is on
+        disk (raises if it cannot be). A connection calls it before its next message can
+        be accepted: before that message's final "." (or its send). Raises to stop this
+        connection."""
         ...

@@ -13,11 +13,12 @@ allowed to be the first command in a group" (3.1). So one message costs one roun
 where smtplib waits for four replies in turn. The connection (TLS, AUTH, EHLO) is still
 smtplib's; only the transaction is written here, on smtplib's socket and reply reader.
 
-Exactly-once holds per connection: the data of message k+1 is written only after
-`feed.done(k)` returned, i.e. after k's acceptance is durably recorded, so a kill -9
-leaves at most ONE accepted, unrecorded message per connection (the one whose 250 was in
-flight). Message k+1's envelope alone commits nothing. The record's fdatasync overlaps
-the server's work on that envelope, so pipelining also hides the record's cost.
+Exactly-once holds per connection: the final "." of message k+1 (what makes the server
+accept it) is written only after message k's record is durable, so a kill -9 leaves at
+most ONE accepted, unrecorded message per connection (the one whose 250 was in flight).
+The rest of k+1's data is written first: the record's fdatasync then overlaps the
+server's reading of that data (and its replies to k+1's envelope), instead of standing
+between two messages.
 
 Right before a message's data goes out `feed.wanted` is asked again (the subscriber may
 have unsubscribed while its envelope waited): if not, the transaction is abandoned by
@@ -30,6 +31,7 @@ from __future__ import annotations
 import re
 import smtplib
 from collections import deque
+from collections.abc import Callable
 
 from digest.errors import (
     DeliveryError,
@@ -52,11 +54,11 @@ def plain(sender: Sender, feed: Feed, first: Job) -> None:
             try:
                 sender.send(job.msg)
             except DeliveryError as e:
-                feed.done(job, e)
+                feed.done(job, e)()
             except InputError as e:  # e.g. a digest id the outbox cannot name a file by
-                feed.done(job, PermanentDeliveryError(str(e)))
+                feed.done(job, PermanentDeliveryError(str(e)))()
             else:
-                feed.done(job, None)
+                feed.done(job, None)()  # durable before the next send
         job = feed.take(wait=True)
 
 
@@ -72,11 +74,14 @@ def pipelined(sender: SmtpSender, feed: Feed, first: Job) -> None:
 
 
 def _data(body: bytes) -> bytes:
-    """The data phase as RFC 5321 4.5.2 wants it: leading dots doubled, CRLF "." CRLF."""
+    """The data phase as RFC 5321 4.5.2 wants it, but for the final "." CRLF: leading
+    dots doubled, ending in CRLF."""
     q = _LEADING_DOT.sub(b"..", body)
-    if not q.endswith(b"\r\n"):
-        q += b"\r\n"
-    return q + b".\r\n"
+    return q if q.endswith(b"\r\n") else q + b"\r\n"
+
+
+def _noop() -> None:
+    return None
 
 
 class _Pipeline:
@@ -86,6 +91,7 @@ class _Pipeline:
         self.later: deque[Job] = deque()  # to (re)start before new work: lost with a drop
         self.rset = False  # a refused transaction may be open: RSET leads the next group
         self.wire_rset = False  # the group on the wire started with RSET (one more reply)
+        self.unsettled: Callable[[], None] = _noop  # the last accepted message's `durable`
 
     # ---------------------------------------------------------------- the loop
 
@@ -95,6 +101,7 @@ class _Pipeline:
             if job is None:
                 job = self._next(wait=True)
                 if job is None:
+                    self._settle()
                     return
             if not self._start(job):
                 job = None
@@ -115,7 +122,7 @@ class _Pipeline:
             self.s.ensure_connected()
             self._write(self._envelope(job))
         except (TransientDeliveryError, PermanentDeliveryError) as e:
-            self.feed.done(job, e)
+            self.feed.done(job, e)()
             return False
         except Dropped as e:
             self._dropped(job, e)
@@ -157,7 +164,9 @@ class _Pipeline:
             return None
         nxt, envelope = self._pick_next()
         try:
-            self._write(_data(job.msg.data) + envelope)
+            self._write(_data(job.msg.data))
+            self._settle()  # the previous message's record is durable: this one may go
+            self._write(b".\r\n" + envelope)
             code, resp = self._reply()
         except Dropped as e:
             self._requeue(nxt)
@@ -169,7 +178,7 @@ class _Pipeline:
             return None
         if 200 <= code < 300:
             self.s.sent += 1
-            self.feed.done(job, None)  # durable before the next data can be written
+            self.unsettled = self.feed.done(job, None)  # waited for before the next "."
         else:
             self._report(job, self.s.error_for(code, resp, job.msg, "message refused"))
         return nxt
@@ -183,7 +192,7 @@ class _Pipeline:
             try:
                 return nxt, self._envelope(nxt)
             except PermanentDeliveryError as e:  # e.g. needs SMTPUTF8: fails alone
-                self.feed.done(nxt, e)
+                self.feed.done(nxt, e)()
 
     # ---------------------------------------------------------------- protocol
 
@@ -211,12 +220,17 @@ class _Pipeline:
 
     # ---------------------------------------------------------------- outcomes
 
+    def _settle(self) -> None:
+        """Wait until the last accepted message's record is durable."""
+        durable, self.unsettled = self.unsettled, _noop
+        durable()
+
     def _report(self, job: Job, err: Exception) -> None:
         if isinstance(err, Dropped):
             self._dropped(job, err)
         else:
             assert isinstance(err, DeliveryError)
-            self.feed.done(job, err)
+            self.feed.done(job, err)()  # (nothing was accepted: no need to wait, but cheap)
 
     def _requeue(self, job: Job | None) -> None:
         if job is not None:  # its envelope was lost with the connection: start it again
@@ -233,7 +247,7 @@ class _Pipeline:
                 TransientDeliveryError(
                     f"{self.s.where}: connection lost twice sending to {job.msg.to}: {e}"
                 ),
-            )
+            )()
         else:
             self.later.appendleft(job)
 

@@ -13,9 +13,11 @@ its Feed (digest/mail/base.py): SMTP pipelines where the server offers it
 releases the GIL.
 
 Exactly-once: `done` (the caller's record) runs in the connection's thread right after
-the server's verdict and must be durable when it returns; a connection writes its next
-message only after that. So a kill -9 leaves at most one accepted, unrecorded message
-per connection: at most `connections` digests are sent twice, with the same Message-ID.
+the server's verdict; it queues the record and returns `durable`, which the connection
+calls before its next message can be accepted (pipelined: before that message's final
+".", so the record's sync overlaps the transfer of the next message's data). So a
+kill -9 leaves at most one accepted, unrecorded message per connection: at most
+`connections` digests are sent twice, with the same Message-ID.
 
 Failures:
 - a connection that cannot be opened gives its job back; the run goes on over the others
@@ -87,7 +89,7 @@ class DeliveryPool:
         open_sender: Callable[[], Sender],
         *,
         connections: int,
-        done: Callable[[Job, DeliveryError | None], None],
+        done: Callable[[Job, DeliveryError | None], Callable[[], None]],
         current: Callable[[str], bool],
         pacer: Pacer | None = None,
         depth: int | None = None,
@@ -226,19 +228,20 @@ class DeliveryPool:
             self.skipped += 1
         return False
 
-    def done(self, job: Job, error: DeliveryError | None) -> None:
-        self._outcome(job, error)  # the durable record; an error here stops this connection
+    def done(self, job: Job, error: DeliveryError | None) -> Callable[[], None]:
+        durable = self._outcome(job, error)  # queues the record; raises: stop this connection
         with self._lock:
             if not isinstance(error, TransientDeliveryError):
                 self._in_row = 0
-                return
-            self._in_row += 1
-            if self._in_row >= MAX_TRANSIENT:
-                gone = DeliveryError(
-                    f"SMTP keeps failing ({error}); the rest is left for the next run"
-                )
-                gone.__cause__ = error
-                self._fail(gone)
+            else:
+                self._in_row += 1
+                if self._in_row >= MAX_TRANSIENT:
+                    gone = DeliveryError(
+                        f"SMTP keeps failing ({error}); the rest is left for the next run"
+                    )
+                    gone.__cause__ = error
+                    self._fail(gone)
+        return durable
 
     # ---------------------------------------------------------------- one connection
 
