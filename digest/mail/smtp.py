@@ -126,8 +126,9 @@ class SmtpSender:
             # durable, the final "." separately: with Nagle's algorithm that second small
             # write would wait for the server's delayed ACK (~40 ms). Writes are batched by
             # hand instead (RFC 2920 groups), so send each at once.
-            with contextlib.suppress(OSError, AttributeError):
-                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if smtp.sock is not None:
+                with contextlib.suppress(OSError):
+                    smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if cfg.security == "starttls":
                 if not smtp.has_extn("starttls"):
