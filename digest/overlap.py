@@ -1,8 +1,7 @@
 """Threads and a child process, no I/O of their own: overlap the delivery loop's work.
 
-Sending a digest is mostly waiting: on the SMTP server's replies (four round trips per
-message) and on the journal's fdatasync. Both waits release the GIL, so the CPU work of
-the loop can run meanwhile:
+Sending a digest is mostly waiting: on the SMTP server's replies and on the journal's
+fdatasync. Both waits release the GIL, so the CPU work of the loop can run meanwhile:
 
   Forked     ranks and builds the next messages (pure CPU) in a forked child process at
              idle priority, so the building never holds this process's GIL nor takes a
@@ -16,9 +15,10 @@ the loop can run meanwhile:
              in order, in batches: the records that the SMTP connections
              (digest/mail/pool.py) hand over while one batch is being synced share the
              next sync (group commit), written by the first connection that waits. A
-             connection waits for its message's record before writing its next message,
-             so a crash leaves at most one accepted message per connection unrecorded,
-             re-sent once by the next run with the same Message-ID.
+             connection waits for its message's record before its next message can be
+             accepted (before that one's final "."), so a crash leaves at most one
+             accepted message per connection unrecorded, re-sent once by the next run
+             with the same Message-ID.
 
 While the loop runs, the interpreter's thread switch interval is cut from 5 ms to
 20 us (`short_switch_interval`): every SMTP reply and every journal syscall wakes a thread
