@@ -225,6 +225,26 @@ def test_international_addresses_end_to_end(world, smtputf8):
         assert states["zoë@example.org"] == FAILED and "needs SMTPUTF8" in zoe["detail"]
 
 
+def test_max_rate_paces_the_run(world):
+    """[smtp] max_rate over several connections: the k-th message is accepted no earlier
+    than k / rate after the run began. (A lower bound: a slower machine only adds time.)"""
+    import time
+
+    cfg, smtp = world
+    rate = 40.0
+    cfg = replace(cfg, smtp=replace(cfg.smtp, connections=CONNECTIONS, max_rate=rate))
+    store = open_store(cfg.store)
+    store.put_subscribers(subscribers(max_papers=2))
+    store.close()
+    stamps: list[float] = []
+    smtp.on_message = lambda: stamps.append(time.monotonic())
+    began = time.monotonic()
+    report = run_daily(cfg, date(2026, 1, 14), progress=False)
+    assert report.sent == len(PROFILES) == len(stamps)
+    for k, t in enumerate(sorted(stamps)):
+        assert t >= began + k / rate, f"message {k} at {t - began:.3f}s"
+
+
 def test_unreachable_smtp_server_is_one_line_and_sends_nothing(world, tmp_path, capsys):
     cfg, smtp = world
     store = open_store(cfg.store)
