@@ -335,7 +335,7 @@ class Recorder:
     `record_many(batch)` makes every record queued meanwhile durable together (one journal
     append, one fdatasync).
 
-    `put(*args)` queues one record and returns its number; `durable(n)` returns once
+    `put(record)` queues one record and returns its number; `durable(n)` returns once
     record n is written. Whoever waits first while no write is running writes everything
     queued so far itself (the leader); whoever comes while it writes waits and is done
     with it or leads the next write. An SMTP connection puts and waits for each accepted
@@ -366,11 +366,11 @@ class Recorder:
         if self._error is not None:
             raise self._error
 
-    def put(self, *args: Any) -> int:
-        """Queue one record; returns its number for `durable`."""
+    def put(self, record: Any) -> int:
+        """Queue one record (for `record_many`); returns its number for `durable`."""
         with self._lock:
             self.check()
-            self._pending.append(args)
+            self._pending.append(record)
             self._queued += 1
             n = self._queued
             flush = len(self._pending) >= self.FLUSH_AT and not self._writing

@@ -297,7 +297,7 @@ def deliver(
         else:
             state = FAILED if isinstance(error, PermanentDeliveryError) else DEFERRED
             detail = str(error)
-        n = recorder.put(did, job.email, day, state, ids, detail)
+        n = recorder.put((did, job.email, day, state, ids, detail))
         with counts:
             if error is None:
                 report.sent += 1
@@ -355,9 +355,9 @@ def deliver(
                 if bar is not None:
                     bar.update(1)
             if msg is None:  # queued only: no mail hangs on these records
-                recorder.put(did, email, day, EMPTY, (), "nothing new")
+                recorder.put((did, email, day, EMPTY, (), "nothing new"))
             else:  # an InputError: a message that cannot be built
-                recorder.put(did, email, day, FAILED, ids, str(msg))
+                recorder.put((did, email, day, FAILED, ids, str(msg)))
         pool.close()
     if cut or pool.abandoned:
         report.notes.append("stopped: the rest is left for the next run")

@@ -49,15 +49,15 @@ def test_prefetch_left_early_stops_the_producer():
 # ------------------------------------------------------------ Recorder: group commit
 
 
-def flat(batches: list[list[tuple]]) -> list[int]:
-    return [args[0] for batch in batches for args in batch]
+def flat(batches: list[list[int]]) -> list[int]:
+    return [r for batch in batches for r in batch]
 
 
 def test_recorder_writes_every_record_in_order_one_batch_at_a_time():
-    batches: list[list[tuple]] = []
+    batches: list[list[int]] = []
     busy = threading.Lock()
 
-    def record_many(batch: list[tuple]) -> None:
+    def record_many(batch: list[int]) -> None:
         assert busy.acquire(blocking=False), "two batches at once"
         batches.append(batch)
         busy.release()
@@ -89,10 +89,10 @@ def test_recorder_writes_every_record_in_order_one_batch_at_a_time():
 
 
 def test_records_queued_while_a_batch_is_written_share_the_next_write():
-    batches: list[list[tuple]] = []
+    batches: list[list[int]] = []
     writing, gate = threading.Event(), threading.Event()
 
-    def record_many(batch: list[tuple]) -> None:
+    def record_many(batch: list[int]) -> None:
         if not batches:  # hold the first write
             writing.set()
             gate.wait(30)
@@ -109,32 +109,32 @@ def test_records_queued_while_a_batch_is_written_share_the_next_write():
     gate.set()
     first.join(30)
     second.join(30)
-    assert batches == [[(0,)], [(1,), (2,), (3,), (4,), (5,)]]
+    assert batches == [[0], [1, 2, 3, 4, 5]]
     assert seen == [[0, 1, 2, 3, 4, 5]]  # durable returned once its record was written
 
 
 def test_queued_records_are_written_on_exit_or_once_many_wait():
-    batches: list[list[tuple]] = []
+    batches: list[list[int]] = []
     with Recorder(batches.append) as rec:
         rec.put(1)
         rec.put(2)
         assert batches == []  # only queued
-    assert batches == [[(1,), (2,)]]
+    assert batches == [[1, 2]]
     batches.clear()
     rec = Recorder(batches.append)
     rec.FLUSH_AT = 3
     for i in range(7):
         rec.put(i)
-    assert batches == [[(0,), (1,), (2,)], [(3,), (4,), (5,)]]  # the putter wrote them
+    assert batches == [[0, 1, 2], [3, 4, 5]]  # the putter wrote them
 
 
 def test_recorder_error_is_raised_everywhere_after_and_nothing_more_is_written():
     written: list[int] = []
 
-    def record_many(batch: list[tuple]) -> None:
-        if any(a[0] == 2 for a in batch):
+    def record_many(batch: list[int]) -> None:
+        if 2 in batch:
             raise StoreError("journal: disk full")
-        written.extend(a[0] for a in batch)
+        written.extend(batch)
 
     rec = Recorder(record_many)
     with pytest.raises(StoreError, match="disk full"), rec:
