@@ -348,3 +348,21 @@ def test_an_idn_sender_domain_is_encoded_and_a_non_ascii_sender_refused() -> Non
             assert sender.envelope_from == "digest@xn--bcher-kva.de"
         with pytest.raises(ConfigError, match="must be ASCII"):
             SmtpSender(cfg(srv, sender="Digest <zoë@example.org>"))
+
+
+def test_a_web_subscription_of_an_idn_address_gets_its_confirmation(tmp_path) -> None:
+    """The finding end to end: the subscribe form over real HTTP, the background mail
+    worker, the real SMTP server (issue 9: "accepted and never mailed")."""
+    from browser import link_in
+    from websupport import make_site
+
+    with make_site(tmp_path) as site:
+        with site.client() as c:
+            r = site.subscribe(c, "anna@bücher.de", "reasoning")
+        assert r.status_code == 200 and "Check your inbox" in r.text
+        site.drain()
+        (msg,) = site.inbox.wait_for("anna@xn--bcher-kva.de")
+        received = site.inbox.server.messages[-1]
+    assert received.rcpt_tos == ["anna@xn--bcher-kva.de"]
+    assert "/confirm/" in link_in(msg, "confirm")
+    assert site.ctx.jobs.failures == []
