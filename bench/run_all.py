@@ -32,6 +32,7 @@ PLAN: list[tuple[str, list[str], list[str] | None]] = [
     ),
     ("memory", [], ["--quick"]),
     ("history", [], ["--quick"]),
+    ("store_writes", [], ["--quick"]),
     ("rank_speed", [], ["--runs", "1"]),
     ("rank_quality", [], None),
     ("digest_quality", [], ["--fast"]),  # what is mailed: the real `digest run`, 41 days

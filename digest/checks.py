@@ -272,8 +272,8 @@ def sample_message(
     its number of papers. Ranked as a run ranks; a subscriber whose keywords match nothing in the
     sample gets its most popular papers instead."""
     from digest.mail.message import build_message
-    from digest.models import Digest
-    from digest.pipeline import Gathered, plan_lazily
+    from digest.models import Digest, Gathered
+    from digest.pipeline import plan_lazily
     from digest.sources.recorded import RECORDED_DAY, load_recorded
     from digest.tokens import links
 

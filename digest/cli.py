@@ -30,6 +30,7 @@ PLUGINS = (
     "digest.rank.cli",
     "digest.web.cli",
     "digest.schedule.cli",
+    "digest.store.cli",
 )
 CONFIG_HELP = "TOML config file (default: $DIGEST_CONFIG, else built-in defaults)"
 # Options whose value may start with "-": argparse takes "-survey" for an option, so
@@ -247,11 +248,14 @@ def cmd_sub_add(cfg: Config, args: argparse.Namespace) -> int:
         trending=args.trending,
         no_match=args.no_match,
     )
-    with _store(cfg) as store:
-        known = store.get_subscriber(sub.email)
+
+    def add(known: Subscriber | None) -> Subscriber:
         if known is not None:
             raise InputError(already_known(known))
-        store.put_subscribers([sub])
+        return sub
+
+    with _store(cfg) as store:
+        store.update_subscriber(sub.email, add)  # atomic: a web subscribe meanwhile is kept
     print(
         f"added {sub.email}: keywords {', '.join(sub.keywords) or '(none: most popular)'}; "
         f"max {sub.max_papers}"
@@ -316,11 +320,11 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
     from digest.subscribers import normalise_email, update_subscriber
 
     email = normalise_email(args.email)
-    with _store(cfg) as store:
-        sub = store.get_subscriber(email)
+
+    def change(sub: Subscriber | None) -> Subscriber:
         if sub is None:
             raise UnknownSubscriber(f"no subscriber {email}")
-        new = update_subscriber(
+        return update_subscriber(
             sub,
             args.keywords,
             args.max,
@@ -332,8 +336,11 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
             args.no_match,
             resubscribe=args.resubscribe,
         )
-        store.put_subscribers([new])
-    print(f"updated {email}" + (f": {new.status} again" if args.resubscribe else ""))
+
+    with _store(cfg) as store:
+        new = store.update_subscriber(email, change)  # atomic: a web change meanwhile is kept
+    again = f": {new.status} again" if args.resubscribe and new is not None else ""
+    print(f"updated {email}{again}")
     return 0
 
 

@@ -203,6 +203,7 @@ class StoreConfig:
     retention_days: int = opt(400, lo=7, hi=100_000)  # how long a seen paper is remembered
     history_days: int = opt(30, lo=7, hi=3650)  # digest records and paper details are kept
     fsync: bool = opt(True)
+    pending_days: int = opt(7, lo=1, hi=365)  # an unconfirmed (pending) subscription expires
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 
 # Subscriber states. Only ACTIVE subscribers receive digests.
 PENDING = "pending"  # subscribed on the web, not yet confirmed (double opt-in)
@@ -79,9 +79,12 @@ class Subscriber:
     status: str = ACTIVE
     send_hour: int | None = None  # local hour (0-23) for per-subscriber scheduling
     timezone: str | None = None  # IANA name, e.g. "Europe/Berlin"
-    created: str = ""  # ISO timestamp, informational
+    created: str = ""  # ISO timestamp; a PENDING subscriber expires by it ([store] pending_days)
     trending: int | None = None  # trending papers per digest; None: the site's [digest] trending
     no_match: str = NO_MATCH_SEND  # a day without matches: NO_MATCH_SEND or NO_MATCH_SKIP
+    # Opaque random id, assigned by the store on insert and never reused (links carry it
+    # instead of the address); "" until stored. See digest.store.base.new_subscriber_id.
+    id: str = ""
 
     @property
     def query(self) -> Query:
@@ -108,6 +111,53 @@ def digest_id(email: str, day: date) -> str:
     so the Message-ID and the delivery record of a retried digest are the same."""
     h = hashlib.sha256(f"{email.lower()}|{day.isoformat()}".encode()).hexdigest()[:20]
     return f"{day.isoformat()}-{h}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """The outcome of one digest (one subscriber, one day), as the store keeps it.
+
+    `paper_ids` are the papers in the order mailed; `sections` and `matched` run parallel
+    to them (per paper: MATCH or TRENDING, and the matched terms), so a digest can be
+    shown again exactly as mailed; both may be empty (records written before they
+    existed). `at` is when the record was written: None asks the store to stamp it."""
+
+    digest_id: str
+    email: str
+    day: date
+    state: str  # SENT / FAILED / DEFERRED / EMPTY
+    paper_ids: tuple[str, ...] = ()
+    detail: str = ""  # the server's reply or why nothing was sent
+    at: datetime | None = None
+    sections: tuple[str, ...] = ()
+    matched: tuple[tuple[str, ...], ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form for `digest status --json` and the feed."""
+        at = self.at.astimezone(UTC).isoformat(timespec="seconds") if self.at else ""
+        out: dict[str, object] = {
+            "id": self.digest_id,
+            "email": self.email,
+            "day": self.day.isoformat(),
+            "state": self.state,
+            "papers": list(self.paper_ids),
+            "at": at,
+            "detail": self.detail,
+        }
+        if self.sections:
+            out["sections"] = list(self.sections)
+        if self.matched:
+            out["matched"] = [list(m) for m in self.matched]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """The day's candidate papers after fetch, merge and the seen-store diff."""
+
+    papers: tuple[Paper, ...]  # eligible: first seen inside the look-back window
+    window_start: date
+    sample_day: date | None = None  # the bundled sample day stands in (offline fallback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +220,9 @@ class OutgoingMessage:
 
 @dataclass(slots=True)
 class RunReport:
-    """The summary printed at the end of `digest run` and kept in the store."""
+    """The summary printed at the end of `digest run`, and the run record the store keeps
+    (`Store.run` commits it, `Store.runs` returns it): one type, so a field added here is
+    stored, exported and shown by `digest status` with no codec change."""
 
     day: date
     started: str = ""
@@ -186,6 +238,7 @@ class RunReport:
     already_done: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    error: str = ""  # why the run failed ("" when it did not): `digest status` shows it
 
     def lines(self) -> list[str]:
         src = ", ".join(f"{k} {v}" for k, v in self.fetched.items()) or "none"
@@ -216,4 +269,5 @@ class RunReport:
             "already_done": self.already_done,
             "seconds": round(self.seconds, 3),
             "dry_run": self.dry_run,
+            "error": self.error,
         }

@@ -11,7 +11,7 @@ fdatasync. Both waits release the GIL, so the CPU work of the loop can run meanw
              other threads running is unsafe.
   Prefetch   the same in a producer thread, for processes that already run threads
              (`digest serve`, `digest web`, tests driving run_daily in-process).
-  Recorder   writes delivery records (store.record_digests: journal append + fdatasync)
+  Recorder   writes delivery records (run.record_many: journal append + fdatasync)
              in order, in batches: the records that the SMTP connections
              (digest/mail/pool.py) hand over while one batch is being synced share the
              next sync (group commit), written by the first connection that waits. A

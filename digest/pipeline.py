@@ -7,9 +7,9 @@ only wires them and keeps the run report.
 Exactly-once: a digest is recorded SENT (durably, in the store's journal) right after
 the SMTP server accepted it, and the papers in SENT digests are excluded from every
 later pick. A crash between the server's 250 and the record is the only window in
-which a message can go out twice: each SMTP connection writes its next message only
-after the previous one's record is durable (digest/mail/pool.py), so that is at most
-one message per connection ([smtp] connections), re-sent with the same Message-ID.
+which a message can go out twice: each SMTP connection writes its next message's final
+"." only after the previous one's record is durable (digest/mail/pool.py), so that is at
+most one message per connection ([smtp] connections), re-sent with the same Message-ID.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from digest.config import Config
 from digest.errors import (
     AllSourcesFailed,
     DeliveryError,
-    DigestError,
     InputError,
     PermanentDeliveryError,
 )
@@ -38,13 +36,14 @@ from digest.mail.pool import DeliveryPool, Pacer
 from digest.models import (
     ACTIVE,
     DEFERRED,
-    DONE_STATES,
     EMPTY,
     FAILED,
     MATCH,
     NO_MATCH_SKIP,
     SENT,
+    DeliveryRecord,
     Digest,
+    Gathered,
     OutgoingMessage,
     Paper,
     Pick,
@@ -56,6 +55,7 @@ from digest.rank import rank
 from digest.render import Renderer
 from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
+from digest.store.base import due_subscribers
 from digest.subscribers import make_subscriber
 from digest.tokens import links
 
@@ -64,15 +64,6 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Gathered:
-    """The day's candidate papers after fetch, merge and the seen-store diff."""
-
-    papers: tuple[Paper, ...]  # eligible: first seen inside the look-back window
-    window_start: date
-    sample_day: date | None = None  # the bundled sample day stands in (offline fallback)
 
 
 def run_daily(
@@ -95,38 +86,37 @@ def run_daily(
     store = store or open_store(cfg.store)
     report = RunReport(day=day, started=now().isoformat(timespec="seconds"), dry_run=dry_run)
     try:
-        with store.run_lock():
-            error: str | None = None
+        # The run context holds the run, and at exit commits the report (with the error,
+        # when one ends the run: `digest status` says why), folds and prunes.
+        with store.run(day, report) as run:
             try:
                 if not dry_run:
                     seed_subscribers(cfg, store, now)
-                gathered = gather(cfg, day, store, report, write=not dry_run)
-                todo = subscribers_due(store, day, report, only)
-                digests = plan_lazily(
-                    cfg, day, gathered, todo, delivered_in_window(store, gathered)
-                )
-                deliver(
-                    cfg,
-                    day,
-                    store,
-                    digests,
-                    gathered.papers,
-                    report,
-                    count=len(todo),
-                    now=now,
-                    sender=sender,
-                    dry_run=dry_run,
-                    stop=stop,
-                    progress=progress,
-                    sample_day=gathered.sample_day,
-                )
-            except DigestError as e:
-                error = str(e)  # kept with the report: `digest status` says why
-                raise
+                gathered = run.gather(lambda: gather(cfg, day, store, report, write=not dry_run))
+                while batch := run.claim(only):  # due subscribers, a leased batch at a time
+                    digests = plan_lazily(
+                        cfg, day, gathered, batch, delivered_in_window(store, gathered, batch)
+                    )
+                    deliver(
+                        cfg,
+                        day,
+                        store,
+                        digests,
+                        gathered.papers,
+                        report,
+                        count=len(batch),
+                        now=now,
+                        sender=sender,
+                        dry_run=dry_run,
+                        stop=stop,
+                        progress=progress,
+                        record_many=run.record_many,
+                        sample_day=gathered.sample_day,
+                    )
+                    if stop is not None and stop.is_set():
+                        break
             finally:
                 report.seconds = time.monotonic() - t0
-                if not dry_run:
-                    store.finish_run(report.to_dict() | ({"error": error} if error else {}), day)
     finally:
         if own_store:
             store.close()
@@ -188,17 +178,10 @@ def _prefixed(source: str, error: str) -> str:
 def subscribers_due(
     store: Store, day: date, report: RunReport, only: Callable[[Subscriber], bool] | None
 ) -> list[Subscriber]:
-    """Active subscribers without a finished digest for `day` (reruns serve only the rest)."""
-    states = store.digests_for_day(day)
-    todo = []
-    for sub in store.subscribers():
-        if sub.status != ACTIVE or (only is not None and not only(sub)):
-            continue
-        if states.get(sub.email) in DONE_STATES:
-            report.already_done += 1
-            continue
-        todo.append(sub)
-    todo.sort(key=lambda s: s.email)  # deterministic send order
+    """Active subscribers without a finished digest for `day` (reruns serve only the rest),
+    read without claiming them (what a run's `claim` hands out, for previews and benches)."""
+    todo, done = due_subscribers(store.subscribers(), store.digests_for_day(day), only)
+    report.already_done += len(done)
     return todo
 
 
@@ -206,13 +189,15 @@ def plan(
     cfg: Config, day: date, store: Store, gathered: Gathered, subs: Sequence[Subscriber]
 ) -> list[Digest]:
     """Rank the eligible papers for every due subscriber, never repeating a paper."""
-    return list(plan_lazily(cfg, day, gathered, subs, delivered_in_window(store, gathered)))
+    return list(plan_lazily(cfg, day, gathered, subs, delivered_in_window(store, gathered, subs)))
 
 
-def delivered_in_window(store: Store, gathered: Gathered) -> dict[str, set[str]]:
-    """Papers already sent to each subscriber: papers can stay eligible for the whole
+def delivered_in_window(
+    store: Store, gathered: Gathered, subs: Sequence[Subscriber]
+) -> dict[str, set[str]]:
+    """Papers already sent to each of `subs`: papers can stay eligible for the whole
     look-back window, so what was sent since its start is excluded."""
-    return store.delivered_since(gathered.window_start - timedelta(days=1))
+    return store.delivered_since(gathered.window_start - timedelta(days=1), [s.email for s in subs])
 
 
 def plan_lazily(
@@ -267,10 +252,12 @@ def deliver(
     dry_run: bool,
     stop: threading.Event | None,
     progress: bool | None,
+    record_many: Callable[[Sequence[DeliveryRecord]], None],
     sample_day: date | None = None,
 ) -> None:
-    """Render, send and record each of the `count` digests; the record follows the
-    server's acceptance. `digests` may be lazy: ranking then runs with the building."""
+    """Render, send and record each of the `count` digests; the record (`record_many`:
+    the run's, durable on return) follows the server's acceptance. `digests` may be lazy:
+    ranking then runs with the building."""
     if dry_run:
         for d in digests:
             if d.picks or cfg.schedule.send_empty:
@@ -282,22 +269,20 @@ def deliver(
         return
     papers = {p.id: p for p in gathered_papers}
     secret = cfg.secret() or store.secret()
-    # The one place delivery records are written: in batches, durable when it returns
-    # (digest/store/base.py), by the Recorder's thread (digest/overlap.py).
-    record_many = store.record_digests
     counts = threading.Lock()  # the report is counted from every connection's thread
 
     def outcome(job: Job, error: DeliveryError | None) -> Callable[[], None]:
         """A connection's verdict on one message, queued for the record; the connection
         calls what this returns (until the record is durable) before its next message
         can be accepted."""
-        did, ids = job.ref
+        did, (ids, sections, matched) = job.ref
         if error is None:
             state, detail = SENT, ""
         else:
             state = FAILED if isinstance(error, PermanentDeliveryError) else DEFERRED
             detail = str(error)
-        n = recorder.put((did, job.email, day, state, ids, detail))
+        rec = DeliveryRecord(did, job.email, day, state, ids, detail, None, sections, matched)
+        n = recorder.put(rec)
         with counts:
             if error is None:
                 report.sent += 1
@@ -316,7 +301,7 @@ def deliver(
     # first: it forks only while no other thread runs. A connection opens at its first
     # message, so a day without any mail never touches the SMTP server.
     built = (
-        (d.id, d.subscriber.email, tuple(p.paper_id for p in d.picks), msg)
+        (d.id, d.subscriber.email, _kept(d), msg)
         for d, msg in build_all(cfg, secret, digests, papers, now(), sample_day=sample_day)
     )  # lean to pickle
     open_sender, connections = _senders(cfg, sender)
@@ -324,7 +309,7 @@ def deliver(
         ahead(built) as items,
         _progress_bar(count, progress) as bar,
         short_switch_interval(),
-        Recorder(record_many) as recorder,
+        Recorder(record_many) as recorder,  # the one place records are written
         DeliveryPool(
             open_sender,
             connections=connections,
@@ -335,7 +320,7 @@ def deliver(
         ) as pool,
     ):
         cut = False  # left the loop early: stopping
-        for did, email, ids, msg in items:
+        for did, email, kept, msg in items:
             if stop is not None and stop.is_set():
                 pool.stop()
                 cut = True
@@ -343,7 +328,7 @@ def deliver(
             recorder.check()  # a record that failed stops the run before the next send
             pool.check()  # so does SMTP that keeps failing
             if isinstance(msg, OutgoingMessage):
-                if not pool.submit(Job(msg, email, (did, ids))):
+                if not pool.submit(Job(msg, email, (did, kept))):
                     cut = True  # stopping (the connections saw `stop` first)
                     break
                 continue
@@ -355,9 +340,12 @@ def deliver(
                 if bar is not None:
                     bar.update(1)
             if msg is None:  # queued only: no mail hangs on these records
-                recorder.put((did, email, day, EMPTY, (), "nothing new"))
+                recorder.put(DeliveryRecord(did, email, day, EMPTY, (), "nothing new"))
             else:  # an InputError: a message that cannot be built
-                recorder.put((did, email, day, FAILED, ids, str(msg)))
+                ids, sections, matched = kept
+                recorder.put(
+                    DeliveryRecord(did, email, day, FAILED, ids, str(msg), None, sections, matched)
+                )
         pool.close()
     if cut or pool.abandoned:
         report.notes.append("stopped: the rest is left for the next run")
@@ -366,6 +354,16 @@ def deliver(
         report.notes.append(
             f"{pool.skipped} subscriber(s) unsubscribed or paused during the run: not sent"
         )
+
+
+def _kept(d: Digest) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """What the delivery record keeps of a digest's picks, in the order mailed: the paper
+    ids, each one's section and matched terms (so it can be shown again as it was)."""
+    return (
+        tuple(p.paper_id for p in d.picks),
+        tuple(p.section for p in d.picks),
+        tuple(p.matched for p in d.picks),
+    )
 
 
 def _senders(cfg: Config, sender: Sender | None) -> tuple[Callable[[], Sender], int]:

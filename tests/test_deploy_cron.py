@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from httpfixture import FixtureServer
 from smtpserver import SmtpServer
 
 from digest.config import load_config
-from digest.models import Subscriber
+from digest.models import RunReport, Subscriber
 from digest.store import open_store
 from digest.tokens import verify
 
@@ -145,7 +145,7 @@ def test_crontab_line_runs_the_daily_job_once_and_overlaps_exit_75(tmp_path: Pat
         size = log.stat().st_size
         store = open_store(load_config(config).store)
         try:
-            with store.run_lock():
+            with store.run(date.today(), RunReport(day=date.today(), dry_run=True)):
                 third = run(command, env, tmp_path)
         finally:
             store.close()

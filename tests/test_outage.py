@@ -87,7 +87,7 @@ def test_an_outage_mails_nothing_records_nothing_and_says_why(tmp_path: Path, ou
         assert store.digests_for_day(DAY) == {}  # nothing recorded as delivered
         assert store.delivered_since(date(2000, 1, 1)) == {}
         (report,) = store.runs(limit=5)
-        assert "every source failed" in report["error"]
+        assert "every source failed" in report.error
     finally:
         store.close()
     status = digest("status", "--config", str(conf), cwd=tmp_path)

@@ -3,6 +3,7 @@ them with the delivery pool (no timing asserts)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -151,8 +152,8 @@ def test_recorder_error_is_raised_everywhere_after_and_nothing_more_is_written()
 
 
 class FailingStore:
-    """The real TinyStore, whose records fail from the `fail_at`-th SENT record on: the
-    batch holding it is not written at all (as a failed journal append)."""
+    """The real TinyStore, whose runs' records fail from the `fail_at`-th SENT record on:
+    the batch holding it is not written at all (as a failed journal append)."""
 
     def __init__(self, store, fail_at: int):
         self._store, self.fail_at, self.sent_records = store, fail_at, 0
@@ -160,11 +161,19 @@ class FailingStore:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def record_digests(self, records):
-        self.sent_records += sum(1 for r in records if r[3] == "sent")
-        if self.sent_records >= self.fail_at:
-            raise StoreError("journal.jsonl: cannot write: No space left on device")
-        self._store.record_digests(records)
+    @contextlib.contextmanager
+    def run(self, day, report, **kw):
+        with self._store.run(day, report, **kw) as run:
+            real = run.record_many
+
+            def record_many(recs):
+                self.sent_records += sum(1 for r in recs if r.state == "sent")
+                if self.sent_records >= self.fail_at:
+                    raise StoreError("journal.jsonl: cannot write: No space left on device")
+                real(recs)
+
+            run.record_many = record_many
+            yield run
 
 
 def _world(tmp_path, srv, smtp, n, connections=4):
@@ -266,30 +275,32 @@ def test_a_batch_of_records_is_one_journal_write_and_one_sync(tmp_path, monkeypa
     from datetime import date
 
     from digest.config import StoreConfig
-    from digest.models import EMPTY, SENT
+    from digest.models import EMPTY, SENT, DeliveryRecord, RunReport
     from digest.store import open_store
 
     store = open_store(StoreConfig(path=tmp_path / "data", fsync=True))
     day = date(2026, 1, 6)
     syncs: list[int] = []
     real_sync = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real_sync(fd))[1])
     try:
-        store.record_digests(
-            [
-                ("d1", "a@example.org", day, SENT, ("2601.00001",), ""),
-                ("d2", "b@example.org", day, EMPTY, (), "nothing new"),
-                ("d3", "c@example.org", day, SENT, ("2601.00002",), ""),
-            ]
-        )
-        assert len(syncs) == 1
-        assert store.digests_for_day(day) == {
-            "a@example.org": SENT,
-            "b@example.org": EMPTY,
-            "c@example.org": SENT,
-        }
-        with pytest.raises(StoreError, match="unknown digest state"):
-            store.record_digests([("d4", "d@example.org", day, "bogus", (), "")])
+        with store.run(day, RunReport(day=day)) as run:
+            monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real_sync(fd))[1])
+            run.record_many(
+                [
+                    DeliveryRecord("d1", "a@example.org", day, SENT, ("2601.00001",)),
+                    DeliveryRecord("d2", "b@example.org", day, EMPTY, (), "nothing new"),
+                    DeliveryRecord("d3", "c@example.org", day, SENT, ("2601.00002",)),
+                ]
+            )
+            assert len(syncs) == 1
+            monkeypatch.undo()
+            assert store.digests_for_day(day) == {
+                "a@example.org": SENT,
+                "b@example.org": EMPTY,
+                "c@example.org": SENT,
+            }
+            with pytest.raises(StoreError, match="unknown digest state"):
+                run.record_many([DeliveryRecord("d4", "d@example.org", day, "bogus")])
     finally:
         store.close()
     reopened = open_store(StoreConfig(path=tmp_path / "data"))

@@ -214,7 +214,7 @@ def test_international_addresses_end_to_end(world, smtputf8):
     assert got["anna@xn--bcher-kva.de"].message["To"] == "anna@xn--bcher-kva.de"
     store = open_store(cfg.store)
     states = store.digests_for_day(date(2026, 1, 14))
-    (zoe,) = [h for h in store.history("zoë@example.org") if h["day"] == "2026-01-14"]
+    (zoe,) = [h for h in store.history("zoë@example.org") if h.day == date(2026, 1, 14)]
     store.close()
     assert states["anna@bücher.de"] == states["ada@example.org"] == SENT
     if smtputf8:
@@ -222,7 +222,7 @@ def test_international_addresses_end_to_end(world, smtputf8):
         assert "SMTPUTF8" in got["zoë@example.org"].mail_options
     else:
         assert (report.sent, report.failed) == (2, 1) and "zoë@example.org" not in got
-        assert states["zoë@example.org"] == FAILED and "needs SMTPUTF8" in zoe["detail"]
+        assert states["zoë@example.org"] == FAILED and "needs SMTPUTF8" in zoe.detail
 
 
 def test_max_rate_paces_the_run(world):
@@ -470,4 +470,4 @@ email = "ada@example.org"
     store = open_store(cfg.store)  # the failed run is kept, so `digest status` can say why
     (run,) = store.runs()
     store.close()
-    assert run["error"].startswith("every source failed") and run["sent"] == 0
+    assert run.error.startswith("every source failed") and run.sent == 0

@@ -15,7 +15,15 @@ import pytest
 
 from digest.config import Config, ScheduleConfig
 from digest.errors import AllSourcesFailed, StoreError, StoreLocked
-from digest.models import ACTIVE, DONE_STATES, SENT, RunReport, Subscriber, digest_id
+from digest.models import (
+    ACTIVE,
+    DONE_STATES,
+    SENT,
+    DeliveryRecord,
+    RunReport,
+    Subscriber,
+    digest_id,
+)
 from digest.schedule.plan import Slot, default_slot
 from digest.schedule.service import JOB_ID, SendTimesTrigger, Service, next_recheck
 
@@ -27,12 +35,13 @@ def utc(*a: int) -> datetime:
 
 
 class FakeStore:
-    """The part of the Store protocol the scheduler touches, in memory."""
+    """The part of the Store protocol the scheduler and `digest status` read, in memory
+    (records are written through FakeRun, the fake run_daily, not through a run context)."""
 
     def __init__(self, subs: list[Subscriber]):
         self.subs = {s.email: s for s in subs}
         self.records: dict[tuple[str, date], str] = {}
-        self.run_reports: list[dict[str, Any]] = []
+        self.run_reports: list[RunReport] = []
 
     def subscribers(self) -> list[Subscriber]:
         return list(self.subs.values())
@@ -43,30 +52,22 @@ class FakeStore:
     def record_digest(self, did: str, email: str, day: date, state: str, *_a: Any) -> None:
         self.records[(email, day)] = state
 
-    def record_run(self, report: dict[str, Any]) -> None:
+    def record_run(self, report: RunReport) -> None:
         self.run_reports.insert(0, report)
 
-    def runs(self, limit: int = 10) -> list[dict[str, Any]]:
+    def runs(self, limit: int = 10) -> list[RunReport]:
         return self.run_reports[:limit]
 
-    def history(self, email: str, limit: int = 30) -> list[dict[str, Any]]:
-        rows = [
-            {
-                "id": digest_id(e, d),
-                "day": d.isoformat(),
-                "state": s,
-                "papers": ["2601.1"],
-                "at": "",
-                "detail": "",
-            }
-            for (e, d), s in self.records.items()
-            if e == email
-        ]
-        return sorted(rows, key=lambda r: r["day"], reverse=True)[:limit]
+    def _rec(self, e: str, d: date, s: str, detail: str = "") -> DeliveryRecord:
+        return DeliveryRecord(digest_id(e, d), e, d, s, ("2601.1",), detail)
 
-    def pending_retries(self) -> list[dict[str, Any]]:
+    def history(self, email: str, limit: int = 30) -> list[DeliveryRecord]:
+        rows = [self._rec(e, d, s) for (e, d), s in self.records.items() if e == email]
+        return sorted(rows, key=lambda r: r.day, reverse=True)[:limit]
+
+    def pending_retries(self) -> list[DeliveryRecord]:
         return [
-            {"email": e, "day": d.isoformat(), "state": s, "detail": "451 try later"}
+            self._rec(e, d, s, "451 try later")
             for (e, d), s in self.records.items()
             if s not in DONE_STATES
         ]
@@ -109,7 +110,7 @@ class FakeRun:
                 break
             self.store.record_digest(digest_id(e, day), e, day, SENT)
             report.sent += 1
-        self.store.record_run(report.to_dict())
+        self.store.record_run(report)
         return report
 
 
@@ -360,8 +361,8 @@ def test_locked_store_holds_one_lock_around_each_call():
             self.gate.wait(10)
             return super().subscribers()
 
-        def run_lock(self, wait: bool = False) -> str:
-            return "the store's own inter-process lock"
+        def run(self, day: date, report: Any) -> str:
+            return "the store's own run context"
 
     inner = Slow()
     proxy = LockedStore(inner)  # type: ignore[arg-type]
@@ -372,8 +373,8 @@ def test_locked_store_holds_one_lock_around_each_call():
     inner.gate.set()
     t.join(10)
     assert [s.email for s in proxy.subscribers()] == ["a@x"]
-    assert proxy.run_lock() == "the store's own inter-process lock"
-    assert proxy.run_lock.__self__ is inner  # not wrapped: held for a whole run
+    assert proxy.run(date(2026, 1, 5), None) == "the store's own run context"
+    assert proxy.run.__self__ is inner  # not wrapped: held for a whole run
 
 
 def test_trigger_survives_an_unreadable_store_and_rechecks(caplog):

@@ -99,7 +99,9 @@ def test_deferred_digest_within_grace_is_retried_at_the_next_tick():
 
 def test_status_explains_a_quiet_day():
     svc, store, run, clock = make([sub("a@x")], utc(2026, 1, 15, 6, 30))
-    store.record_run(report(new_papers=0, empty=1, fetched={"huggingface": 12}))
+    store.record_run(
+        RunReport(day=date(2026, 1, 15), new_papers=0, empty=1, fetched={"huggingface": 12})
+    )
     text = "\n".join(lines(collect(Config(), store, clock())))
     assert "nothing went out in the last run: 0 new papers" in text
 

@@ -1,19 +1,30 @@
-"""The TinyDB store: round-trips, seen-store, delivery records, retention, files on disk."""
+"""The TinyDB store's own parts: codecs, files on disk, journals, crashes, locks.
+
+What every backend must do is in tests/store_contract.py (run over TinyDB too)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
-from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from digest.config import StoreConfig
 from digest.errors import StoreError, StoreLocked
-from digest.models import DEFERRED, EMPTY, FAILED, PAUSED, SENT, Paper, Subscriber, digest_id
+from digest.models import (
+    DEFERRED,
+    PAUSED,
+    SENT,
+    DeliveryRecord,
+    Paper,
+    RunReport,
+    Subscriber,
+    digest_id,
+)
 from digest.store import open_store
 from digest.store.codec import (
     paper_from_dict,
@@ -45,7 +56,8 @@ def store(cfg: StoreConfig):
 
 
 def record(s: TinyStore, email: str, day: date, state: str, ids=(), detail="") -> None:
-    s.record_digest(digest_id(email, day), email, day, state, ids, detail)
+    """One delivery record, written the way a run writes it (durable on return)."""
+    s._record(DeliveryRecord(digest_id(email, day), email, day, state, tuple(ids), detail))
 
 
 # ------------------------------------------------------------------ codec
@@ -93,183 +105,6 @@ def test_subscriber_round_trip_and_bad_values() -> None:
         paper_from_dict("x", {"t": "T", "a": "A", "u": "many"})
 
 
-# ------------------------------------------------------------------ subscribers
-
-
-def test_subscribers_round_trip_replace_and_remove(cfg: StoreConfig, store: TinyStore) -> None:
-    a = Subscriber("a@x.org", ("llm",), created="2026-01-01T00:00:00+00:00")
-    b = Subscriber("b@x.org", ("graph neural network", "-survey"), max_papers=3)
-    store.put_subscribers([a, b])
-    store.put_subscribers([replace(a, keywords=("rlhf",), status=PAUSED)])
-    assert store.get_subscriber("A@X.org") == replace(a, keywords=("rlhf",), status=PAUSED)
-    assert store.remove_subscriber("b@x.org") is True
-    assert store.remove_subscriber("b@x.org") is False
-    store.put_subscribers([Subscriber("c@x.org")])
-    store.close()
-    again = TinyStore(cfg)
-    assert sorted(s.email for s in again.subscribers()) == ["a@x.org", "c@x.org"]
-    assert again.get_subscriber("b@x.org") is None
-    again.close()
-
-
-def test_other_store_sees_committed_subscriber_changes(cfg: StoreConfig, store: TinyStore) -> None:
-    other = TinyStore(cfg)  # stands in for the web service
-    store.put_subscribers([Subscriber("a@x.org")])
-    other.put_subscribers([Subscriber("b@x.org")])  # must reload first, not clobber a@
-    store.put_subscribers([Subscriber("c@x.org")])
-    for s in (store, other):
-        assert sorted(x.email for x in s.subscribers()) == ["a@x.org", "b@x.org", "c@x.org"]
-    other.remove_subscriber("a@x.org")
-    assert store.get_subscriber("a@x.org") is None
-    other.close()
-
-
-# ------------------------------------------------------------------ seen-store
-
-
-def test_first_seen_kept_across_days_and_relisting(cfg: StoreConfig, store: TinyStore) -> None:
-    first = store.record_seen([paper("p1"), paper("p2")], D0)
-    assert first == {"p1": D0, "p2": D0}
-    d1 = D0 + timedelta(days=1)
-    again = store.record_seen([paper("p2", upvotes=40), paper("p3")], d1)
-    assert again == {"p2": D0, "p3": d1}  # re-listing keeps the old first-seen day
-    assert store.first_seen(["p1", "p3", "unknown"]) == {"p1": D0, "p3": d1}  # read-only
-    assert store.first_seen(["p9"]) == {} and store.first_seen(["p9"]) == {}
-    store.close()
-    s = TinyStore(cfg)
-    assert s.record_seen([paper("p1")], D0 + timedelta(days=2)) == {"p1": D0}
-    assert [p.id for p in s.recent_papers(d1)] == ["p3"]
-    assert [p.id for p in s.recent_papers(D0)] == ["p1", "p2", "p3"]
-    assert s.get_papers(["p2", "nope"])["p2"].upvotes == 40  # the latest details win
-    assert set(s.get_papers(["p1", "p2", "p3"])) == {"p1", "p2", "p3"}
-    s.close()
-
-
-# ------------------------------------------------------------------ delivery records
-
-
-def test_delivered_since_later_record_wins(cfg: StoreConfig, store: TinyStore) -> None:
-    d1, d2 = D0 + timedelta(days=1), D0 + timedelta(days=2)
-    record(store, "a@x.org", D0, SENT, ["p1", "p2"])
-    record(store, "a@x.org", d1, DEFERRED, ["p3"], "421 busy")
-    record(store, "b@x.org", d1, FAILED, ["p3"], "550 no such user")
-    record(store, "c@x.org", d1, EMPTY)
-    assert store.delivered_since(D0) == {"a@x.org": {"p1", "p2"}}
-    store.flush()  # half folded into history.json, half still in the journal
-    record(store, "a@x.org", d1, SENT, ["p3"])  # the retry succeeded: later record wins
-    record(store, "a@x.org", d2, SENT, ["p4"])
-    assert store.delivered_since(d1) == {"a@x.org": {"p3", "p4"}}
-    assert store.digests_for_day(d1) == {"a@x.org": SENT, "b@x.org": FAILED, "c@x.org": EMPTY}
-    store.close()
-    s = TinyStore(cfg)
-    assert s.delivered_since(D0) == {"a@x.org": {"p1", "p2", "p3", "p4"}}
-    assert s.pending_retries() == []
-    hist = s.history("a@x.org")
-    assert [(h["day"], h["state"], h["papers"]) for h in hist] == [
-        ("2026-01-07", SENT, ["p4"]),
-        ("2026-01-06", SENT, ["p3"]),
-        ("2026-01-05", SENT, ["p1", "p2"]),
-    ]
-    assert hist[0]["id"] == digest_id("a@x.org", d2) and hist[0]["at"].endswith("+00:00")
-    assert len(s.history("a@x.org", limit=2)) == 2
-    assert s.history("b@x.org")[0]["detail"] == "550 no such user"
-    s.close()
-
-
-def test_pending_retries_lists_latest_deferred(store: TinyStore) -> None:
-    d1 = D0 + timedelta(days=1)
-    record(store, "a@x.org", D0, DEFERRED, ["p1"], "421 later")
-    record(store, "b@x.org", D0, DEFERRED, ["p1"], "timeout")
-    record(store, "b@x.org", D0, SENT, ["p1"])
-    store.flush()
-    record(store, "c@x.org", d1, DEFERRED, ["p2"])
-    got = store.pending_retries()
-    assert [(r["email"], r["day"], r["papers"], r["detail"]) for r in got] == [
-        ("a@x.org", "2026-01-05", ["p1"], "421 later"),
-        ("c@x.org", "2026-01-06", ["p2"], ""),
-    ]
-    assert got[0]["id"] == digest_id("a@x.org", D0)
-
-
-def test_custom_digest_id_is_kept(store: TinyStore) -> None:
-    store.record_digest("custom-id", "a@x.org", D0, SENT, ["p1"])
-    store.flush()
-    assert store.history("a@x.org")[0]["id"] == "custom-id"
-
-
-def test_unknown_state_is_refused(store: TinyStore) -> None:
-    with pytest.raises(StoreError, match="unknown digest state"):
-        store.record_digest("x", "a@x.org", D0, "bounced")
-
-
-def test_runs_newest_first(store: TinyStore) -> None:
-    for i in range(3):
-        store.record_run({"day": (D0 + timedelta(days=i // 2)).isoformat(), "n": i})
-    assert [r["n"] for r in store.runs()] == [2, 1, 0]
-    assert [r["n"] for r in store.runs(limit=2)] == [2, 1]
-
-
-# ------------------------------------------------------------------ retention
-
-
-def test_prune_keeps_within_retention(cfg: StoreConfig, store: TinyStore) -> None:
-    today = D0 + timedelta(days=100)
-    for age in (70, 50, 12, 9, 0):
-        day = today - timedelta(days=age)
-        store.record_seen([paper(f"p{age}")], day)
-        record(store, "a@x.org", day, SENT, [f"p{age}"])
-        store.record_run({"day": day.isoformat(), "age": age})
-    store.prune(today)
-    # seen: retention_days=60; details, digests, runs: history_days=10
-    assert store.record_seen([paper("p70"), paper("p50")], today) == {
-        "p70": today,
-        "p50": today - timedelta(50),
-    }
-    assert [p.id for p in store.recent_papers(today - timedelta(days=60))] == [
-        "p50",
-        "p9",
-        "p0",
-        "p70",
-    ]  # p50 and p70 re-recorded today, so details are back
-    assert store.delivered_since(D0) == {"a@x.org": {"p9", "p0"}}
-    assert [r["age"] for r in store.runs()] == [0, 9]
-    store.close()
-    s = TinyStore(cfg)
-    assert s.delivered_since(D0) == {"a@x.org": {"p9", "p0"}}
-    assert not (cfg.path / "journal.jsonl").read_bytes()
-    s.close()
-
-
-def test_finish_run_equals_record_run_prune_flush(tmp_path: Path) -> None:
-    """The one-rewrite end of a run leaves exactly what the three separate calls leave."""
-    today = D0 + timedelta(days=100)
-    stores = []
-    for name in ("three", "one"):
-        c = StoreConfig(path=tmp_path / name, retention_days=60, history_days=10, fsync=False)
-        s = TinyStore(c)
-        for age in (70, 50, 12, 9, 0):
-            day = today - timedelta(days=age)
-            s.record_seen([paper(f"p{age}")], day)
-            record(s, "a@x.org", day, SENT, [f"p{age}"])
-        report = {"day": today.isoformat(), "sent": 1}
-        if name == "three":
-            s.record_run(report)
-            s.prune(today)
-            s.flush()
-        else:
-            s.finish_run(report, today)
-        assert not (c.path / "journal.jsonl").read_bytes()  # folded in both cases
-        s.close()
-        stores.append(TinyStore(c))
-    a, b = stores
-    assert a.delivered_since(D0) == b.delivered_since(D0) == {"a@x.org": {"p9", "p0"}}
-    assert a.runs() == b.runs()
-    assert [p.id for p in a.recent_papers(D0)] == [p.id for p in b.recent_papers(D0)]
-    assert a.first_seen(["p70", "p50", "p0"]) == b.first_seen(["p70", "p50", "p0"])
-    for s in stores:
-        s.close()
-
-
 # ------------------------------------------------------------------ files on disk
 
 
@@ -302,7 +137,7 @@ def test_missing_folder_is_created(tmp_path: Path) -> None:
     s = open_store(StoreConfig(path=tmp_path / "a" / "b", fsync=True))
     s.put_subscribers([Subscriber("a@x.org")])
     s.close()
-    assert (tmp_path / "a" / "b" / "subscribers.json").exists()
+    assert (tmp_path / "a" / "b" / "changes.jsonl").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
@@ -379,20 +214,13 @@ def test_secret_made_once_private(cfg: StoreConfig, store: TinyStore) -> None:
 
 def test_run_lock_exclusive_in_process(store: TinyStore, cfg: StoreConfig) -> None:
     other = TinyStore(cfg)
-    with store.run_lock():
+    with store.run(D0, RunReport(day=D0, dry_run=True)):
         with pytest.raises(StoreLocked, match="another digest run is in progress.*run.lock"):
-            with other.run_lock():
+            with other.run(D0, RunReport(day=D0, dry_run=True)):
                 pass
-    with other.run_lock():
+    with other.run(D0, RunReport(day=D0, dry_run=True)):
         pass
     other.close()
-
-
-def test_closed_store_refuses(store: TinyStore) -> None:
-    store.close()
-    store.close()  # idempotent
-    with pytest.raises(StoreError, match="closed"):
-        store.put_subscribers([Subscriber("a@x.org")])
 
 
 # ---------------------------------------------------------------------- the store lock
@@ -467,3 +295,197 @@ def test_flock_lock_is_reentrant_for_its_holder(tmp_path: Path) -> None:
     finally:
         os.close(other)
         lock.close()
+
+
+# ------------------------------------------------------------------ codecs follow the fields
+
+
+def test_every_stored_model_has_a_field_driven_codec() -> None:
+    """A field of a type the codec cannot store fails here, not at run time."""
+    from digest.store import codec, state, transfer
+    from digest.store.fields import Codec
+
+    for c in (codec.SUBSCRIBER, codec.PAPER, codec.RUN, codec.EXTRA, state.MESSAGE):
+        assert c.fields
+    assert set(transfer.CODECS) >= {"subscriber", "digest", "run", "seen", "mail"}
+
+    @dataclasses.dataclass(frozen=True)
+    class Odd:
+        x: set[str]
+
+    with pytest.raises(TypeError, match="no JSON form"):
+        Codec(Odd)
+
+
+def test_a_new_field_needs_no_codec_change_and_old_rows_decode() -> None:
+    from digest.store.fields import Codec
+
+    @dataclasses.dataclass(frozen=True)
+    class V1:
+        email: str
+        max_papers: int = 10
+
+    @dataclasses.dataclass(frozen=True)
+    class V2:
+        email: str
+        max_papers: int = 10
+        trending: int | None = None
+        ratings: tuple[tuple[str, int], ...] = ()
+        since: date | None = None
+        extra: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    old_row = Codec(V1, keys={"email": "e"}).encode(V1("a@x.org", 3))
+    v2 = Codec(V2, keys={"email": "e"})
+    assert v2.decode(old_row) == V2("a@x.org", 3)  # stored before the field existed
+    full = V2("b@x.org", 4, 2, (("2601.1", 2), ("2601.2", -1)), D0, {"w": 0.5})
+    assert v2.decode(json.loads(json.dumps(v2.encode(full)))) == full
+    assert v2.encode(V2("c@x.org")) == {"e": "c@x.org"}  # defaults are not stored
+    assert Codec(V1, keys={"email": "e"}).decode(v2.encode(full)) == V1("b@x.org", 4)
+    for bad in ({"e": "x", "trending": "2"}, {"e": "x", "ratings": [["p", 1, 2]]}, {}):
+        with pytest.raises(ValueError):
+            v2.decode(bad)
+    with pytest.raises(ValueError, match="max_papers"):
+        v2.decode({"e": "x", "max_papers": True})  # a bool is not an int
+
+
+def test_a_store_written_by_the_previous_version_loads(cfg: StoreConfig) -> None:
+    """subscribers.json without ids or the new tables, digest records as 3-5 item lists,
+    run reports as RunReport.to_dict wrote them."""
+    o = D0.toordinal()
+    cfg.path.mkdir(parents=True)
+    subs = {
+        "subscribers": {"1": {"e": "a@x.org", "k": ["llm"]}, "2": {"e": "b@x.org", "s": "paused"}}
+    }
+    (cfg.path / "subscribers.json").write_text(json.dumps(subs))
+    hist = {
+        "seen": {str(o): {"p": ["p1"]}},
+        "papers": {str(o): {"p": {"p1": {"t": "T", "a": "A", "u": 3}}}},
+        "digests": {
+            str(o): {
+                "p": ["p1"],
+                "d": {
+                    "a@x.org": ["s", [0], 1767600000],
+                    "b@x.org": ["d", [0], 1767600000, "421 later", "custom-id"],
+                },
+            }
+        },
+        "runs": {
+            str(o): {
+                "r": [
+                    {
+                        "day": D0.isoformat(),
+                        "sent": 1,
+                        "deferred": 1,
+                        "error": "SMTP keeps failing",
+                        "seconds": 1.5,
+                    }
+                ]
+            }
+        },
+    }
+    (cfg.path / "history.json").write_text(json.dumps(hist))
+    s = TinyStore(cfg)
+    a, b = s.get_subscriber("a@x.org"), s.get_subscriber("b@x.org")
+    assert a is not None and a.keywords == ("llm",) and a.id and b is not None and b.id != a.id
+    assert TinyStore(cfg).get_subscriber_by_id(a.id) == a  # the ids were stored, once
+    (r,) = s.history("a@x.org")
+    assert (r.state, r.paper_ids, r.digest_id, r.sections) == (
+        SENT,
+        ("p1",),
+        digest_id("a@x.org", D0),
+        (),
+    )
+    assert s.pending_retries()[0].digest_id == "custom-id"
+    (run,) = s.runs()
+    assert (run.sent, run.error, run.seconds) == (1, "SMTP keeps failing", 1.5)
+    assert s.get_papers(["p1"])["p1"].upvotes == 3
+    s.close()
+
+
+# ------------------------------------------------------------------ bounded writes
+
+
+def _ident(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_ino, st.st_mtime_ns)
+
+
+def test_web_writes_append_to_the_journal_and_never_rewrite(cfg: StoreConfig) -> None:
+    from datetime import UTC, datetime
+
+    from digest.config import Limit
+    from digest.models import PENDING, OutgoingMessage
+    from digest.store import Change
+
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    s = TinyStore(cfg)
+    s.put_subscribers([Subscriber(f"p{i}@x.org", status=PENDING) for i in range(2000)])
+    s.flush()
+    before = _ident(cfg.path / "subscribers.json")
+    msg = OutgoingMessage("web-confirm-1", "n@x.org", "d@x.org", "<1@x>", b"x\r\n")
+    s.update_subscriber("n@x.org", lambda c: Change(Subscriber("n@x.org", status=PENDING), (msg,)))
+    s.update_subscriber("p1@x.org", lambda c: dataclasses.replace(c, keywords=("rag",)))
+    s.hit_limit("ip:1", Limit(5, 60), now)
+    s.use_nonce("n1", now, now)
+    s.enqueue(msg, now)
+    s.remove_subscriber("p2@x.org")
+    assert _ident(cfg.path / "subscribers.json") == before  # no rewrite of the big file
+    assert (cfg.path / "changes.jsonl").stat().st_size < 3000  # one short line per write
+    other = TinyStore(cfg)  # replays them
+    assert other.get_subscriber("p1@x.org").keywords == ("rag",)  # type: ignore[union-attr]
+    assert other.get_subscriber("p2@x.org") is None
+    assert other.queue_stats(now).waiting == 2
+    other.close()
+    s.close()
+
+
+def test_the_journal_is_folded_once_it_outgrows_the_file(cfg: StoreConfig, monkeypatch) -> None:
+    import digest.store.statefile as statefile
+
+    monkeypatch.setattr(statefile, "FOLD_MIN_BYTES", 2000)
+    s = TinyStore(cfg)
+    s.put_subscribers([Subscriber(f"u{i}@x.org") for i in range(20)])  # ~1.2 KB: no fold yet
+    assert (cfg.path / "changes.jsonl").stat().st_size > 0
+    for i in range(40):
+        s.update_subscriber(f"u{i % 20}@x.org", lambda c: dataclasses.replace(c, max_papers=5))
+        s.put_subscribers([Subscriber(f"v{i}@x.org")])
+    base = (cfg.path / "subscribers.json").stat().st_size
+    assert base > 2000  # folded (more than once)
+    assert (cfg.path / "changes.jsonl").stat().st_size <= max(2000, base) + 300
+    fresh = TinyStore(cfg)
+    assert len(fresh.subscribers()) == 60
+    assert {x.max_papers for x in fresh.subscribers() if x.email.startswith("u")} == {5}
+    fresh.close()
+    s.close()
+
+
+def test_crash_between_state_fold_and_truncate_replays_nothing_twice(cfg: StoreConfig) -> None:
+    from datetime import UTC, datetime
+
+    from digest.config import Limit
+    from digest.models import OutgoingMessage
+
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    s = TinyStore(cfg)
+    qid = s.enqueue(OutgoingMessage("m", "a@x.org", "d@x.org", "<1@x>", b"x\r\n"), now)
+    s.mail_sent(qid)
+    for _ in range(2):
+        s.hit_limit("k", Limit(3, 3600), now)
+    journal = (cfg.path / "changes.jsonl").read_bytes()
+    s.flush()
+    # folded, but (crash) never truncated: the same lines are found again
+    (cfg.path / "changes.jsonl").write_bytes(journal)
+    again = TinyStore(cfg)
+    assert again.queue_stats(now).waiting == 0  # the sent message is not resurrected
+    assert again.hit_limit("k", Limit(3, 3600), now) is None  # 2 hits, not 4
+    assert again.hit_limit("k", Limit(3, 3600), now) is not None
+    again.close()
+    s.close()
+
+
+def test_corrupt_changes_line_is_an_error_naming_the_file(cfg: StoreConfig) -> None:
+    cfg.path.mkdir(parents=True)
+    (cfg.path / "changes.jsonl").write_bytes(b'{"q": 1, "o": [["s", {"e": 5}]]}\n')
+    with pytest.raises(StoreError, match="changes.jsonl: corrupt journal line") as e:
+        TinyStore(cfg)
+    assert "\n" not in str(e.value)

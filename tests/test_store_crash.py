@@ -1,28 +1,31 @@
 """The store across real processes: kill -9 at random moments, concurrent writers, run lock.
 
 Children are separate Python processes (not threads) because the guarantees are about
-processes: a record is durable once `record_digest` returns even if the process is then
-SIGKILLed, and the web service (another process) never loses or clobbers changes.
+processes: a record is durable once `run.record` returns even if the process is then
+SIGKILLed, and the web service (another process) never loses or clobbers changes. Every
+test runs on every backend of the contract suite (tests/store_contract.py); children
+open the store from the backend's config file.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import date
 from pathlib import Path
 
 import pytest
+from store_contract import (
+    Backend,
+    backend,  # noqa: F401 - the fixture, parametrized per backend
+    tinydb,
+)
 
-from digest.config import StoreConfig
 from digest.errors import StoreLocked
-from digest.models import SENT, Paper, Subscriber, digest_id
-from digest.store.tinydb import TinyStore
+from digest.models import SENT, DeliveryRecord, Paper, RunReport, Subscriber, digest_id
 
 ROOT = Path(__file__).resolve().parents[1]
 D0 = date(2026, 1, 5)
@@ -30,49 +33,34 @@ D0 = date(2026, 1, 5)
 # A writer that reports each operation on stdout only AFTER the store call returned.
 WRITER = r"""
 import sys
+from dataclasses import replace
 from datetime import date, timedelta
-from pathlib import Path
-from digest.config import StoreConfig
-from digest.models import Paper, Subscriber, digest_id
-from digest.store.tinydb import TinyStore
+from digest.config import load_config
+from digest.models import DeliveryRecord, Paper, RunReport, Subscriber, digest_id
+from digest.store import open_store
 
-folder, start, fsync = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
-s = TinyStore(StoreConfig(path=folder, fsync=fsync))
+cfg = load_config(sys.argv[1]).store
+start, fsync = int(sys.argv[2]), sys.argv[3] == "1"
+s = open_store(replace(cfg, fsync=fsync))
 print("ready", flush=True)
 i = start
-while True:
-    day = date(2026, 1, 5) + timedelta(days=i // 50)
-    email = f"u{i}@x.org"
-    s.record_digest(digest_id(email, day), email, day, "sent", [f"p{i}", "common"])
-    print("rec", i, flush=True)
-    if i % 7 == 0:
-        s.flush()
-    if i % 5 == 0:
-        s.put_subscribers([Subscriber(f"s{i}@x.org", (f"kw{i}",))])
-        print("sub", i, flush=True)
-    if i % 9 == 0:
-        s.record_seen([Paper(f"p{i}", f"T{i}", "A")], day)
-        print("seen", i, flush=True)
-    i += 1
+while True:  # a run per 50 records (its end folds the journal), killed at any moment
+    chunk = i // 50
+    day = date(2026, 1, 5) + timedelta(days=chunk % 5)  # within history_days
+    with s.run(day, RunReport(day=day)) as run:
+        while i // 50 == chunk:
+            email = f"u{i}@x.org"
+            ids = (f"p{i}", "common")
+            run.record(DeliveryRecord(digest_id(email, day), email, day, "sent", ids))
+            print("rec", i, flush=True)
+            if i % 5 == 0:
+                s.put_subscribers([Subscriber(f"s{i}@x.org", (f"kw{i}",))])
+                print("sub", i, flush=True)
+            if i % 9 == 0:
+                s.record_seen([Paper(f"p{i}", f"T{i}", "A")], day)
+                print("seen", i, flush=True)
+            i += 1
 """
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _spawn(code: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-    )
 
 
 class _Reader(threading.Thread):
@@ -93,15 +81,17 @@ class _Reader(threading.Thread):
 
 
 @pytest.mark.parametrize("fsync", [False, True])
-def test_kill_9_at_random_moments_loses_no_returned_record(tmp_path: Path, fsync: bool) -> None:
-    folder = tmp_path / "data"
+def test_kill_9_at_random_moments_loses_no_returned_record(
+    backend: Backend,  # noqa: F811 - the fixture imported above
+    fsync: bool,
+) -> None:
     rnd = random.Random(1234 + fsync)
     recs: set[int] = set()
     subs: set[int] = set()
     seen: set[int] = set()
     start = 0
     for _ in range(5):
-        proc = _spawn(WRITER, str(folder), str(start), "1" if fsync else "0")
+        proc = backend.spawn(WRITER, str(start), "1" if fsync else "0")
         reader = _Reader(proc)
         reader.start()
         assert reader.ready.wait(30), proc.stderr.read() if proc.stderr else ""
@@ -118,7 +108,7 @@ def test_kill_9_at_random_moments_loses_no_returned_record(tmp_path: Path, fsync
         assert recs, "the writer reported nothing before it was killed"
         start = max(recs) + 1  # the next child continues the numbering
 
-        s = TinyStore(StoreConfig(path=folder, fsync=fsync))  # must load after every kill
+        s = backend.open()  # must load after every kill
         delivered = s.delivered_since(D0)
         missing = [i for i in recs if f"p{i}" not in delivered.get(f"u{i}@x.org", set())]
         assert not missing, f"records reported durable but lost: {missing[:10]}"
@@ -133,13 +123,12 @@ def test_kill_9_at_random_moments_loses_no_returned_record(tmp_path: Path, fsync
 
 SUBSCRIBER = r"""
 import sys
-from pathlib import Path
-from digest.config import StoreConfig
+from digest.config import load_config
 from digest.models import Subscriber
-from digest.store.tinydb import TinyStore
+from digest.store import open_store
 
-folder, who, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-s = TinyStore(StoreConfig(path=folder, fsync=False))
+who, n = sys.argv[2], int(sys.argv[3])
+s = open_store(load_config(sys.argv[1]).store)
 for i in range(n):
     # one request = one put (as the web service does), kept busy against the run below
     s.put_subscribers([Subscriber(f"{who}-{i}@x.org", (f"kw {i}",))])
@@ -151,34 +140,29 @@ s.close()
 
 RUN = r"""
 import sys
-from datetime import date, timedelta
-from pathlib import Path
-from digest.config import StoreConfig
-from digest.models import Paper, Subscriber, digest_id
-from digest.store.tinydb import TinyStore
+from datetime import date
+from digest.config import load_config
+from digest.models import DeliveryRecord, Paper, RunReport, digest_id
+from digest.store import open_store
 
-folder, n = Path(sys.argv[1]), int(sys.argv[2])
-s = TinyStore(StoreConfig(path=folder, fsync=False))
-with s.run_lock():
+n = int(sys.argv[2])
+s = open_store(load_config(sys.argv[1]).store)
+day = date(2026, 1, 5)
+with s.run(day, RunReport(day=day, sent=n)) as run:
     for i in range(n):
-        day = date(2026, 1, 5)
         s.record_seen([Paper(f"q{i}", "T", "A")], day)
-        s.record_digest(digest_id(f"r{i}@x.org", day), f"r{i}@x.org", day, "sent", [f"q{i}"])
-        if i % 5 == 0:
-            s.flush()
+        e = f"r{i}@x.org"
+        run.record(DeliveryRecord(digest_id(e, day), e, day, "sent", (f"q{i}",)))
         s.subscribers()
-    s.record_run({"day": "2026-01-05", "n": n})
 s.close()
 """
 
 
-def test_concurrent_writers_in_processes_and_threads_lose_nothing(tmp_path: Path) -> None:
-    folder = tmp_path / "data"
-    cfg = StoreConfig(path=folder, fsync=False)
-    shared = TinyStore(cfg)
+def test_concurrent_writers_and_a_run_in_processes_lose_nothing(backend: Backend) -> None:  # noqa: F811
+    shared = backend.open()
     shared.put_subscribers([Subscriber("first@x.org")])
-    procs = [_spawn(RUN, str(folder), "60")]
-    procs += [_spawn(SUBSCRIBER, str(folder), f"proc{k}", "40") for k in range(4)]
+    procs = [backend.spawn(RUN, "60")]
+    procs += [backend.spawn(SUBSCRIBER, f"proc{k}", "40") for k in range(4)]
 
     def web_thread(k: int) -> None:  # several request threads sharing one store object
         for i in range(15):
@@ -193,7 +177,7 @@ def test_concurrent_writers_in_processes_and_threads_lose_nothing(tmp_path: Path
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
 
-    fresh = TinyStore(cfg)
+    fresh = backend.open()
     for s in (fresh, shared):
         emails = {x.email for x in s.subscribers()}
         expected = {f"proc{k}-{i}@x.org" for k in range(4) for i in range(40)}
@@ -202,56 +186,58 @@ def test_concurrent_writers_in_processes_and_threads_lose_nothing(tmp_path: Path
         assert emails == expected  # 206 subscribers written concurrently: none lost
         assert s.delivered_since(D0) == {f"r{i}@x.org": {f"q{i}"} for i in range(60)}
         assert s.record_seen([Paper("q0", "T", "A")], date(2026, 2, 1)) == {"q0": D0}
-        assert [r["n"] for r in s.runs()] == [60]
-    fresh.close()
-    shared.close()
+        assert [r.sent for r in s.runs()] == [60]
 
 
 HOLDER = r"""
 import sys
-from pathlib import Path
-from digest.config import StoreConfig
-from digest.store.tinydb import TinyStore
+from datetime import date
+from digest.config import load_config
+from digest.models import RunReport
+from digest.store import open_store
 
-s = TinyStore(StoreConfig(path=Path(sys.argv[1]), fsync=False))
-with s.run_lock():
+s = open_store(load_config(sys.argv[1]).store)
+with s.run(date(2026, 1, 5), RunReport(day=date(2026, 1, 5), dry_run=True)):
     print("locked", flush=True)
     sys.stdin.read()  # hold until the test closes our stdin
 print("released", flush=True)
 """
 
 
+# The run lock is TinyDB's way to hold a day (another backend lets workers share it).
+
+
 def test_run_lock_exclusive_across_processes(tmp_path: Path) -> None:
-    folder = tmp_path / "data"
-    proc = _spawn(HOLDER, str(folder))
-    assert proc.stdout is not None and proc.stdin is not None
-    assert proc.stdout.readline().strip() == "locked"
-    s = TinyStore(StoreConfig(path=folder, fsync=False))
-    with pytest.raises(StoreLocked, match="another digest run is in progress"):
-        with s.run_lock():
-            pass
-    # the store itself stays usable while a run holds the run lock
-    s.put_subscribers([Subscriber("a@x.org")])
-    proc.stdin.close()
-    assert proc.stdout.readline().strip() == "released"
-    proc.wait(10)
-    with s.run_lock(wait=True):
-        s.record_digest(digest_id("a@x.org", D0), "a@x.org", D0, SENT, ["p"])
-    s.close()
-    proc.stdout.close()
-    proc.stderr.close()  # type: ignore[union-attr]
+    with tinydb(tmp_path) as b:
+        proc = b.spawn(HOLDER)
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "locked"
+        s = b.open()
+        with pytest.raises(StoreLocked, match="another digest run is in progress"):
+            with s.run(D0, RunReport(day=D0)):
+                pass
+        # the store itself stays usable while a run holds the run lock
+        s.put_subscribers([Subscriber("a@x.org")])
+        proc.stdin.close()
+        assert proc.stdout.readline().strip() == "released"
+        proc.wait(10)
+        with s.run(D0, RunReport(day=D0), wait=True) as run:
+            run.record(DeliveryRecord(digest_id("a@x.org", D0), "a@x.org", D0, SENT, ("p",)))
+        s.close()
+        proc.stdout.close()
+        proc.stderr.close()  # type: ignore[union-attr]
 
 
 def test_run_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
-    folder = tmp_path / "data"
-    proc = _spawn(HOLDER, str(folder))
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "locked"
-    proc.kill()
-    proc.wait(10)
-    s = TinyStore(StoreConfig(path=folder, fsync=False))
-    with s.run_lock():  # the OS dropped the dead holder's lock
-        pass
-    s.close()
-    for f in (proc.stdout, proc.stdin, proc.stderr):
-        f.close()  # type: ignore[union-attr]
+    with tinydb(tmp_path) as b:
+        proc = b.spawn(HOLDER)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "locked"
+        proc.kill()
+        proc.wait(10)
+        s = b.open()
+        with s.run(D0, RunReport(day=D0, dry_run=True)):  # the OS dropped the dead holder's lock
+            pass
+        s.close()
+        for f in (proc.stdout, proc.stdin, proc.stderr):
+            f.close()  # type: ignore[union-attr]

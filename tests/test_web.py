@@ -19,7 +19,17 @@ from browser import free_port, hidden, link_in, text_of
 from websupport import DAY, make_site, paper
 
 from digest import tokens
-from digest.models import ACTIVE, PAUSED, PENDING, SENT, UNSUBSCRIBED, Subscriber, digest_id
+from digest.models import (
+    ACTIVE,
+    PAUSED,
+    PENDING,
+    SENT,
+    UNSUBSCRIBED,
+    DeliveryRecord,
+    RunReport,
+    Subscriber,
+    digest_id,
+)
 from digest.web.cli import register
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -186,11 +196,14 @@ def test_feed_lists_the_papers_of_sent_digests_as_valid_atom(site):
     plain = paper("2601.00002", "Plain title")
     unsent = paper("2601.00003", "Never sent")
     site.store.record_seen([nasty, plain, unsent], DAY)
-    site.store.record_digest(digest_id(email, DAY), email, DAY, SENT, [nasty.id, plain.id])
     other_day = DAY + timedelta(days=1)
-    site.store.record_digest(
-        digest_id(email, other_day), email, other_day, "deferred", [unsent.id], "421 try later"
-    )
+    with site.store.run(DAY, RunReport(day=DAY)) as run:
+        run.record(DeliveryRecord(digest_id(email, DAY), email, DAY, SENT, (nasty.id, plain.id)))
+        run.record(
+            DeliveryRecord(
+                digest_id(email, other_day), email, other_day, "deferred", (unsent.id,), "421"
+            )
+        )
     url = tokens.links(site.url, site.ctx.secret, email).feed_url
     r = httpx.get(url, timeout=30)
     assert r.status_code == 200

@@ -290,7 +290,7 @@ class LockedStore:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
-        if not callable(attr) or name == "run_lock":  # held for a whole run: not under ours
+        if not callable(attr) or name == "run":  # held for a whole run: not under ours
             return attr
 
         @functools.wraps(attr)

@@ -25,10 +25,10 @@ def collect(
     subs = sorted(store.subscribers(), key=lambda s: s.email)
     plan = catch_up_plan(now_utc, subs, cfg.schedule, store.digests_for_day)
     nxt = next_send(now_utc, slots(subs, cfg.schedule))
-    recent = store.runs(limit=runs)
+    recent = [r.to_dict() for r in store.runs(limit=runs)]
     owed = {(e, g.day.isoformat()) for g in plan for e in g.emails}
     retries = []
-    for r in store.pending_retries():
+    for r in (rec.to_dict() for rec in store.pending_retries()):
         # serve retries a DEFERRED digest at its hourly rechecks while the day is within the
         # misfire grace; after that the day is dropped and, as its papers were not
         # delivered, they stay eligible for the next digest.
@@ -49,7 +49,7 @@ def collect(
                 "email": s.email,
                 "status": s.status,
                 "send_time": _send_time(s, cfg),
-                "last": last[0] if last else None,
+                "last": last[0].to_dict() if last else None,
             }
         )
     # The latest day of the configured send time: how far along is it?

@@ -1,16 +1,20 @@
-"""Pure: no I/O. Compact JSON forms of what the store keeps.
+"""Pure: no I/O. Compact JSON forms of what the TinyDB store keeps.
 
 Short keys and omitted defaults keep the files small (a year of daily runs for 1,000
-subscribers must stay under 10 MB). Every decoder raises ValueError on a malformed value;
-the store turns that into a StoreError naming the file.
+subscribers must stay under 10 MB). The forms follow the dataclass fields (`fields.Codec`):
+a field added to a model with a default needs no change here. Every decoder raises
+ValueError on a malformed value; the store turns that into a StoreError naming the file.
 
 Paper      {"t": title, "a": abstract, "au": [...], "l": "2026-01-05", "s": ai_summary,
             "k": [...], "u": upvotes, "g": repo, "gs": stars, "pp": url, "src": [...]}
             (the id is the key it is stored under)
 Subscriber {"e": email, "k": [...], "m": max_papers, "n": min_score, "s": status,
-            "h": send_hour, "z": timezone, "c": created, "tr": trending, "nm": no_match}
-Digest     [state code, [paper indexes into the day's "p" list], at (epoch s), detail, id]
-            (detail and id are omitted when empty / equal to models.digest_id)
+            "h": send_hour, "z": timezone, "c": created, "tr": trending, "nm": no_match,
+            "i": id, <new field>: ...}
+Digest     [state code, [paper indexes into the day's "p" list], at (epoch s), detail,
+            id, {"c": "mmt" sections, "m": [[terms]...], <new field>: ...}]
+            (trailing items are omitted when empty; id when it equals models.digest_id)
+Run        RunReport's fields by name (as RunReport.to_dict wrote them before)
 """
 
 from __future__ import annotations
@@ -21,142 +25,111 @@ from typing import Any
 import orjson
 
 from digest.models import (
-    ACTIVE,
     DEFERRED,
     EMPTY,
     FAILED,
     NO_MATCH_CHOICES,
-    NO_MATCH_SEND,
+    SECTIONS,
     SENT,
     STATUSES,
+    DeliveryRecord,
     Paper,
+    RunReport,
     Subscriber,
+    digest_id,
 )
+from digest.store.fields import Codec
 
 STATE_CODES = {SENT: "s", FAILED: "f", DEFERRED: "d", EMPTY: "e"}
 CODE_STATES = {v: k for k, v in STATE_CODES.items()}
+SECTION_CODES = {s: s[0] for s in SECTIONS}  # "match" -> "m", "trending" -> "t"
+CODE_SECTIONS = {v: k for k, v in SECTION_CODES.items()}
+if len(CODE_SECTIONS) != len(SECTIONS):  # a new section needs its own letter
+    raise RuntimeError(f"sections {SECTIONS} do not have distinct first letters")
+
+# A digest record inside the store: (state, paper ids, at, detail, id, extra), where id
+# is "" when it equals models.digest_id and extra holds the other DeliveryRecord fields
+# in their encoded form (None when all are empty), decoded only when a record is read.
+Rec = tuple[str, tuple[str, ...], int, str, str, dict[str, Any] | None]
 
 
-def _str_tuple(value: Any, what: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{what}: expected a list of strings")
-    return tuple(value)
+def _check_subscriber(s: Subscriber) -> None:
+    if not s.email:
+        raise ValueError("subscriber: empty email")
+    if s.status not in STATUSES:
+        raise ValueError(f"subscriber {s.email}: unknown status {s.status!r}")
+    if s.no_match not in NO_MATCH_CHOICES:
+        raise ValueError(f"subscriber {s.email}: bad no-match choice {s.no_match!r}")
 
 
-def _opt(d: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
-    v = d.get(key)
-    if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
-        raise ValueError(f"{what}: bad {key!r} value {v!r}")
-    return v
+SUBSCRIBER = Codec(
+    Subscriber,
+    keys={
+        "email": "e",
+        "keywords": "k",
+        "max_papers": "m",
+        "min_score": "n",
+        "status": "s",
+        "send_hour": "h",
+        "timezone": "z",
+        "created": "c",
+        "trending": "tr",
+        "no_match": "nm",
+        "id": "i",
+    },
+    check=_check_subscriber,
+)
+PAPER = Codec(
+    Paper,
+    keys={
+        "title": "t",
+        "abstract": "a",
+        "authors": "au",
+        "listed_on": "l",
+        "ai_summary": "s",
+        "ai_keywords": "k",
+        "upvotes": "u",
+        "github_repo": "g",
+        "github_stars": "gs",
+        "project_page": "pp",
+        "sources": "src",
+    },
+    exclude=("id",),
+)
+RUN = Codec(RunReport)
+_CORE = ("digest_id", "email", "day", "state", "paper_ids", "detail", "at")
+EXTRA = Codec(DeliveryRecord, keys={"sections": "c", "matched": "m"}, exclude=_CORE)
+_REST = Codec(DeliveryRecord, exclude=(*_CORE, "sections", "matched"))  # fields added later
 
 
-# ------------------------------------------------------------------------------ papers
+# ------------------------------------------------------------------------------ models
 
 
 def paper_to_dict(p: Paper) -> dict[str, Any]:
-    d: dict[str, Any] = {"t": p.title, "a": p.abstract}
-    if p.authors:
-        d["au"] = list(p.authors)
-    if p.listed_on is not None:
-        d["l"] = p.listed_on.isoformat()
-    if p.ai_summary is not None:
-        d["s"] = p.ai_summary
-    if p.ai_keywords:
-        d["k"] = list(p.ai_keywords)
-    if p.upvotes is not None:
-        d["u"] = p.upvotes
-    if p.github_repo is not None:
-        d["g"] = p.github_repo
-    if p.github_stars is not None:
-        d["gs"] = p.github_stars
-    if p.project_page is not None:
-        d["pp"] = p.project_page
-    if p.sources:
-        d["src"] = list(p.sources)
-    return d
+    return PAPER.encode(p)
 
 
 def paper_from_dict(pid: str, d: Any) -> Paper:
-    what = f"paper {pid}"
-    if (
-        not isinstance(d, dict)
-        or not isinstance(d.get("t"), str)
-        or not isinstance(d.get("a"), str)
-    ):
-        raise ValueError(f"{what}: expected an object with a title and an abstract")
-    listed = _opt(d, "l", str, what)
-    return Paper(
-        id=pid,
-        title=d["t"],
-        abstract=d["a"],
-        authors=_str_tuple(d.get("au", []), what),
-        listed_on=date.fromisoformat(listed) if listed is not None else None,
-        ai_summary=_opt(d, "s", str, what),
-        ai_keywords=_str_tuple(d.get("k", []), what),
-        upvotes=_opt(d, "u", int, what),
-        github_repo=_opt(d, "g", str, what),
-        github_stars=_opt(d, "gs", int, what),
-        project_page=_opt(d, "pp", str, what),
-        sources=_str_tuple(d.get("src", []), what),
-    )
-
-
-# ------------------------------------------------------------------------- subscribers
+    return PAPER.decode(d, f"paper {pid}", id=pid)
 
 
 def subscriber_to_dict(s: Subscriber) -> dict[str, Any]:
-    d: dict[str, Any] = {"e": s.email}
-    if s.keywords:
-        d["k"] = list(s.keywords)
-    if s.max_papers != 10:
-        d["m"] = s.max_papers
-    if s.min_score is not None:
-        d["n"] = s.min_score
-    if s.status != ACTIVE:
-        d["s"] = s.status
-    if s.send_hour is not None:
-        d["h"] = s.send_hour
-    if s.timezone is not None:
-        d["z"] = s.timezone
-    if s.created:
-        d["c"] = s.created
-    if s.trending is not None:
-        d["tr"] = s.trending
-    if s.no_match != NO_MATCH_SEND:
-        d["nm"] = s.no_match
-    return d
-
-
-def _no_match(v: Any, what: str) -> str:
-    if v not in NO_MATCH_CHOICES:
-        raise ValueError(f"{what}: bad no-match choice {v!r}")
-    return str(v)
+    return SUBSCRIBER.encode(s)
 
 
 def subscriber_from_dict(d: Any) -> Subscriber:
-    if not isinstance(d, dict) or not isinstance(d.get("e"), str) or not d["e"]:
-        raise ValueError("subscriber: expected an object with an email")
-    what = f"subscriber {d['e']}"
-    status = d.get("s", ACTIVE)
-    if status not in STATUSES:
-        raise ValueError(f"{what}: unknown status {status!r}")
-    min_score = d.get("n")
-    if min_score is not None and (
-        isinstance(min_score, bool) or not isinstance(min_score, int | float)
-    ):
-        raise ValueError(f"{what}: bad min score {min_score!r}")
-    return Subscriber(
-        email=d["e"],
-        keywords=_str_tuple(d.get("k", []), what),
-        max_papers=_opt(d, "m", int, what) or 10,
-        min_score=float(min_score) if min_score is not None else None,
-        status=status,
-        send_hour=_opt(d, "h", int, what),
-        timezone=_opt(d, "z", str, what),
-        created=_opt(d, "c", str, what) or "",
-        trending=_opt(d, "tr", int, what),
-        no_match=_no_match(d.get("nm", NO_MATCH_SEND), what),
-    )
+    email = d.get("e") if isinstance(d, dict) else None
+    return SUBSCRIBER.decode(d, f"subscriber {email}" if isinstance(email, str) else "subscriber")
+
+
+def run_to_dict(r: RunReport) -> dict[str, Any]:
+    d = RUN.encode(r)
+    d["day"] = r.day.isoformat()  # always present: runs are filed by day
+    return d
+
+
+def run_from_dict(d: Any) -> RunReport:
+    return RUN.decode(d, "run report")
 
 
 # ----------------------------------------------------------------------------- digests
@@ -166,16 +139,66 @@ def at_iso(at: int) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
 
-def encode_day(
-    doc: dict[str, Any] | None, records: dict[str, tuple[str, tuple[str, ...], int, str, str]]
-) -> dict[str, Any]:
-    """Fold `records` (email -> (state, paper ids, at, detail, id)) into one day's
-    document {"p": [paper ids], "d": {email: [code, [indexes], at, detail?, id?]}}.
+def encode_extra(rec: DeliveryRecord) -> dict[str, Any] | None:
+    """The record's fields beyond the core ones (None when all are at their defaults).
+    Sections and matched terms are encoded by hand: this runs once per message, and
+    the generic path costs ~6 us more per record; any other field goes through EXTRA."""
+    extra = _REST.encode(rec) if _REST.fields else {}
+    if rec.sections:
+        try:
+            extra["c"] = "".join([SECTION_CODES[s] for s in rec.sections])
+        except KeyError as e:
+            raise ValueError(f"digest record of {rec.email}: unknown section {e}") from None
+    if rec.matched:
+        extra["m"] = [list(m) for m in rec.matched]
+    return extra or None
+
+
+def decode_extra(extra: Any, what: str) -> dict[str, Any]:
+    """The keyword arguments of DeliveryRecord held in a record's `extra`."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"{what}: malformed")
+    if "c" in extra:
+        codes = extra["c"]
+        if not isinstance(codes, str) or any(c not in CODE_SECTIONS for c in codes):
+            raise ValueError(f"{what}: bad sections {codes!r}")
+        extra = dict(extra, c=[CODE_SECTIONS[c] for c in codes])
+    template = EXTRA.decode(extra, what, **dict.fromkeys(_CORE[:2], ""), day=date.min, state="")
+    return {f.name: getattr(template, f.name) for f in EXTRA.fields}
+
+
+def rec_of(r: DeliveryRecord, at: int) -> Rec:
+    """The record's in-memory form; its id stays whole (encode_day drops a default one:
+    hashing it here would cost 1.5 us of every message's record)."""
+    return (r.state, tuple(r.paper_ids), at, r.detail, r.digest_id, encode_extra(r))
+
+
+def record_of(o: int, email: str, rec: Rec) -> DeliveryRecord:
+    day = date.fromordinal(o)
+    return DeliveryRecord(
+        digest_id=rec[4] or digest_id(email, day),
+        email=email,
+        day=day,
+        state=rec[0],
+        paper_ids=rec[1],
+        detail=rec[3],
+        at=datetime.fromtimestamp(rec[2], UTC),
+        **decode_extra(rec[5], f"digest record of {email}"),
+    )
+
+
+def encode_day(doc: dict[str, Any] | None, records: dict[str, Rec], day: date) -> dict[str, Any]:
+    """Fold `records` (email -> Rec) of `day` into its document
+    {"p": [paper ids], "d": {email: [code, [indexes], at, detail?, id?, extra?]}}.
     Paper ids are stored once per day and referenced by index: ~3 bytes per pick."""
     pids: list[str] = list(doc["p"]) if doc else []
     entries: dict[str, Any] = dict(doc["d"]) if doc else {}
     index = {p: i for i, p in enumerate(pids)}
-    for email, (state, ids, at, detail, did) in records.items():
+    for email, (state, ids, at, detail, did, extra) in records.items():
+        if did and did == digest_id(email, day):
+            did = ""  # the default id is not stored
         idx = []
         for pid in ids:
             if pid not in index:
@@ -183,15 +206,17 @@ def encode_day(
                 pids.append(pid)
             idx.append(index[pid])
         rec: list[Any] = [STATE_CODES[state], idx, at]
-        if detail or did:
+        if detail or did or extra:
             rec.append(detail)
-        if did:
+        if did or extra:
             rec.append(did)
+        if extra:
+            rec.append(extra)
         entries[email] = rec
     return {"p": pids, "d": entries}
 
 
-def decode_day(doc: Any) -> dict[str, tuple[str, tuple[str, ...], int, str, str]]:
+def decode_day(doc: Any) -> dict[str, Rec]:
     """The inverse of encode_day; the id is "" when it equals models.digest_id."""
     if (
         not isinstance(doc, dict)
@@ -207,32 +232,39 @@ def decode_day(doc: Any) -> dict[str, tuple[str, tuple[str, ...], int, str, str]
             ids = tuple(pids[i] for i in idx)
             detail = rec[3] if len(rec) > 3 else ""
             did = rec[4] if len(rec) > 4 else ""
+            extra = rec[5] if len(rec) > 5 else None
             state = CODE_STATES[code]
         except (IndexError, KeyError, TypeError) as e:
             raise ValueError(f"digest record of {email}: malformed") from e
-        if not isinstance(at, int) or not isinstance(detail, str) or not isinstance(did, str):
+        if (
+            not isinstance(at, int)
+            or not isinstance(detail, str)
+            or not isinstance(did, str)
+            or not (extra is None or isinstance(extra, dict))
+        ):
             raise ValueError(f"digest record of {email}: malformed")
-        out[email] = (state, ids, at, detail, did)
+        out[email] = (state, ids, at, detail, did, extra or None)
     return out
 
 
-def journal_line(
-    digest_id: str, email: str, day: date, state: str, ids: tuple[str, ...], at: int, detail: str
-) -> bytes:
-    rec = {
-        "i": digest_id,
-        "e": email,
-        "d": day.toordinal(),
-        "s": STATE_CODES[state],
-        "p": list(ids),
-        "a": at,
+def journal_line(r: DeliveryRecord, rec: Rec) -> bytes:
+    """One delivery record (and its `rec_of` form) as a journal line, newline-terminated."""
+    line: dict[str, Any] = {
+        "i": r.digest_id,
+        "e": r.email,
+        "d": r.day.toordinal(),
+        "s": STATE_CODES[rec[0]],
+        "p": list(rec[1]),
+        "a": rec[2],
     }
-    if detail:
-        rec["x"] = detail
-    return orjson.dumps(rec) + b"\n"
+    if rec[3]:
+        line["x"] = rec[3]
+    if rec[5]:
+        line["+"] = rec[5]
+    return orjson.dumps(line) + b"\n"
 
 
-def journal_record(obj: Any) -> tuple[int, str, tuple[str, tuple[str, ...], int, str, str]]:
+def journal_record(obj: Any) -> tuple[int, str, Rec]:
     """A parsed journal line -> (day ordinal, email, record)."""
     if not isinstance(obj, dict):
         raise ValueError("expected an object")
@@ -242,12 +274,16 @@ def journal_record(obj: Any) -> tuple[int, str, tuple[str, tuple[str, ...], int,
     except (KeyError, TypeError) as e:
         raise ValueError("missing or bad field") from e
     detail = obj.get("x", "")
+    extra = obj.get("+")
     if not (
         isinstance(did, str)
         and isinstance(email, str)
         and isinstance(day, int)
         and isinstance(at, int)
         and isinstance(detail, str)
+        and (extra is None or isinstance(extra, dict))
     ):
         raise ValueError("bad field type")
-    return day, email, (state, _str_tuple(ids, "paper ids"), at, detail, did)
+    if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
+        raise ValueError("paper ids: expected a list of strings")
+    return day, email, (state, tuple(ids), at, detail, did, extra)

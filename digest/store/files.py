@@ -10,6 +10,7 @@
   kill -9 as soon as it returns: the bytes are in the page cache), plus fdatasync when
   fsync is on (survives power loss). A torn last line is ignored on replay.
 - `FlockLock`: the store lock, an flock on a file kept open (two syscalls per round).
+- `read_secret` / `write_secret`: the token-signing secret beside the data (0600).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import fcntl
 import gc
 import os
+import secrets
 import tempfile
 import time
 import typing
@@ -135,6 +137,32 @@ def remove_stale_temps(folder: Path, names: tuple[str, ...]) -> None:
                 os.unlink(entry.path)
 
 
+def read_secret(path: Path, *, create: bool) -> str:
+    """The token-signing secret kept in `path` (0600; made when missing and `create`,
+    else ""). Call with the store lock held."""
+    try:
+        value = path.read_text(encoding="ascii").strip()
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)  # it signs every unsubscribe/manage link
+    except FileNotFoundError:
+        if not create:
+            return ""
+        value = secrets.token_urlsafe(32)
+        write_secret(path, value)
+    except (OSError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path}: cannot read the secret: {e}") from e
+    if not value:
+        raise StoreError(f"{path}: the secret file is empty; restore it from a backup")
+    return value
+
+
+def write_secret(path: Path, value: str) -> None:
+    try:
+        os.close(atomic_write(path, value.encode() + b"\n", fsync=True))
+    except OSError as e:
+        raise StoreError(f"{path}: cannot write the secret: {e.strerror}") from e
+
+
 def _ident(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -240,6 +268,16 @@ class AtomicJSONStorage(Storage):
             self.invalidate()
             raise StoreError(f"{self.path}: cannot write store file: {e.strerror}") from e
         self._swap(self._data, fd, _ident(os.fstat(fd)))
+
+    @property
+    def size(self) -> int:
+        """Bytes of the file as last read or written (0 when there is none)."""
+        return self._ident[2] if self._ident else 0
+
+    def release(self) -> None:
+        """Drop the in-memory document once the caller holds its own form of it (the
+        file stays current: refresh does not reload it; `read` returns {} until then)."""
+        self._data = {}
 
     def invalidate(self) -> None:
         """Forget unsaved changes: the next refresh reloads from disk."""

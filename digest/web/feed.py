@@ -140,9 +140,9 @@ async def atom_feed(request: Request) -> Response:
     def load() -> tuple[list[dict[str, Any]], dict[str, Paper]] | None:
         if ctx.store.get_subscriber(email) is None:
             return None
-        records = ctx.store.history(email, limit=HISTORY_LIMIT)
-        ids = {pid for r in records if r.get("state") == SENT for pid in r.get("papers") or ()}
-        return records, ctx.store.get_papers(ids)
+        history = ctx.store.history(email, limit=HISTORY_LIMIT)
+        ids = {pid for r in history if r.state == SENT for pid in r.paper_ids}
+        return [r.to_dict() for r in history], ctx.store.get_papers(ids)
 
     loaded = await ctx.db(load)
     if loaded is None:

@@ -53,13 +53,9 @@ async def unsubscribe(request: Request) -> Response:
 
 def set_status(ctx: WebContext, email: str, status: str) -> Subscriber | None:
     """Change one subscriber's status now (called under ctx.lock). Unknown: None."""
-    sub = ctx.store.get_subscriber(email)
-    if sub is None:
-        return None
-    if sub.status != status:
-        sub = replace(sub, status=status)
-        ctx.store.put_subscribers([sub])
-    return sub
+    return ctx.store.update_subscriber(
+        email, lambda sub: replace(sub, status=status) if sub and sub.status != status else None
+    )
 
 
 # Which manage actions apply in which state, and the state they lead to.
@@ -137,30 +133,38 @@ async def manage(request: Request) -> Response:
             return page(400, values=values, error=str(e))
 
         def save() -> Subscriber | None:
-            cur = ctx.store.get_subscriber(email)  # re-read under the lock: no lost update
-            if cur is None:
-                return None
-            new = replace(
-                cur,
-                keywords=keywords,
-                max_papers=max_papers,
-                send_hour=send_hour,
-                timezone=timezone,
-                trending=trending,
-                no_match=no_match,
+            return ctx.store.update_subscriber(  # atomic: no lost update
+                email,
+                lambda cur: (
+                    None
+                    if cur is None
+                    else replace(
+                        cur,
+                        keywords=keywords,
+                        max_papers=max_papers,
+                        send_hour=send_hour,
+                        timezone=timezone,
+                        trending=trending,
+                        no_match=no_match,
+                    )
+                ),
             )
-            ctx.store.put_subscribers([new])
-            return new
 
         updated, changed = await ctx.db(save), True
     elif action in TRANSITIONS:
         allowed, target = TRANSITIONS[action]
 
         def transition() -> tuple[Subscriber | None, bool]:
-            cur = ctx.store.get_subscriber(email)
-            if cur is None or cur.status not in allowed:
-                return cur, False
-            return set_status(ctx, email, target), True
+            changed = False
+
+            def change(cur: Subscriber | None) -> Subscriber | None:
+                nonlocal changed
+                if cur is None or cur.status not in allowed:
+                    return None
+                changed = True
+                return replace(cur, status=target)
+
+            return ctx.store.update_subscriber(email, change), changed
 
         updated, changed = await ctx.db(transition)
     else:

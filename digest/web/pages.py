@@ -244,23 +244,28 @@ def subscribe_job(ctx: WebContext, email: str, keywords: tuple[str, ...], max_pa
     """Background: store a PENDING subscriber and mail the confirmation link, or, for an
     address that already gets the digest, change nothing and mail its manage link."""
     now = ctx.now()
-    with ctx.lock:
-        existing = ctx.store.get_subscriber(email)
+    known = False
+
+    def change(existing: Subscriber | None) -> Subscriber | None:
+        nonlocal known
         known = existing is not None and existing.status in (ACTIVE, PAUSED)
-        if not known:
-            stamp = now.isoformat(timespec="seconds")
-            sub = (
-                replace(existing, keywords=keywords, max_papers=max_papers, status=PENDING)
-                if existing is not None
-                else Subscriber(
-                    email=email,
-                    keywords=keywords,
-                    max_papers=max_papers,
-                    status=PENDING,
-                    created=stamp,
-                )
+        if known:
+            return None
+        stamp = now.isoformat(timespec="seconds")
+        return (
+            replace(existing, keywords=keywords, max_papers=max_papers, status=PENDING)
+            if existing is not None
+            else Subscriber(
+                email=email,
+                keywords=keywords,
+                max_papers=max_papers,
+                status=PENDING,
+                created=stamp,
             )
-            ctx.store.put_subscribers([sub])
+        )
+
+    with ctx.lock:
+        ctx.store.update_subscriber(email, change)
     site = ctx.cfg.site_name
     if known:
         lk = tokens.links(ctx.base_url, ctx.secret, email)
@@ -319,13 +324,20 @@ async def confirm(request: Request) -> Response:
         return denied
 
     def activate() -> str:
-        sub = ctx.store.get_subscriber(email)
-        if sub is None:
-            return "missing"
-        if sub.status == PENDING:
-            ctx.store.put_subscribers([replace(sub, status=ACTIVE)])
-            return "activated"
-        return sub.status
+        outcome = "missing"
+
+        def change(sub: Subscriber | None) -> Subscriber | None:
+            nonlocal outcome
+            if sub is None:
+                return None
+            if sub.status == PENDING:
+                outcome = "activated"
+                return replace(sub, status=ACTIVE)
+            outcome = sub.status
+            return None
+
+        ctx.store.update_subscriber(email, change)
+        return outcome
 
     outcome = await ctx.db(activate)
     if outcome == "missing":
