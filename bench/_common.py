@@ -202,16 +202,18 @@ class HFServer:
 
 
 class SmtpSink:
-    """bench/smtpsink.py in a child process; see its docstring."""
+    """bench/smtpsink.py in a child process; see its docstring. `delay_ms`: the relay's
+    wait per message; `pipelining`: whether it offers PIPELINING."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_ms: float = 0.0, pipelining: bool = True) -> None:
         self._proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.pid = 0
+        self.args = [f"--delay-ms={delay_ms:g}"] + ([] if pipelining else ["--no-pipelining"])
 
     def __enter__(self) -> SmtpSink:
         self._proc = subprocess.Popen(
-            [sys.executable, str(BENCH / "smtpsink.py")],
+            [sys.executable, str(BENCH / "smtpsink.py"), *self.args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -251,13 +253,16 @@ def write_config(
     smtp_port: int | None = None,
     fsync: bool = True,
     lookback_days: int = 3,
+    connections: int | None = None,
 ) -> Path:
     """config.toml in `folder`: store in folder/data, outbox folder/outbox, HF at hf_url,
-    SMTP (security none) on 127.0.0.1:smtp_port when given. Product defaults otherwise."""
+    SMTP (security none) on 127.0.0.1:smtp_port when given, over `connections` SMTP
+    connections when given. Product defaults otherwise."""
     folder.mkdir(parents=True, exist_ok=True)
     smtp = (
         f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
         'sender = "Paper Digest <digest@bench.example.org>"\n'
+        + (f"connections = {connections}\n" if connections else "")
         if smtp_port
         else ""
     )

@@ -1,26 +1,33 @@
 """I/O edge: benchmark, end to end: `digest run` against a floor of plain smtplib.
 
     python bench/e2e.py [--quick] [--sizes 1000,10000] [--rounds 3] [--profile]
+                        [--relay-delay-ms 20] [--connections 8] [--no-pipelining]
 
 For each N: N synthetic subscribers (real paper vocabulary, bench/_common.py) in a fresh
 TinyDB store; the recorded HF day 2026-03-10 served by a local HTTP server; a counting
-aiosmtpd sink in a SEPARATE process (bench/smtpsink.py). Then, in one run:
+aiosmtpd sink in a SEPARATE process (bench/smtpsink.py), which waits --relay-delay-ms
+per message (a remote relay; default 0) and offers PIPELINING unless --no-pipelining.
+Then, in one run:
 
   floor  the same messages the bot sends, built beforehand with the product's own path
-         (pipeline.gather/plan/build_all on a copy of the store) and spooled to a file,
-         pushed by plain smtplib over the same number of SMTP connections as the bot.
+         (pipeline.gather/plan/build_all on a copy of the store) and spooled to files,
+         pushed by plain smtplib over --connections SMTP connections at once (one thread
+         and one spool file per connection; smtplib does not pipeline).
   bot    the REAL CLI in a subprocess: `python -m digest --config C run --date 2026-03-10`
          (interpreter start, imports, fetch, diff, rank, render, build, send, journal with
-         fsync, fold), timed from spawn to exit, on a fresh copy of the seeded store.
+         fsync, fold), timed from spawn to exit, on a fresh copy of the seeded store, with
+         `[smtp] connections` = --connections.
   floor  again, then bot again, ... (`--rounds` bot runs, each between two floor runs).
 
 The machine is shared and its speed drifts within minutes, so each bot run is compared
 with the mean of the two floor runs around it, and the reported ratio is the MEDIAN of
 the per-run ratios (all of them are printed and saved). msgs/s of the bot = messages /
 whole wall time of the subprocess; "send-phase" = messages / (last - first acceptance
-seen by the sink). Target: bot >= 80% of the floor at 10,000 subscribers. `--profile`
-runs the bot in-process under cProfile instead (and prints where the time goes); the
-subprocess figure is the honest one.
+seen by the sink). Target: bot >= 80% of the floor at 10,000 subscribers, both with no
+delay over one connection (the defaults) and with `--relay-delay-ms 20 --connections 8`.
+`--profile` runs the bot in-process under cProfile instead (and prints where the time
+goes); the subprocess figure is the honest one. Results go to bench/results/e2e.json, or
+e2e-<delay>ms-<n>conn.json for other settings.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -59,10 +67,10 @@ TARGET = 0.80
 LAST_SPAN: list[float] = []  # time.time() at the bot's spawn and exit
 
 
-def spool_messages(cfg: Any, spool: Path) -> tuple[int, int]:
+def spool_messages(cfg: Any, spools: list[Path]) -> tuple[int, int]:
     """Build the run's messages with the product's own path, on a COPY of the store (the
-    real one is left for the bot), and append them to `spool` as (len, envelope-from, to,
-    data) records. Returns (count, bytes)."""
+    real one is left for the bot), and append them to the `spools` in turn as (len,
+    envelope-from, to, data) records. Returns (count, bytes)."""
     from digest.mail.smtp import SmtpSender
     from digest.models import RunReport
     from digest.pipeline import build_all, gather, plan, subscribers_due, utcnow
@@ -79,36 +87,54 @@ def spool_messages(cfg: Any, spool: Path) -> tuple[int, int]:
         digests = [d for d in plan(cfg, E2E_DAY, store, gathered, todo) if d.picks]
         papers = {p.id: p for p in gathered.papers}
         env_from = SmtpSender(cfg.smtp).envelope_from.encode()
-        with spool.open("wb") as f:
+        files = [p.open("wb") for p in spools]
+        try:
             for _d, msg in build_all(
                 cfg, cfg.secret() or store.secret(), digests, papers, utcnow()
             ):
                 to = msg.to.encode()
+                f = files[count % len(files)]
                 f.write(struct.pack("<HHI", len(env_from), len(to), len(msg.data)))
                 f.write(env_from + to + msg.data)
                 count += 1
                 size += len(msg.data)
+        finally:
+            for f in files:
+                f.close()
     finally:
         store.close()
     return count, size
 
 
-def floor(spool: Path, port: int, connections: int, count: int) -> float:
-    """Plain smtplib over `connections` connections (split evenly). Seconds."""
-    per = -(-count // max(connections, 1))
-    t0 = time.perf_counter()
-    with spool.open("rb") as f:
-        sent = 0
-        while sent < count:
+def _push(spool: Path, port: int, errors: list[BaseException]) -> None:
+    """One connection: every message of `spool`, with smtplib.sendmail."""
+    try:
+        with spool.open("rb") as f:
             smtp = smtplib.SMTP("127.0.0.1", port)
             smtp.ehlo()
-            for _ in range(min(per, count - sent)):
-                lf, lt, ld = struct.unpack("<HHI", f.read(8))
+            while head := f.read(8):
+                lf, lt, ld = struct.unpack("<HHI", head)
                 env_from, to, data = f.read(lf).decode(), f.read(lt).decode(), f.read(ld)
                 smtp.sendmail(env_from, [to], data)
-                sent += 1
             smtp.quit()
-    return time.perf_counter() - t0
+    except BaseException as e:  # noqa: BLE001 - reported by floor()
+        errors.append(e)
+
+
+def floor(spools: list[Path], port: int) -> float:
+    """Plain smtplib over one connection per spool file, all at once (a thread each: the
+    time goes to waiting on the server, which releases the GIL). Seconds."""
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=_push, args=(p, port, errors)) for p in spools]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"floor: {type(errors[0]).__name__}: {errors[0]}")
+    return seconds
 
 
 def bot_subprocess(config: Path) -> tuple[float, str]:
@@ -150,30 +176,35 @@ def bot_profiled(config: Path, top: int = 25) -> tuple[float, str]:
     return wall, "\n".join(report.lines())
 
 
-def measure_floor(sink: SmtpSink, spool: Path, connections: int, count: int) -> float:
+def measure_floor(sink: SmtpSink, spools: list[Path], count: int) -> float:
     sink.reset()
-    seconds = floor(spool, sink.port, connections, count)
-    got = sink.stats()["messages"]
-    assert got == count, f"floor: sink got {got} of {count}"
+    seconds = floor(spools, sink.port)
+    got = sink.stats()
+    assert got["messages"] == count, f"floor: sink got {got['messages']} of {count}"
+    assert got["connections"] == len(spools), f"floor: {got['connections']} connections"
     return seconds
 
 
-def one_size(n: int, profile: bool, rounds: int) -> dict[str, Any]:
+def one_size(
+    n: int, profile: bool, rounds: int, connections: int, delay_ms: float, pipelining: bool
+) -> dict[str, Any]:
     day_items = load_day(HF_DIR / f"{E2E_DAY.isoformat()}.json")
     with (
         tempfile.TemporaryDirectory(prefix="digest-bench-e2e-") as tmp,
         HFServer({E2E_DAY.isoformat(): day_items}) as hf,
-        SmtpSink() as sink,
+        SmtpSink(delay_ms=delay_ms, pipelining=pipelining) as sink,
     ):
         folder = Path(tmp)
-        config = write_config(folder, hf_url=hf.base_url, smtp_port=sink.port)
+        config = write_config(
+            folder, hf_url=hf.base_url, smtp_port=sink.port, connections=connections
+        )
         from digest.config import load_config
 
         cfg = load_config(config)
         t0 = time.perf_counter()
         seed_store(cfg, make_subscribers(n))
-        spool = folder / "spool.bin"
-        count, size = spool_messages(cfg, spool)
+        spools = [folder / f"spool-{i}.bin" for i in range(connections)]
+        count, size = spool_messages(cfg, spools)
         prep = time.perf_counter() - t0
         print(
             f"  N={n:,}: {count:,} messages to send ({size / count / 1024:.1f} KiB mean), "
@@ -186,7 +217,7 @@ def one_size(n: int, profile: bool, rounds: int) -> dict[str, Any]:
         # every bot run starts from the same freshly seeded store.
         pristine = folder / "data-pristine"
         shutil.copytree(cfg.store.path, pristine)
-        floors = [measure_floor(sink, spool, 1, count)]
+        floors = [measure_floor(sink, spools, count)]
         bots: list[tuple[float, dict[str, Any], str]] = []
         for _ in range(rounds):
             shutil.rmtree(cfg.store.path)
@@ -199,8 +230,7 @@ def one_size(n: int, profile: bool, rounds: int) -> dict[str, Any]:
             bot["startup"] = bot["first"] - LAST_SPAN[0] if LAST_SPAN else None
             bot["teardown"] = LAST_SPAN[1] - bot["last"] if LAST_SPAN else None
             bots.append((wall, bot, out))
-            conns = max(int(bot["connections"]), 1)
-            floors.append(measure_floor(sink, spool, conns, count))
+            floors.append(measure_floor(sink, spools, count))
     ratios, phase_ratios = [], []
     for i, (wall, bot, _) in enumerate(bots):
         floor_s = (floors[i] + floors[i + 1]) / 2
@@ -213,7 +243,10 @@ def one_size(n: int, profile: bool, rounds: int) -> dict[str, Any]:
         "subscribers": n,
         "messages": count,
         "mean_message_bytes": size // count,
-        "smtp_connections": conns,
+        "smtp_connections": connections,
+        "relay_delay_ms": delay_ms,
+        "server_offers_pipelining": pipelining,
+        "bot_connections_opened": [b[1]["connections"] for b in bots],
         "rounds": rounds,
         "bot_mode": "in-process cProfile" if profile else "subprocess: python -m digest run",
         "floor_seconds": [round(f, 3) for f in floors],
@@ -244,15 +277,33 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="bot runs per size, each between two floor runs (default 3; --quick 1)",
     )
+    ap.add_argument(
+        "--relay-delay-ms", type=float, default=0.0, help="the sink waits this per message"
+    )
+    ap.add_argument("--connections", type=int, default=1, help="SMTP connections of floor and bot")
+    ap.add_argument(
+        "--no-pipelining", action="store_true", help="the sink does not offer PIPELINING"
+    )
     args = ap.parse_args(argv)
+    if args.connections < 1:
+        ap.error("--connections: at least 1")
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
         else ([1000] if args.quick else [1000, 10000])
     )
-    print(f"e2e: digest run vs plain smtplib floor; sizes {sizes}", flush=True)
+    pipelining = not args.no_pipelining
+    print(
+        f"e2e: digest run vs plain smtplib floor; sizes {sizes}; relay delay "
+        f"{args.relay_delay_ms:g} ms; {args.connections} connection(s); server "
+        f"{'offers' if pipelining else 'does not offer'} PIPELINING",
+        flush=True,
+    )
     rounds = args.rounds or (1 if args.quick or args.profile else 3)
-    results = [one_size(n, args.profile, rounds) for n in sizes]
+    results = [
+        one_size(n, args.profile, rounds, args.connections, args.relay_delay_ms, pipelining)
+        for n in sizes
+    ]
     table(
         [
             "subscribers",
@@ -278,10 +329,18 @@ def main(argv: list[str] | None = None) -> int:
             for r in results
         ],
     )
+    name = "e2e"
+    if args.relay_delay_ms or args.connections != 1:
+        name += f"-{args.relay_delay_ms:g}ms-{args.connections}conn"
+    if not pipelining:
+        name += "-nopipelining"
     save(
-        "e2e",
+        name,
         {
             "target": f"bot >= {TARGET:.0%} of the smtplib floor at 10,000 subscribers",
+            "relay_delay_ms": args.relay_delay_ms,
+            "connections": args.connections,
+            "server_offers_pipelining": pipelining,
             "results": results,
         },
     )

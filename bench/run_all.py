@@ -23,6 +23,13 @@ from _common import BENCH, ROOT, save, table
 PLAN: list[tuple[str, list[str], list[str] | None]] = [
     ("compute", [], ["--quick"]),
     ("e2e", ["--sizes", "10000"], ["--quick"]),  # the target is at 10,000
+    # a relay that spends 20 ms per message, over 8 connections (one round here; the
+    # figures in bench/README.md are --rounds 3)
+    (
+        "e2e",
+        ["--sizes", "10000", "--rounds", "1", "--relay-delay-ms", "20", "--connections", "8"],
+        ["--quick", "--relay-delay-ms", "20", "--connections", "8"],
+    ),
     ("memory", [], ["--quick"]),
     ("history", [], ["--quick"]),
     ("store_writes", [], ["--quick"]),

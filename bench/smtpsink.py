@@ -1,11 +1,19 @@
 """I/O edge: a counting SMTP sink for the benchmarks, meant to run in its OWN process.
 
-    python bench/smtpsink.py            # prints "PORT <n>" on stdout, then serves
+    python bench/smtpsink.py [--delay-ms 20] [--no-pipelining]
+                                        # prints "PORT <n>" on stdout, then serves
 
 aiosmtpd on 127.0.0.1 with a handler that only counts: messages, bytes, connections,
 and the time of the first and last accepted message. Nothing is kept in memory, so
 100,000 messages cost the same as ten. It runs in a separate process so that it never
 shares a GIL with the client being measured (the client and the server each get a core).
+
+`--delay-ms D` makes it a stand-in for a remote relay: each message's 250 is answered D
+ms after its data arrived (an asyncio sleep, so connections wait side by side, as a
+provider's relay that spends 20-100 ms per message does). It offers PIPELINING (RFC 2920)
+in its EHLO reply as real relays do (Postfix, Exim, the big providers); aiosmtpd reads
+commands one line at a time from a buffered stream, so pipelined commands just work.
+`--no-pipelining` leaves it out, to measure a client against a server without it.
 
 Control protocol on stdin/stdout, one line each:
     "stats"  -> one JSON line {"messages", "bytes", "connections", "first", "last"}
@@ -16,6 +24,8 @@ Control protocol on stdin/stdout, one line each:
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import socket
 import sys
@@ -59,10 +69,20 @@ class Counter:
 
 
 class CountingHandler:
-    def __init__(self, counter: Counter) -> None:
+    def __init__(self, counter: Counter, delay: float = 0.0, pipelining: bool = True) -> None:
         self.c = counter
+        self.delay = delay
+        self.pipelining = pipelining
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname  # (what aiosmtpd does itself when there is no hook)
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")  # before the last line, "250 HELP"
+        return responses
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        if self.delay:
+            await asyncio.sleep(self.delay)
         now = time.time()
         c = self.c
         size = len(envelope.content or b"")
@@ -76,9 +96,9 @@ class CountingHandler:
 
 
 class CountingController(Controller):
-    def __init__(self, counter: Counter, **kwargs: object) -> None:
+    def __init__(self, counter: Counter, handler: CountingHandler, **kwargs: object) -> None:
         self.counter = counter
-        super().__init__(CountingHandler(counter), **kwargs)  # type: ignore[arg-type]
+        super().__init__(handler, **kwargs)  # type: ignore[arg-type]
 
     def factory(self) -> SMTP:  # once per TCP connection
         with self.counter.lock:
@@ -87,12 +107,19 @@ class CountingController(Controller):
         return SMTP(self.handler, hostname="bench-sink", data_size_limit=1 << 20)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--delay-ms", type=float, default=0.0, help="wait per message (a relay)")
+    ap.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
+    args = ap.parse_args(argv)
     counter = Counter()
+    handler = CountingHandler(counter, args.delay_ms / 1000.0, not args.no_pipelining)
     controller = None
     for _ in range(5):  # a free port can be taken between probing and binding
         port = free_port()
-        controller = CountingController(counter, hostname=HOST, port=port, ready_timeout=10.0)
+        controller = CountingController(
+            counter, handler, hostname=HOST, port=port, ready_timeout=10.0
+        )
         try:
             controller.start()
             break

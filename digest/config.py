@@ -215,6 +215,8 @@ class SmtpConfig:
     username_env: str = opt("", check=_env_name)  # NAME of the variable with the user name
     password_env: str = opt("", check=_env_name)
     timeout: float = opt(30.0, lo=0.1, hi=600)
+    connections: int = opt(4, lo=1, hi=100)  # SMTP connections `digest run` sends over at once
+    max_rate: float = opt(0.0, lo=0.0, hi=100_000.0)  # messages/second over all of them; 0: no cap
 
     def _resolve(self, given: set[str]) -> SmtpConfig:
         if "port" not in given and self.security == "ssl":

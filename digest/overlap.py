@@ -1,8 +1,7 @@
 """Threads and a child process, no I/O of their own: overlap the delivery loop's work.
 
-Sending a digest is mostly waiting: on the SMTP server's replies (four round trips per
-message) and on the journal's fdatasync. Both waits release the GIL, so the CPU work of
-the loop can run meanwhile:
+Sending a digest is mostly waiting: on the SMTP server's replies and on the journal's
+fdatasync. Both waits release the GIL, so the CPU work of the loop can run meanwhile:
 
   Forked     ranks and builds the next messages (pure CPU) in a forked child process at
              idle priority, so the building never holds this process's GIL nor takes a
@@ -12,12 +11,14 @@ the loop can run meanwhile:
              other threads running is unsafe.
   Prefetch   the same in a producer thread, for processes that already run threads
              (`digest serve`, `digest web`, tests driving run_daily in-process).
-  Recorder   writes delivery records (run.record: journal append + fdatasync)
-             in order, in one thread, while the next message is being sent. At most ONE
-             record is outstanding: `put` waits for the previous record to be durable.
-             So a crash can leave at most two accepted messages unrecorded (the one being
-             recorded and the one in flight), each re-sent once by the next run with the
-             same Message-ID; without the overlap it is one.
+  Recorder   writes delivery records (run.record_many: journal append + fdatasync)
+             in order, in batches: the records that the SMTP connections
+             (digest/mail/pool.py) hand over while one batch is being synced share the
+             next sync (group commit), written by the first connection that waits. A
+             connection waits for its message's record before its next message can be
+             accepted (before that one's final "."), so a crash leaves at most one
+             accepted message per connection unrecorded, re-sent once by the next run
+             with the same Message-ID.
 
 While the loop runs, the interpreter's thread switch interval is cut from 5 ms to
 20 us (`short_switch_interval`): every SMTP reply and every journal syscall wakes a thread
@@ -131,19 +132,35 @@ class Forked(Generic[T]):
     interleaved runs per variant, two sessions: nice 10 75-79%, nice 19 75%, nice 19 +
     SCHED_BATCH 85%, SCHED_IDLE 86-91%.
     An idle-priority child starves on a box that is busy with other work; then this
-    process waits on the pipe. When those waits pass STARVED_AFTER seconds and
-    STARVED_SHARE of the time since the first item, the child is stopped and the rest is
-    built here, in this process (the items it already delivered are skipped by running
-    the same generator past them: a one-off cost only that case pays)."""
+    process waits on the pipe. When those waits pass `watch.after` seconds and
+    `watch.share` of the time since the first item, the child is moved to the normal
+    priority every other process has (`promote`; Linux lets only a privileged process,
+    or one whose RLIMIT_NICE allows nice 0, leave SCHED_IDLE) and watched again with
+    `Starvation()`. When it cannot be promoted, or starves again, it is stopped and the
+    rest is built here, in this process (the items it already delivered are skipped by
+    running the same generator past them: a one-off cost only that case pays; with
+    several SMTP connections the building then shares this process's GIL with them).
+    `clock` (read right before and right after each wait), `watch` and `promote` are
+    injectable, so tests decide what "slow" is instead of depending on the machine."""
 
     PIPE_BYTES = 1 << 20  # how far ahead the child may run (Linux F_SETPIPE_SZ; best effort)
-    STARVED_AFTER = 2.0  # seconds spent waiting for the child, in total ...
-    STARVED_SHARE = 0.3  # ... and this share of the time since the first item
 
-    def __init__(self, items: Iterator[T]) -> None:
+    def __init__(
+        self,
+        items: Iterator[T],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        watch: Starvation | None = None,
+        promote: Callable[[int], bool] | None = None,
+    ) -> None:
         self._items = items
         self._pid = 0
         self._reader: Any = None
+        self._clock = clock
+        # a quick first look: promoting costs nothing, so there is no reason to wait long
+        self.watch = watch if watch is not None else Starvation(after=0.5)
+        self._promote = promote if promote is not None else _normal_priority
+        self.promoted = False  # True once the child was moved to the normal priority
         self.starved = False  # True once the rest was built in this process
 
     @staticmethod
@@ -167,29 +184,29 @@ class Forked(Generic[T]):
         return self
 
     def __iter__(self) -> Iterator[T]:
-        taken, waited, start = 0, 0.0, None
+        taken = 0
         while True:
-            t0 = time.monotonic()
+            asked = self._clock()
             try:
                 kind, payload = pickle.load(self._reader)
             except (EOFError, pickle.UnpicklingError, OSError) as e:
                 raise DigestError(
                     f"the message builder process stopped unexpectedly "
-                    f"({self._exit_status()}); what was sent is recorded, the "
-                    f"rest is left for the next run"
+                    f"({self._exit_status(isinstance(e, EOFError))}); what was sent is "
+                    f"recorded, the rest is left for the next run"
                 ) from e
-            now = time.monotonic()
-            if start is None:
-                start = now  # the first item's wait is start-up, not starvation
-            else:
-                waited += now - t0
+            starving = self.watch.observe(asked, self._clock())
             if kind == "done":
                 return
             if kind == "error":
                 raise payload
             yield payload
             taken += 1
-            if waited > self.STARVED_AFTER and waited > self.STARVED_SHARE * (now - start):
+            if starving and not self.promoted and self._promote(self._pid):
+                self.promoted = True
+                self.watch = Starvation()
+                continue
+            if starving:
                 self.starved = True
                 self.__exit__()  # stop the child; build the rest in this process
                 for _ in range(taken):
@@ -197,19 +214,20 @@ class Forked(Generic[T]):
                 yield from self._items
                 return
 
-    def _exit_status(self) -> str:
-        deadline = time.monotonic() + 1.0  # the pipe closes a moment before the exit
-        while True:
-            try:
-                pid, status = os.waitpid(self._pid, os.WNOHANG)
-            except ChildProcessError:
-                return "already reaped"
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                return "still running, pipe broken"
-            time.sleep(0.01)
+    def _exit_status(self, eof: bool) -> str:
+        """How the child ended. At EOF it has closed the pipe, which it does only by
+        exiting: wait for that (no deadline: under load a dying idle-priority process
+        may take a while to be scheduled). Otherwise (unreadable data) kill it first."""
+        if not eof:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+        try:
+            _, status = os.waitpid(self._pid, 0)
+        except ChildProcessError:
+            return "already reaped"
         self._pid = 0
+        if not eof:
+            return "it sent unreadable data"
         if os.WIFSIGNALED(status):
             return f"killed by signal {os.WTERMSIG(status)}"
         return f"exit code {os.waitstatus_to_exitcode(status)}"
@@ -224,6 +242,25 @@ class Forked(Generic[T]):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._pid, 0)
             self._pid = 0
+
+
+class Starvation:
+    """Pure: no I/O. When the builder child counts as starving: after the waits for its
+    items pass `after` seconds in total AND `share` of the time since the first item
+    (whose wait is start-up, not starvation). Times are readings of one clock."""
+
+    def __init__(self, after: float = 2.0, share: float = 0.3) -> None:
+        self.after, self.share = after, share
+        self.waited = 0.0
+        self._start: float | None = None
+
+    def observe(self, asked: float, got: float) -> bool:
+        """One item, asked for at `asked`, received at `got`: True when starving."""
+        if self._start is None:
+            self._start = got
+            return False
+        self.waited += got - asked
+        return self.waited > self.after and self.waited > self.share * (got - self._start)
 
 
 def _produce(items: Iterator[Any], fd: int) -> int:  # pragma: no cover - child process
@@ -270,6 +307,17 @@ def _idle_priority() -> None:  # pragma: no cover - child process
             os.nice(10)
 
 
+def _normal_priority(pid: int) -> bool:
+    """Move the child from SCHED_IDLE (or nice 10) to the normal policy at nice 0; False
+    when not allowed (see Forked's docstring) or not Linux."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, pid, 0)
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def _grow_pipe(fd: int, size: int) -> None:
     try:
         import fcntl
@@ -283,68 +331,90 @@ def _grow_pipe(fd: int, size: int) -> None:
 
 
 class Recorder:
-    """Calls `record(*args)` for each `put(*args)`, in order, in one thread, with at
-    most one call outstanding. `close()` (or leaving the `with`) waits for the last.
+    """Writes delivery records in order, in batches (group commit): one call of
+    `record_many(batch)` makes every record queued meanwhile durable together (one journal
+    append, one fdatasync).
 
-    The hand-over is two plain locks used as binary semaphores (C-level, one futex
-    wake each way), not a Queue plus a Semaphore (Python-level conditions): it runs once
-    per message, and every context switch is CPU the SMTP conversation waits for."""
+    `put(record)` queues one record and returns its number; `durable(n)` returns once
+    record n is written. Whoever waits first while no write is running writes everything
+    queued so far itself (the leader); whoever comes while it writes waits and is done
+    with it or leads the next write. An SMTP connection puts and waits for each accepted
+    message before writing its next one (at most one unrecorded message per connection);
+    the records of digests that are not mailed (empty, unbuildable) are only queued, and
+    go out with the next write (or by the putter once FLUSH_AT are queued, or on leaving
+    the `with`). With N connections sharing each fdatasync instead of queueing for N in a
+    row, a 2-4 ms sync on a busy disk no longer caps 8 connections at ~250 msg/s; and the
+    leader writes in its own thread: no hand-over to a writer thread and back.
 
-    def __init__(self, record: Callable[..., None]) -> None:
-        self._record = record
-        self._go = threading.Lock()  # released by put: a record is waiting in _args
-        self._go.acquire()
-        self._idle = threading.Lock()  # held from put until that record is written
-        self._args: Any = None
+    After a failed write nothing more is written: its error is raised by the next `put`,
+    `durable`, `check` and on leaving the `with`."""
+
+    FLUSH_AT = 512  # queued records the putter writes itself when nobody else does
+
+    def __init__(self, record_many: Callable[[list[Any]], None]) -> None:
+        self._record_many = record_many
+        self._lock = threading.Lock()
+        self._written_cv = threading.Condition(self._lock)
+        self._pending: list[Any] = []
+        self._queued = 0  # records put so far
+        self._written = 0  # records durable so far: always the first _written put
+        self._writing = False  # a leader is writing a batch (without the lock)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="digest-recorder", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            self._go.acquire()
-            args = self._args
-            if args is _DONE:
-                return
-            try:
-                if self._error is None:  # after a failure nothing more is recorded
-                    self._record(*args)
-            except BaseException as e:  # noqa: BLE001 - handed to the caller, raised there
-                self._error = e
-            finally:
-                self._idle.release()
 
     def check(self) -> None:
         """Raise the error of a failed record, if any (call before sending more)."""
         if self._error is not None:
             raise self._error
 
-    def put(self, *args: Any) -> None:
-        """Queue one record once the previous one is durable."""
-        self._idle.acquire()
-        if self._error is not None:
-            self._idle.release()
-            raise self._error
-        self._args = args
-        self._go.release()
+    def put(self, record: Any) -> int:
+        """Queue one record (for `record_many`); returns its number for `durable`."""
+        with self._lock:
+            self.check()
+            self._pending.append(record)
+            self._queued += 1
+            n = self._queued
+            flush = len(self._pending) >= self.FLUSH_AT and not self._writing
+        if flush:
+            self.durable(n)
+        return n
+
+    def durable(self, n: int) -> None:
+        """Until record number `n` is written (writing the queue if nobody is); raises
+        a record's error instead."""
+        with self._lock:
+            while self._written < n:
+                self.check()
+                if self._writing:
+                    self._written_cv.wait()
+                    continue
+                self._writing = True
+                batch, self._pending = self._pending, []
+                self._lock.release()
+                try:
+                    self._record_many(batch)
+                except BaseException as e:  # noqa: BLE001 - raised here and to every waiter
+                    self._error = e
+                finally:
+                    self._lock.acquire()
+                    self._writing = False
+                    self._written_cv.notify_all()
+                self.check()
+                self._written += len(batch)
 
     def wait(self) -> None:
         """Until every queued record is written; raises a record's error."""
-        self._idle.acquire()
-        self._idle.release()
+        self.durable(self._queued)
         self.check()
 
     def __enter__(self) -> Recorder:
-        self._thread.start()
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self._idle.acquire()  # the last record is written (or failed)
-        self._args = _DONE
-        self._go.release()
-        self._thread.join()
-        self._idle.release()
         if exc_type is None:
-            self.check()
+            self.wait()
+            return
+        with contextlib.suppress(Exception):  # the caller's error wins; keep what we can
+            self.wait()
 
 
 class _Failed:

@@ -7,8 +7,9 @@ only wires them and keeps the run report.
 Exactly-once: a digest is recorded SENT (durably, in the store's journal) right after
 the SMTP server accepted it, and the papers in SENT digests are excluded from every
 later pick. A crash between the server's 250 and the record is the only window in
-which a message can go out twice: records are written one message behind the sends
-(digest/overlap.py), so that is at most two messages, re-sent with the same Message-ID.
+which a message can go out twice: each SMTP connection writes its next message's final
+"." only after the previous one's record is durable (digest/mail/pool.py), so that is at
+most one message per connection ([smtp] connections), re-sent with the same Message-ID.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -27,12 +28,13 @@ from digest.errors import (
     DeliveryError,
     InputError,
     PermanentDeliveryError,
-    TransientDeliveryError,
 )
 from digest.mail import make_sender
-from digest.mail.base import Sender
+from digest.mail.base import Job, Sender
 from digest.mail.message import build_message
+from digest.mail.pool import DeliveryPool, Pacer
 from digest.models import (
+    ACTIVE,
     DEFERRED,
     EMPTY,
     FAILED,
@@ -58,10 +60,6 @@ from digest.subscribers import make_subscriber
 from digest.tokens import links
 
 Clock = Callable[[], datetime]
-
-# After this many transient failures in a row the SMTP server is taken to be gone: the
-# rest of the run is left for the next run instead of timing out once per subscriber.
-MAX_CONSECUTIVE_TRANSIENT = 3
 
 
 def utcnow() -> datetime:
@@ -112,7 +110,7 @@ def run_daily(
                         dry_run=dry_run,
                         stop=stop,
                         progress=progress,
-                        record=run.record,
+                        record_many=run.record_many,
                         sample_day=gathered.sample_day,
                     )
                     if stop is not None and stop.is_set():
@@ -256,11 +254,11 @@ def deliver(
     dry_run: bool,
     stop: threading.Event | None,
     progress: bool | None,
-    record: Callable[[DeliveryRecord], None],
+    record_many: Callable[[Sequence[DeliveryRecord]], None],
     sample_day: date | None = None,
 ) -> None:
-    """Render, send and record each of the `count` digests; the record (`record`: the
-    run's, durable on return) follows the server's acceptance. `digests` may be lazy:
+    """Render, send and record each of the `count` digests; the record (`record_many`:
+    the run's, durable on return) follows the server's acceptance. `digests` may be lazy:
     ranking then runs with the building."""
     if dry_run:
         for d in digests:
@@ -272,72 +270,92 @@ def deliver(
     if not count:
         return
     papers = {p.id: p for p in gathered_papers}
-    sender = sender or make_sender(cfg)
     secret = cfg.secret() or store.secret()
-    transient_in_row, entered = 0, False
+    counts = threading.Lock()  # the report is counted from every connection's thread
+
+    def outcome(job: Job, error: DeliveryError | None) -> Callable[[], None]:
+        """A connection's verdict on one message, queued for the record; the connection
+        calls what this returns (until the record is durable) before its next message
+        can be accepted."""
+        did, (ids, sections, matched) = job.ref
+        if error is None:
+            state, detail = SENT, ""
+        else:
+            state = FAILED if isinstance(error, PermanentDeliveryError) else DEFERRED
+            detail = str(error)
+        rec = DeliveryRecord(did, job.email, day, state, ids, detail, None, sections, matched)
+        n = recorder.put(rec)
+        with counts:
+            if error is None:
+                report.sent += 1
+            elif isinstance(error, PermanentDeliveryError):
+                report.failed += 1
+            else:
+                report.deferred += 1
+            if bar is not None:
+                bar.update(1)
+        return lambda: recorder.durable(n)
+
     # Digests are ranked and their messages built ahead, in a child process (or a thread),
-    # and records written one thread behind, while this thread waits on the SMTP server
-    # (digest/overlap.py; speed: bench/e2e.py). The builder starts first: it forks only
-    # while no other thread runs. The sender is entered (it connects) at the first
+    # while this thread hands them to the connections (digest/mail/pool.py), each of which
+    # waits on its SMTP server; the Recorder writes the records, the connections' ones
+    # together (group commit: digest/overlap.py; speed: bench/e2e.py). The builder starts
+    # first: it forks only while no other thread runs. A connection opens at its first
     # message, so a day without any mail never touches the SMTP server.
     built = (
         (d.id, d.subscriber.email, _kept(d), msg)
         for d, msg in build_all(cfg, secret, digests, papers, now(), sample_day=sample_day)
     )  # lean to pickle
+    open_sender, connections = _senders(cfg, sender)
     with (
-        ExitStack() as connected,
         ahead(built) as items,
         _progress_bar(count, progress) as bar,
         short_switch_interval(),
-        Recorder(record) as recorder,
+        Recorder(record_many) as recorder,  # the one place records are written
+        DeliveryPool(
+            open_sender,
+            connections=connections,
+            done=outcome,
+            current=_still_active(store),
+            pacer=Pacer(cfg.smtp.max_rate) if cfg.smtp.max_rate and cfg.smtp.host else None,
+            stop=stop,
+        ) as pool,
     ):
-        for did, email, (ids, sections, matched), msg in items:
+        cut = False  # left the loop early: stopping
+        for did, email, kept, msg in items:
             if stop is not None and stop.is_set():
-                report.notes.append("stopped: the rest is left for the next run")
+                pool.stop()
+                cut = True
                 break
             recorder.check()  # a record that failed stops the run before the next send
-            if msg is None:
-                report.empty += 1
+            pool.check()  # so does SMTP that keeps failing
+            if isinstance(msg, OutgoingMessage):
+                if not pool.submit(Job(msg, email, (did, kept))):
+                    cut = True  # stopping (the connections saw `stop` first)
+                    break
+                continue
+            with counts:
+                if msg is None:
+                    report.empty += 1
+                else:
+                    report.failed += 1
+                if bar is not None:
+                    bar.update(1)
+            if msg is None:  # queued only: no mail hangs on these records
                 recorder.put(DeliveryRecord(did, email, day, EMPTY, (), "nothing new"))
-            elif isinstance(msg, InputError):
-                report.failed += 1
+            else:  # an InputError: a message that cannot be built
+                ids, sections, matched = kept
                 recorder.put(
                     DeliveryRecord(did, email, day, FAILED, ids, str(msg), None, sections, matched)
                 )
-            else:
-                if not entered:
-                    connected.enter_context(sender)
-                    entered = True
-                try:
-                    sender.send(msg)
-                except TransientDeliveryError as e:
-                    report.deferred += 1
-                    recorder.put(
-                        DeliveryRecord(
-                            did, email, day, DEFERRED, ids, str(e), None, sections, matched
-                        )
-                    )
-                    transient_in_row += 1
-                    if transient_in_row >= MAX_CONSECUTIVE_TRANSIENT:
-                        raise DeliveryError(
-                            f"SMTP keeps failing ({e}); the rest is left for the next run"
-                        ) from e
-                except PermanentDeliveryError as e:
-                    report.failed += 1
-                    transient_in_row = 0
-                    recorder.put(
-                        DeliveryRecord(
-                            did, email, day, FAILED, ids, str(e), None, sections, matched
-                        )
-                    )
-                else:
-                    report.sent += 1
-                    transient_in_row = 0
-                    recorder.put(
-                        DeliveryRecord(did, email, day, SENT, ids, "", None, sections, matched)
-                    )
-            if bar is not None:
-                bar.update(1)
+        pool.close()
+    if cut or pool.abandoned:
+        report.notes.append("stopped: the rest is left for the next run")
+    report.notes.extend(pool.notes())
+    if pool.skipped:
+        report.notes.append(
+            f"{pool.skipped} subscriber(s) unsubscribed or paused during the run: not sent"
+        )
 
 
 def _kept(d: Digest) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ...], ...]]:
@@ -348,6 +366,34 @@ def _kept(d: Digest) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str,
         tuple(p.section for p in d.picks),
         tuple(p.matched for p in d.picks),
     )
+
+
+def _senders(cfg: Config, sender: Sender | None) -> tuple[Callable[[], Sender], int]:
+    """(a factory of one connection's Sender, how many connections): [smtp] connections
+    for SMTP; one for the outbox folder and for a Sender passed in (tests, benchmarks)."""
+    if sender is not None:
+        return (lambda: sender), 1
+    first = make_sender(cfg)  # raises ConfigError now, before anything is built
+    if not cfg.smtp.host:
+        return (lambda: first), 1
+    made = [first]
+
+    def another() -> Sender:
+        return made.pop() if made else make_sender(cfg)
+
+    return another, cfg.smtp.connections
+
+
+def _still_active(store: Store) -> Callable[[str], bool]:
+    """The last check before a digest is committed (issue: unsubscribes acknowledged
+    mid-run were mailed): the subscriber's current status, read from the store. Cheap:
+    the TinyDB store re-reads its file only when it changed (one stat otherwise)."""
+
+    def active(email: str) -> bool:
+        sub = store.get_subscriber(email)
+        return sub is not None and sub.status == ACTIVE
+
+    return active
 
 
 def build_all(

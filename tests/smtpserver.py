@@ -17,6 +17,13 @@ Dropping connections:
                          # servers with a per-connection message limit)
     srv.drop_next = 2    # the next 2 DATA commands get no reply: the connection is cut
                          # and the message is NOT accepted
+Holding one message (the server's other connections go on meanwhile):
+    srv.hold_for["slow@x.org"] = threading.Event()   # its DATA is answered once set
+Refusing connections (a relay's per-client connection limit):
+    srv.refuse_after = 2   # connections after the first 2 are greeted "421" and closed
+Extensions: PIPELINING (RFC 2920) and SMTPUTF8 (RFC 6531) are offered, as real relays do;
+    SmtpServer(pipelining=False, smtputf8=False)    # a server without them
+    srv.pipelined   # RCPT commands whose DATA had already arrived: the client pipelined
 TLS (a throwaway self-signed certificate made with the `openssl` command):
     SmtpServer(tls="starttls")  # offers STARTTLS;   SmtpServer(tls="ssl"): implicit TLS
     srv.client_context()        # an ssl.SSLContext for the client that trusts it
@@ -30,6 +37,7 @@ For benchmarks, run it in another process so it does not share the client's GIL:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -40,7 +48,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -70,6 +78,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes  # the DATA bytes as sent, dot-unstuffed, CRLF line ends kept
     connection: int  # which TCP connection (1-based) carried it
+    mail_options: list[str] = field(default_factory=list)  # e.g. ["SMTPUTF8"]
 
     @property
     def message(self) -> EmailMessage:
@@ -132,7 +141,17 @@ class _Handler:
     def __init__(self, srv: SmtpServer):
         self.srv = srv
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname  # (what aiosmtpd does itself when there is no hook)
+        if self.srv.pipelining:
+            responses.insert(-1, "250-PIPELINING")  # before the last line, "250 HELP"
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        buffered = bytes(getattr(getattr(server, "_reader", None), "_buffer", b""))
+        if buffered.startswith(b"DATA\r\n"):  # sent with RCPT, before its reply
+            with self.srv._lock:
+                self.srv.pipelined += 1
         reply = self.srv.reply_for.get(address.lower())
         if reply:
             return reply
@@ -141,6 +160,10 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         srv = self.srv
+        for rcpt in envelope.rcpt_tos:
+            gate = srv.hold_for.get(rcpt.lower())
+            if gate is not None:  # wait in a thread: the server's other connections go on
+                await asyncio.get_running_loop().run_in_executor(None, gate.wait, 120)
         with srv._lock:
             if srv.drop_next > 0:
                 srv.drop_next -= 1
@@ -157,6 +180,7 @@ class _Handler:
                     list(envelope.rcpt_tos),
                     bytes(envelope.original_content or b""),
                     conn,
+                    list(envelope.mail_options),
                 )
             )
             if srv.on_message is not None:
@@ -179,6 +203,15 @@ class _Controller(Controller):
         with self.srv._lock:
             self.srv.connections += 1
             conn = self.srv.connections
+        limit = self.srv.refuse_after
+        if limit is not None and conn > limit:
+
+            async def refuse() -> None:  # instead of the 220 greeting
+                await smtpd.push("421 4.7.0 too many connections from your address")
+                smtpd.transport.close()
+
+            smtpd._handle_client = refuse
+            return smtpd
         original = smtpd._create_session
 
         def create_session():  # tag the session with its connection number
@@ -201,6 +234,8 @@ class SmtpServer:
         reply_for: dict[str, str] | None = None,
         data_reply_for: dict[str, str] | None = None,
         drop_after: int | None = None,
+        pipelining: bool = True,
+        smtputf8: bool = True,
     ):
         if tls not in (None, "starttls", "ssl"):
             raise ValueError("tls must be None, 'starttls' or 'ssl'")
@@ -213,6 +248,11 @@ class SmtpServer:
             k.lower(): v for k, v in (data_reply_for or {}).items()
         }
         self.drop_after = drop_after
+        self.pipelining = pipelining
+        self.smtputf8 = smtputf8
+        self.pipelined = 0
+        self.hold_for: dict[str, threading.Event] = {}
+        self.refuse_after: int | None = None
         self.drop_next = 0
         self.messages: list[Received] = []
         self.connections = 0
@@ -245,6 +285,7 @@ class SmtpServer:
             "hostname": HOST,
             "server_hostname": "localhost",
             "ready_timeout": 10.0,
+            "enable_SMTPUTF8": self.smtputf8,
         }
         if self.tls:
             server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -299,7 +340,7 @@ def _serve(kwargs: dict[str, Any], port_q: Any, count: Any, stop: Any) -> None:
 
 class SmtpServerProcess:
     """SmtpServer in a child process (spawned), for benchmarks. `kwargs` go to SmtpServer
-    (tls, auth, reply_for, data_reply_for, drop_after)."""
+    (tls, auth, reply_for, data_reply_for, drop_after, pipelining, smtputf8)."""
 
     def __init__(self, **kwargs: Any):
         self.kwargs, self.host, self.port = kwargs, HOST, 0

@@ -147,38 +147,105 @@ def test_leaving_early_kills_and_reaps_the_child_and_it_held_no_descriptor():
 
 
 def test_a_starved_child_is_replaced_by_building_here_without_losing_an_item():
+    # The watch decides "starving" at the 10th item (what a busy box would make it say):
+    # no sleeps, no machine speed in the test.
     out = run("""
-        import json, os, time
-        from digest.overlap import Forked
-        Forked.STARVED_AFTER, Forked.STARVED_SHARE = 0.2, 0.3
+        import json, os
+        from digest.overlap import Forked, Starvation
+        class AtTen(Starvation):
+            def observe(self, asked, got):
+                super().observe(asked, got)
+                self.n = getattr(self, "n", 0) + 1
+                return self.n >= 10
         parent = os.getpid()
-        def gen():
-            for i in range(40):
-                if os.getpid() != parent:
-                    time.sleep(0.05)  # a child that hardly gets a core (a busy box)
-                yield i, os.getpid()
-        f = Forked(gen())
+        f = Forked(((i, os.getpid()) for i in range(40)), watch=AtTen(),
+                   promote=lambda pid: False)  # as for a process without the privilege
         with f as items:
             got = list(items)
         print(json.dumps({"n": [i for i, _ in got], "starved": f.starved,
-                          "here": sum(1 for _, p in got if p == parent)}))
+                          "here": [i for i, p in got if p == parent]}))
     """)
     assert out["n"] == list(range(40))  # every item once, in order
     assert out["starved"]
-    assert 20 <= out["here"] < 40  # the child delivered some, this process built the rest
+    assert out["here"] == list(range(10, 40))  # the child delivered 10, this process the rest
+
+
+def test_a_starving_child_is_first_moved_to_the_normal_priority():
+    out = run("""
+        import json, os
+        from digest.overlap import Forked, Starvation
+        class AtTen(Starvation):
+            def observe(self, asked, got):
+                self.n = getattr(self, "n", 0) + 1
+                return self.n == 10
+        parent = os.getpid()
+        def policy():
+            return os.sched_getscheduler(0)
+        # 400 KB items: the pipe holds a few, so the last ones are made after item 10
+        f = Forked(((i, os.getpid(), policy(), b"x" * 400_000) for i in range(40)),
+                   watch=AtTen())
+        with f as items:
+            got = [x[:3] for x in items]
+        print(json.dumps({"n": [i for i, _, _ in got], "promoted": f.promoted,
+                          "starved": f.starved, "here": sum(p == parent for _, p, _ in got),
+                          "first": got[0][2], "last": got[-1][2],
+                          "idle": os.SCHED_IDLE, "other": os.SCHED_OTHER}))
+    """)
+    assert out["n"] == list(range(40))  # every item once, in order, either way
+    assert out["first"] == out["idle"]
+    if out["promoted"]:  # allowed here (root, or RLIMIT_NICE): it went on at normal priority
+        assert out["last"] == out["other"] and not out["starved"] and out["here"] == 0
+    else:  # not allowed: the rest was built here
+        assert out["starved"] and out["here"] == 30
 
 
 def test_a_child_that_keeps_up_is_never_taken_for_starved():
+    # The clock moves only when the consumer works (1 ms per item): the waits for the
+    # child take no time on it, so however slow this machine is, nothing is starving. Were
+    # the consumer's own time counted as waiting, this would be starved after 0.2 s.
     out = run("""
         import json
-        from digest.overlap import Forked
-        Forked.STARVED_AFTER = 0.2
-        f = Forked(iter(range(20000)))
+        from digest.overlap import Forked, Starvation
+        class Clock:
+            t = 0.0
+            def __call__(self):
+                return self.t
+        clock = Clock()
+        f = Forked(iter(range(20000)), clock=clock, watch=Starvation(after=0.2))
+        n = 0
         with f as items:
-            n = sum(1 for _ in items)
-        print(json.dumps({"n": n, "starved": f.starved}))
+            for _ in items:
+                n += 1
+                clock.t += 0.001
+        print(json.dumps({"n": n, "starved": f.starved, "waited": f.watch.waited}))
     """)
-    assert out == {"n": 20000, "starved": False}
+    assert out == {"n": 20000, "starved": False, "waited": 0.0}
+
+
+def test_starvation_needs_both_the_total_and_the_share_and_ignores_start_up():
+    from digest.overlap import Starvation
+
+    def feed(watch: Starvation, items: int, wait: float, work: float, t: float = 0.0) -> int:
+        """`items` items, each waited for `wait` then worked on for `work`: the 1-based
+        item at which the watch first says starving (0: never)."""
+        for i in range(1, items + 1):
+            asked, t = t, t + wait
+            if watch.observe(asked, t):
+                return i
+            t += work
+        return 0
+
+    assert feed(Starvation(), 100_000, wait=0.0001, work=0.001) == 0  # keeps up
+    # starving: 30 ms waits, 1 ms of work; starving once over 2 s were waited: 67 waits,
+    # after the first item's (start-up)
+    assert feed(Starvation(), 1000, wait=0.03, work=0.001) == 68
+    # a long first wait (start-up: ranking the first subscribers) counts for nothing
+    w = Starvation()
+    assert not w.observe(0.0, 30.0) and w.waited == 0.0
+    assert feed(w, 1000, wait=0.0001, work=0.001, t=30.0) == 0
+    # much waiting in total, but a small share of a long run: not starving
+    w = Starvation(after=2.0, share=0.3)
+    assert feed(w, 10_000, wait=0.0005, work=0.004) == 0 and w.waited > 2.0
 
 
 def test_ahead_uses_a_thread_when_other_threads_run():

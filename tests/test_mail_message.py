@@ -175,8 +175,8 @@ def test_subject_injection_rejected() -> None:
         "a b@example.org",
         "<a@example.org>",
         "a@example.org, b@example.org",
-        "ü@example.org",
         "x" * 300,
+        "a@-bad-ü.example",  # IDNA refuses it
     ],
 )
 def test_bad_recipient_rejected(to: str) -> None:
@@ -195,6 +195,16 @@ def test_non_ascii_sender_name_and_idn_domain() -> None:
     assert msg["From"].addresses[0].display_name == "Papier-Übersicht"
     assert msg["To"] == "leser@xn--bcher-kva.example"
     assert_wire_safe(build(sender="Papier-Übersicht <digest@example.org>"))
+
+
+def test_non_ascii_local_part_is_written_as_utf8_for_smtputf8() -> None:
+    # RFC 6532: raw UTF-8 in the header; only a server offering SMTPUTF8 gets this message
+    # (digest/mail/smtp.py checks). The sender's own address must stay ASCII.
+    data = build(to="zoë@bücher.example")
+    assert data.split(b"\r\n\r\n", 1)[0].count("zoë".encode()) == 1
+    assert parse(data)["To"] == "zoë@xn--bcher-kva.example"
+    with pytest.raises(InputError, match="must be ASCII"):
+        build(sender="Digest <zoë@example.org>")
 
 
 def test_subject_that_looks_encoded_stays_literal() -> None:

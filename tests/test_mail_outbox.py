@@ -98,3 +98,63 @@ def test_make_sender_picks_outbox_or_smtp(tmp_path: Path) -> None:
     smtp = make_sender(Config(smtp=SmtpConfig(host="mail.example.org")))
     assert isinstance(smtp, SmtpSender) and smtp.name == "smtp"
     assert smtp.envelope_from == "digest@localhost"
+
+
+def test_a_run_into_the_outbox_ignores_smtp_connections(tmp_path: Path) -> None:
+    """[smtp] connections applies to SMTP only: the outbox folder is written by one
+    connection of the pool, every digest once, each recorded."""
+    from datetime import date
+
+    from httpfixture import FixtureServer
+
+    from digest.models import SENT, Subscriber
+    from digest.pipeline import run_daily
+    from digest.store import open_store
+
+    with FixtureServer() as srv:
+        cfg = srv.configure(Config(), categories=(), retries=0, offline_fallback=False)
+        cfg = replace(
+            cfg,
+            store=StoreConfig(path=tmp_path / "data", fsync=False),
+            outbox=OutboxConfig(path=tmp_path / "outbox"),
+            smtp=SmtpConfig(host="", connections=8, max_rate=1000.0),
+        )
+        store = open_store(cfg.store)
+        emails = [f"reader{i:02d}@example.org" for i in range(12)]
+        store.put_subscribers([Subscriber(email=e, created="x") for e in emails])
+        store.close()
+        report = run_daily(cfg, date(2026, 1, 14), progress=False)
+    assert report.sent == 12
+    written = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert len(written) == 12
+    tos = sorted(
+        BytesParser(policy=policy.default).parsebytes(f.read_bytes())["To"] for f in written
+    )
+    assert tos == emails
+    store = open_store(cfg.store)
+    assert store.digests_for_day(date(2026, 1, 14)) == {e: SENT for e in emails}
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("connections = 0", "connections: expected an integer from 1 to 100"),
+        ("connections = 2.5", "connections: expected an integer"),
+        ("max_rate = -1", "max_rate: expected a number from 0 to 100000"),
+        ('max_rate = "fast"', "max_rate: expected a number"),
+    ],
+)
+def test_connections_and_max_rate_are_checked_config_keys(tmp_path: Path, line, why) -> None:
+    from digest.config import load_config
+    from digest.errors import ConfigError
+
+    f = tmp_path / "digest.toml"
+    f.write_text(f'[smtp]\nhost = "mail.example.org"\n{line}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=why) as e:
+        load_config(f)
+    assert "\n" not in str(e.value)
+    f.write_text("[smtp]\nconnections = 8\nmax_rate = 12.5\n", encoding="utf-8")
+    smtp = load_config(f).smtp
+    assert (smtp.connections, smtp.max_rate) == (8, 12.5)
+    assert (SmtpConfig().connections, SmtpConfig().max_rate) == (4, 0.0)

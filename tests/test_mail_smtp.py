@@ -286,3 +286,83 @@ def test_server_in_its_own_process() -> None:
             with pytest.raises(PermanentDeliveryError):
                 sender.send(message("gone@example.org"))
         assert srv.wait_for(3) == 3
+
+
+# ---------------------------------------------------------------- international addresses
+
+
+def test_idn_domain_travels_as_its_a_label_in_envelope_and_header() -> None:
+    # anna@bücher.de was accepted by the web form and never mailed (UnicodeEncodeError in
+    # smtplib). The A-label needs nothing of the server: not even SMTPUTF8.
+    with SmtpServer(smtputf8=False, pipelining=False) as srv:
+        with SmtpSender(cfg(srv)) as sender:
+            sender.send(message("anna@bücher.de"))
+        (got,) = srv.messages
+    assert got.rcpt_tos == ["anna@xn--bcher-kva.de"]
+    assert got.message["To"] == "anna@xn--bcher-kva.de"
+    assert "SMTPUTF8" not in got.mail_options
+
+
+def test_the_web_service_mails_an_idn_address_too() -> None:
+    from digest.web.mails import build_notice, make_send
+
+    notice = build_notice(
+        kind="confirm",
+        to="anna@bücher.de",
+        sender=SENDER,
+        subject="Confirm your subscription",
+        text="Click the link.",
+        html="<p>Click the link.</p>",
+        now=NOW,
+    )
+    with SmtpServer(smtputf8=False) as srv:
+        make_send(lambda: SmtpSender(cfg(srv)))(notice)
+        (got,) = srv.messages
+    assert got.rcpt_tos == ["anna@xn--bcher-kva.de"]
+    assert got.message["To"] == "anna@xn--bcher-kva.de"
+
+
+def test_non_ascii_local_part_uses_smtputf8_where_the_server_offers_it() -> None:
+    with SmtpServer(smtputf8=True, pipelining=False) as srv:
+        with SmtpSender(cfg(srv)) as sender:
+            sender.send(message("zoë@bücher.de"))
+        (got,) = srv.messages
+    assert got.rcpt_tos == ["zoë@xn--bcher-kva.de"]
+    assert "SMTPUTF8" in got.mail_options
+    assert got.message["To"] == "zoë@xn--bcher-kva.de"  # raw UTF-8 header (RFC 6532)
+
+
+def test_non_ascii_local_part_without_smtputf8_fails_that_recipient_only() -> None:
+    with SmtpServer(smtputf8=False, pipelining=False) as srv:
+        with SmtpSender(cfg(srv)) as sender:
+            with pytest.raises(PermanentDeliveryError, match="needs SMTPUTF8") as info:
+                sender.send(message("zoë@example.org"))
+            sender.send(message("a@example.org"))  # the session goes on
+        assert [r.rcpt_tos for r in srv.messages] == [["a@example.org"]]
+    assert "\n" not in str(info.value) and "zoë@example.org" in str(info.value)
+
+
+def test_an_idn_sender_domain_is_encoded_and_a_non_ascii_sender_refused() -> None:
+    with SmtpServer() as srv:
+        with SmtpSender(cfg(srv, sender="Digest <digest@bücher.de>")) as sender:
+            assert sender.envelope_from == "digest@xn--bcher-kva.de"
+        with pytest.raises(ConfigError, match="must be ASCII"):
+            SmtpSender(cfg(srv, sender="Digest <zoë@example.org>"))
+
+
+def test_a_web_subscription_of_an_idn_address_gets_its_confirmation(tmp_path) -> None:
+    """The finding end to end: the subscribe form over real HTTP, the background mail
+    worker, the real SMTP server (issue 9: "accepted and never mailed")."""
+    from browser import link_in
+    from websupport import make_site
+
+    with make_site(tmp_path) as site:
+        with site.client() as c:
+            r = site.subscribe(c, "anna@bücher.de", "reasoning")
+        assert r.status_code == 200 and "Check your inbox" in r.text
+        site.drain()
+        (msg,) = site.inbox.wait_for("anna@xn--bcher-kva.de")
+        received = site.inbox.server.messages[-1]
+    assert received.rcpt_tos == ["anna@xn--bcher-kva.de"]
+    assert "/confirm/" in link_in(msg, "confirm")
+    assert site.ctx.jobs.failures == []

@@ -4,9 +4,12 @@ the real TinyDB store, a real SMTP server (aiosmtpd) started by the test.
 - a month of recorded days replayed: no subscriber ever gets the same paper twice;
 - the same day run twice sends nothing the second time;
 - per-recipient 4xx / 5xx replies and a server that drops the connection mid-run;
-- `digest run` killed with SIGKILL in the middle of sending, then rerun: every subscriber
-  ends with exactly one digest for the day (at most the in-flight ones doubled, with the
-  same Message-ID) and the store loads.
+- `digest run` killed with SIGKILL in the middle of sending over CONNECTIONS connections,
+  then rerun: every subscriber ends with exactly one digest for the day (at most the
+  in-flight one of each connection doubled, with the same Message-ID) and the store loads;
+- a subscriber who unsubscribes or pauses while the run is held mid-way gets nothing;
+- SMTP that keeps failing stops the run after 3 transient failures in a row;
+- international addresses: IDNA domains, SMTPUTF8 only where the server offers it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter, defaultdict
 from dataclasses import replace
 from datetime import date, timedelta
@@ -33,6 +37,7 @@ from digest.store import open_store
 from digest.subscribers import parse_keywords
 
 ROOT = Path(__file__).resolve().parents[1]
+CONNECTIONS = 4  # [smtp] connections of the subprocess runs
 PAPER_LINK = re.compile(r"https://huggingface\.co/papers/(\d{4}\.\d{4,5})")
 
 PROFILES = {
@@ -160,6 +165,86 @@ def test_server_dropping_the_connection_mid_run_loses_nothing(world):
     assert smtp.connections >= 4  # it reconnected
 
 
+def test_smtp_that_keeps_failing_stops_the_run_over_several_connections(world):
+    cfg, smtp = world
+    cfg = replace(cfg, smtp=replace(cfg.smtp, connections=CONNECTIONS))
+    store = open_store(cfg.store)
+    store.put_subscribers(subscribers(max_papers=3))
+    store.close()
+    for e in PROFILES:
+        smtp.reply_for[e] = "451 4.3.2 system not accepting messages"
+    with pytest.raises(DeliveryError, match=r"^SMTP keeps failing \(.*451 4\.3\.2") as e:
+        run_daily(cfg, date(2026, 1, 14), progress=False)
+    assert "\n" not in str(e.value) and "left for the next run" in str(e.value)
+    store = open_store(cfg.store)
+    states = store.digests_for_day(date(2026, 1, 14))
+    store.close()
+    # three in a row, plus what the other connections had in flight; the rest untouched
+    assert set(states.values()) == {DEFERRED}
+    assert 3 <= len(states) <= 3 + CONNECTIONS - 1 < len(PROFILES)
+    smtp.reply_for.clear()  # the relay is back: the rerun serves everyone, once
+    report = run_daily(cfg, date(2026, 1, 14), progress=False)
+    assert report.sent == len(PROFILES)
+    assert sorted(r.rcpt_tos[0] for r in smtp.messages) == sorted(PROFILES)
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+def test_international_addresses_end_to_end(world, smtputf8):
+    """anna@bücher.de (accepted by every input path) is mailed, as its A-label; zoë@ (a
+    non-ASCII local part, from an old store) goes where the server offers SMTPUTF8, and
+    elsewhere fails alone, recorded with the reason."""
+    from smtpserver import SmtpServer
+
+    from digest.subscribers import make_subscriber
+
+    cfg, _ = world
+    with SmtpServer(smtputf8=smtputf8) as smtp:
+        cfg = replace(cfg, smtp=replace(cfg.smtp, port=smtp.port))
+        store = open_store(cfg.store)
+        store.put_subscribers(
+            [
+                make_subscriber("anna@bücher.de", "large language models", 3),
+                Subscriber(email="zoë@example.org", keywords=("agents",), max_papers=3),
+                Subscriber(email="ada@example.org", keywords=("reasoning",), max_papers=3),
+            ]
+        )
+        store.close()
+        report = run_daily(cfg, date(2026, 1, 14), progress=False)
+        got = {r.rcpt_tos[0]: r for r in smtp.messages}
+    assert got["anna@xn--bcher-kva.de"].message["To"] == "anna@xn--bcher-kva.de"
+    store = open_store(cfg.store)
+    states = store.digests_for_day(date(2026, 1, 14))
+    (zoe,) = [h for h in store.history("zoë@example.org") if h.day == date(2026, 1, 14)]
+    store.close()
+    assert states["anna@bücher.de"] == states["ada@example.org"] == SENT
+    if smtputf8:
+        assert report.sent == 3 and states["zoë@example.org"] == SENT
+        assert "SMTPUTF8" in got["zoë@example.org"].mail_options
+    else:
+        assert (report.sent, report.failed) == (2, 1) and "zoë@example.org" not in got
+        assert states["zoë@example.org"] == FAILED and "needs SMTPUTF8" in zoe.detail
+
+
+def test_max_rate_paces_the_run(world):
+    """[smtp] max_rate over several connections: the k-th message is accepted no earlier
+    than k / rate after the run began. (A lower bound: a slower machine only adds time.)"""
+    import time
+
+    cfg, smtp = world
+    rate = 40.0
+    cfg = replace(cfg, smtp=replace(cfg.smtp, connections=CONNECTIONS, max_rate=rate))
+    store = open_store(cfg.store)
+    store.put_subscribers(subscribers(max_papers=2))
+    store.close()
+    stamps: list[float] = []
+    smtp.on_message = lambda: stamps.append(time.monotonic())
+    began = time.monotonic()
+    report = run_daily(cfg, date(2026, 1, 14), progress=False)
+    assert report.sent == len(PROFILES) == len(stamps)
+    for k, t in enumerate(sorted(stamps)):
+        assert t >= began + k / rate, f"message {k} at {t - began:.3f}s"
+
+
 def test_unreachable_smtp_server_is_one_line_and_sends_nothing(world, tmp_path, capsys):
     cfg, smtp = world
     store = open_store(cfg.store)
@@ -213,6 +298,7 @@ host = "{smtp.host}"
 port = {smtp.port}
 security = "none"
 sender = "Lab Papers <papers@example.org>"
+connections = {CONNECTIONS}
 """)
     return f
 
@@ -265,7 +351,7 @@ def test_sigkill_mid_send_then_rerun_gives_everyone_exactly_one_digest(world, tm
     assert set(per_sub) == {f"user{i:03d}@example.org" for i in range(n)}
     doubled = [e for e, c in per_sub.items() if c > 1]
     assert max(per_sub.values()) <= 2
-    assert len(doubled) <= 2  # only the in-flight message(s) at the kill
+    assert len(doubled) <= CONNECTIONS  # only the in-flight message of each connection
     for e in doubled:  # a doubled digest is the very same message, same Message-ID
         ids = {r.message["Message-ID"] for r in smtp.messages if r.rcpt_tos[0] == e}
         assert len(ids) == 1
@@ -275,19 +361,82 @@ def test_sigkill_mid_send_then_rerun_gives_everyone_exactly_one_digest(world, tm
     assert len(states) == n and set(states.values()) == {SENT}
 
 
+def test_an_unsubscribe_acknowledged_mid_run_is_never_mailed(world, tmp_path):
+    """Issue 9: a run took its subscriber list at its start, and under load mailed people
+    whose unsubscribe or pause had been acknowledged seconds before. Here the SMTP server
+    holds the real `digest run` mid-way (its whole loop waits on an event, so nothing
+    moves), three subscribers unsubscribe, pause and are removed through the CLI (each
+    acknowledged: the command returned), then the server lets go."""
+    cfg, smtp = world
+    n = 40
+    emails = [f"user{i:03d}@example.org" for i in range(n)]
+    store = open_store(cfg.store)
+    store.put_subscribers(
+        [
+            Subscriber(email=e, keywords=parse_keywords(k), max_papers=3)
+            for e, k in zip(emails, list(PROFILES.values()) * (n // 10), strict=True)
+        ]
+    )
+    store.close()
+    conf = _config_file(tmp_path, cfg, smtp)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    digest = [sys.executable, "-m", "digest", "--config", str(conf)]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_at_the_fifth() -> None:  # runs in the server's loop: every connection waits
+        if len(smtp.messages) == 5:
+            holding.set()
+            release.wait(120)
+
+    smtp.on_message = hold_at_the_fifth
+    run = subprocess.Popen(
+        [*digest, "run", "--date", "2026-01-14", "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holding.wait(120), "the run never reached its fifth message"
+        # Far behind what can be in flight now (one message per connection, held).
+        gone = {"user030@example.org", "user031@example.org", "user032@example.org"}
+        for args in (
+            ["update", "user030@example.org", "--status", "unsubscribed"],
+            ["update", "user031@example.org", "--status", "paused"],
+            ["remove", "user032@example.org"],
+        ):
+            done = subprocess.run(
+                [*digest, "subscribers", *args], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+    finally:
+        release.set()
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    got = Counter(r.rcpt_tos[0] for r in smtp.messages)
+    assert not gone & set(got)  # nothing after the acknowledgement
+    assert set(got) == set(emails) - gone and max(got.values()) == 1
+    assert "3 subscriber(s) unsubscribed or paused during the run: not sent" in out
+    store = open_store(cfg.store)
+    states = store.digests_for_day(date(2026, 1, 14))
+    store.close()
+    assert not gone & set(states)  # not recorded as delivered (nor as anything)
+    assert set(states) == set(emails) - gone and set(states.values()) == {SENT}
+
+
 def test_a_message_that_cannot_be_built_fails_alone(world):
     """An address no mail header can carry (it bypassed validation: an old store, a
     hand-edited file) fails that digest only; everyone else is served."""
     cfg, smtp = world
     store = open_store(cfg.store)
     store.put_subscribers(
-        [*subscribers(max_papers=2), Subscriber(email="zoë@example.org", max_papers=2)]
+        [*subscribers(max_papers=2), Subscriber(email="bad address@example.org", max_papers=2)]
     )
     store.close()
     report = run_daily(cfg, date(2026, 1, 14), progress=False)
     assert report.failed == 1 and report.sent == len(PROFILES)
     store = open_store(cfg.store)
-    assert store.digests_for_day(date(2026, 1, 14))["zoë@example.org"] == FAILED
+    assert store.digests_for_day(date(2026, 1, 14))["bad address@example.org"] == FAILED
     store.close()
 
 

@@ -7,8 +7,8 @@ is two minutes ago, so the catch-up on start owes today's digest.
 
 The "middle" of the send is made deterministic, not timed: the SMTP server holds its reply
 to message number HOLD_AT until the test has sent SIGTERM. The process must then finish
-that message in flight, record it, send nothing more, and exit 0; the restart must send
-exactly the rest.
+that message in flight (and those in flight on its other SMTP connections), record them,
+send nothing more, and exit 0; the restart must send exactly the rest.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from digest.store import open_store
 ROOT = Path(__file__).resolve().parents[1]
 N_SUBSCRIBERS = 300
 HOLD_AT = 60  # the SMTP server holds its reply to this message until SIGTERM is sent
+CONNECTIONS = 4  # [smtp] connections: each may have one message in flight at the stop
 WAIT = 120.0  # generous upper bound for any one step on a slow CI machine (not asserted)
 
 
@@ -102,6 +103,7 @@ port = {smtp_port}
 security = "none"
 sender = "E2E Digest <digest@example.org>"
 timeout = {WAIT}
+connections = {CONNECTIONS}
 [web]
 base_url = "http://127.0.0.1:{web_port}"
 host = "127.0.0.1"
@@ -204,12 +206,13 @@ def test_serve_sigterm_mid_send_then_restart_sends_each_digest_once(tmp_path, sm
             if proc.poll() is None:
                 proc.kill()
         first = smtp.received
-        assert first == HOLD_AT, log.read_text()  # the in-flight one finished, no more
+        # the in-flight ones finished (HOLD_AT's, and at most one per other connection)
+        assert HOLD_AT <= first < HOLD_AT + CONNECTIONS, log.read_text()
 
         st = status_json(cfg_path)
         last = st["runs"][0]
-        assert last["sent"] == HOLD_AT and any("stopped" in n for n in last["notes"])
-        assert st["owed_now"] == [{"day": day.isoformat(), "subscribers": N_SUBSCRIBERS - HOLD_AT}]
+        assert last["sent"] == first and any("stopped" in n for n in last["notes"])
+        assert st["owed_now"] == [{"day": day.isoformat(), "subscribers": N_SUBSCRIBERS - first}]
 
         smtp.on_message = None
         proc = start_serve(cfg_path, log)
@@ -257,7 +260,7 @@ def test_serve_sigterm_mid_send_then_restart_sends_each_digest_once(tmp_path, sm
         check=True,
     ).stdout
     assert "schedule: " + sent_at.strftime("%H:%M") + " UTC" in human
-    assert f"sent {N_SUBSCRIBERS - HOLD_AT}," in human and f"sent {HOLD_AT}," in human
+    assert f"sent {N_SUBSCRIBERS - first}," in human and f"sent {first}," in human
     assert "reader299@example.org" in human and "waiting for retry: 0" in human
 
 
@@ -295,8 +298,7 @@ def test_serve_killed_mid_send_restart_sends_the_rest(tmp_path, smtp):
     by_to = received_by_recipient(smtp)
     assert sorted(by_to) == emails
     twice = {to: mids for to, mids in by_to.items() if len(mids) > 1}
-    in_flight = emails[HOLD_AT - 1]  # the pipeline sends in e-mail order
-    assert set(twice) <= {in_flight}
+    assert len(twice) <= CONNECTIONS  # at most the one in flight on each connection
     assert all(len(set(mids)) == 1 for mids in by_to.values())  # same Message-ID if twice
 
 

@@ -14,6 +14,11 @@ Headers: List-Unsubscribe + List-Unsubscribe-Post (RFC 8058 one-click; Gmail and
 require it of bulk senders), List-Id (RFC 2919), Auto-Submitted (RFC 3834: no
 vacation auto-replies), and a Message-ID derived from the digest id, so a digest retried
 after a crash carries the same Message-ID and receiving servers can drop the duplicate.
+
+Addresses: an IDN domain is written as its IDNA A-label (digest/mail/address.py). A
+recipient whose local part is not ASCII (input validation refuses those, an old store may
+hold one) is written as raw UTF-8 in To (RFC 6532): such a message needs SMTPUTF8 to
+travel, which the SMTP sender checks per recipient.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 
 from digest.errors import InputError
+from digest.mail.address import ascii_domain
 from digest.models import OutgoingMessage
 from digest.render import Rendered
 
@@ -44,20 +50,21 @@ def _no_breaks(name: str, value: str) -> None:
         raise InputError(f"message {name}: contains a line break: {value[:60]!r}")
 
 
-def _check_addr(name: str, addr: str) -> tuple[str, str]:
-    """(local, ascii domain) of a bare address, or InputError."""
+def _check_addr(name: str, addr: str, *, utf8_local: bool = False) -> tuple[str, str]:
+    """(local, ascii domain) of a bare address, or InputError. An IDN domain becomes its
+    A-label (digest/mail/address.py); a non-ASCII local part is allowed only where
+    `utf8_local` says so (a recipient: the sender then needs SMTPUTF8, RFC 6531)."""
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain or len(addr) > 254 or not _ADDR_FORBIDDEN.isdisjoint(addr):
         raise InputError(f"message {name}: not an e-mail address: {addr[:80]!r}")
-    if not local.isascii():
-        # Would need SMTPUTF8 (RFC 6531) end to end; not supported, so say so plainly.
-        raise InputError(f"message {name}: non-ASCII local part needs SMTPUTF8: {addr!r}")
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError as e:
-            raise InputError(f"message {name}: invalid domain: {addr!r}") from e
-    return local, domain.lower()
+    if not local.isascii() and not utf8_local:
+        raise InputError(f"message {name}: the part before @ must be ASCII: {addr!r}")
+    if not local.isprintable():
+        raise InputError(f"message {name}: not an e-mail address: {addr[:80]!r}")
+    try:
+        return local, ascii_domain(domain)
+    except InputError as e:
+        raise InputError(f"message {name}: invalid domain: {addr!r}") from e
 
 
 @lru_cache(maxsize=256)
@@ -125,7 +132,7 @@ def build_message(
         if len(value) > MAX_HEADER_INPUT:
             raise InputError(f"message {name}: too long ({len(value)} characters)")
     from_value, from_addr = _from_header(sender)
-    local, domain = _check_addr("to", to)
+    local, domain = _check_addr("to", to, utf8_local=True)
     to_addr = f"{local}@{domain}"
     if not digest_id or "@" in digest_id or not _ADDR_FORBIDDEN.isdisjoint(digest_id):
         raise InputError(f"message digest_id: not usable in a Message-ID: {digest_id!r}")
@@ -158,7 +165,7 @@ def build_message(
             "",
             "",
         )
-    ).encode("ascii")
+    ).encode("ascii" if local.isascii() else "utf-8")  # UTF-8 header: RFC 6532 (SMTPUTF8)
     part_head = (
         f"--{boundary}\r\n"
         'Content-Type: text/{}; charset="utf-8"\r\n'

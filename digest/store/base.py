@@ -173,6 +173,12 @@ class Run(Protocol):
         """Durable on return (journal append). A later record for a digest id wins."""
         ...
 
+    def record_many(self, recs: Sequence[DeliveryRecord]) -> None:
+        """`record` for each of `recs`, in order, durable on return with ONE journal
+        append and sync for all (group commit: the delivery loop's connections share it,
+        digest/overlap.py's Recorder)."""
+        ...
+
 
 class Store(Protocol):
     # --- lifecycle

@@ -219,6 +219,22 @@ class History:
         self.journal.append(line)
         self._apply(r.day.toordinal(), r.email, rec)
 
+    def record_many(self, recs: Sequence[DeliveryRecord], ats: Sequence[int]) -> None:
+        """`record` for each, with ONE journal append (so one fdatasync) for all."""
+        lines, applied = [], []
+        for r, at in zip(recs, ats, strict=True):
+            if r.state not in codec.STATE_CODES:
+                raise StoreError(f"record: unknown digest state {r.state!r}")
+            try:
+                rec = codec.rec_of(r, at)
+                lines.append(codec.journal_line(r, rec))
+            except ValueError as e:
+                raise StoreError(f"record: {e}") from e
+            applied.append((r.day.toordinal(), r.email, rec))
+        self.journal.append(b"".join(lines))
+        for o, email, rec in applied:
+            self._apply(o, email, rec)
+
     def digests_for_day(self, day: date) -> dict[str, str]:
         return {email: rec[0] for email, rec in self._day(day.toordinal()).items()}
 

@@ -258,6 +258,15 @@ class TinyStore:
             self._hist.sync()  # reads others' lines first, so ours lands after them
             self._hist.record(rec, at)
 
+    def _record_many(self, recs: Sequence[DeliveryRecord]) -> None:
+        if not recs:
+            return
+        now = int(self._clock())
+        ats = [int(r.at.timestamp()) if r.at is not None else now for r in recs]
+        with self._locked():
+            self._hist.sync()
+            self._hist.record_many(recs, ats)  # one journal write, one fdatasync
+
     def digests_for_day(self, day: date) -> dict[str, str]:
         with self._days() as h:
             return h.digests_for_day(day)
@@ -393,3 +402,6 @@ class TinyRun:
 
     def record(self, rec: DeliveryRecord) -> None:
         self.store._record(rec)
+
+    def record_many(self, recs: Sequence[DeliveryRecord]) -> None:
+        self.store._record_many(recs)

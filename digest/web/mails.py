@@ -21,6 +21,7 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from digest.errors import DeliveryError, DigestError, TransientDeliveryError
+from digest.mail.address import wire_address
 from digest.mail.base import Sender
 from digest.models import OutgoingMessage
 
@@ -38,7 +39,8 @@ def build_notice(
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
     msg = EmailMessage(policy=SMTP)
     msg["From"] = sender
-    msg["To"] = to
+    msg["To"] = wire_address(to)  # an IDN domain as its A-label (the email package would
+    # RFC 2047-encode it, which no mail client reads as an address)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(idstring=kind, domain=domain)
