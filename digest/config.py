@@ -255,7 +255,10 @@ class RankingConfig:
     default_max_papers: int = opt(10, lo=1, hi=100)
     # the relevance cut (0..100): a paper enters "For you" only at or above it; a
     # subscriber's own min score overrides it (digest/rank/model.py says what a score means)
-    min_score: float = opt(55.0, lo=0.0, hi=100.0)
+    min_score: float = opt(53.0, lo=0.0, hi=100.0)
+    # add the bundled sentence-embedding model's closeness to the lexical score (README:
+    # Ranking); false ranks by words alone (faster: no model is loaded)
+    semantic: bool = opt(True)
 
 
 @dataclass(frozen=True)

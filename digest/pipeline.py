@@ -51,7 +51,7 @@ from digest.models import (
     Subscriber,
 )
 from digest.overlap import Recorder, ahead, short_switch_interval
-from digest.rank import rank
+from digest.rank import VECTOR_CACHE, rank
 from digest.render import Renderer
 from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
@@ -224,6 +224,8 @@ def plan_lazily(
             popularity_weight=cfg.ranking.popularity_weight,
             min_score=cfg.ranking.min_score,
             trending=cfg.digest.trending,
+            semantic=cfg.ranking.semantic,
+            vector_cache=cfg.store.path / VECTOR_CACHE,
         )
         for s in part:
             yield digest_of(s, day, picks.get(s.email, ()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from digest.rank.normalize import key
 
@@ -158,6 +159,29 @@ def synonym_table(mined: Mapping[str, Counter[str]]) -> dict[str, set[str]]:
         for kl, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:2]:
             link(ka, kl)
     return dict(table)
+
+
+_ABBR_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+def spelled_out(term: str) -> str:
+    """The keyword with each curated abbreviation in it followed by its first long form
+    ("LLM serving" -> "LLM (large language model) serving"): what the semantic model
+    embeds, since an embedding model trained before an abbreviation spread reads it as
+    word pieces ("ll", "##m") and the keyword's other words then decide alone."""
+    longs = _curated_longs()
+
+    def repl(m: re.Match[str]) -> str:
+        word = m.group(0)
+        lf = longs.get(word.lower()) or (longs.get(word[:-1].lower()) if word[-1:] == "s" else None)
+        return f"{word} ({lf})" if lf and lf.lower() != word.lower() else word
+
+    return _ABBR_WORD.sub(repl, term)
+
+
+@lru_cache(maxsize=1)
+def _curated_longs() -> dict[str, str]:
+    return {abbr.lower(): longs[0] for abbr, *longs in CURATED if " " not in abbr}
 
 
 def alternatives(term_key: str, table: Mapping[str, set[str]]) -> list[str]:

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from digest.rank.features import DocIndex
 
-FEEDBACK_WEIGHT = 0.5  # expansion score (0..1) is added to the keyword's score times this
+FEEDBACK_WEIGHT = 0.25  # expansion score (0..1) is added to the keyword's score times this
 FEEDBACK_DOCS = 8  # top papers per keyword taken as relevant
 FEEDBACK_TERMS = 20  # expansion features kept per keyword
 SHARED = 0.25  # a feature must occur in this share of the feedback papers

@@ -12,18 +12,19 @@ Exclusions (exclusions.py) and papers received before (`exclude`) are removed fr
 
 The relevance score (0..100, what min_score and the cut are compared with):
       raw   = sum over the keywords of (keyword score, 0..1, see query.py
-              + FEEDBACK_WEIGHT * the keyword's feedback score, 0..1, see feedback.py)
+              + FEEDBACK_WEIGHT * the keyword's feedback score, 0..1, see feedback.py
+              + SEMANTIC_WEIGHT * the keyword's semantic closeness, 0..1, see dense.py)
       rel   = 1 - exp(-raw / REL_SCALE)                              (0..1)
       score = 100 * rel * (1 - w + w * popularity)                   (w = popularity_weight)
-  A paper is a match only when the keywords alone (feedback left out) give it a
-  relevance of at least MATCH_FLOOR: feedback reorders matches, it never admits a paper;
-  popularity only scales relevance (by at most w, 0 by default), it never creates it.
-  No normalisation by the number of keywords or by the day's best paper: a score means
-  the same on a quiet day as on a busy one, and adding a keyword never lowers a score.
-  What the numbers mean, measured on shared/relevance-dev (every paper scored on its
-  listing day for the four profiles; share judged relevant, grade >= 1): 80-100: all of
-  them; 70-80: 87%; 55-70: 58%; 50-55: 41%; 40-50: 25%; 25-40: 8%. The default cut (55,
-  [ranking] min_score) keeps the bands where a reader finds more than half relevant.
+  A paper is a match only when the keyword scores alone (feedback and semantics left
+  out) sum to at least MATCH_FLOOR: feedback and the embedding model reorder matches and
+  lift them over the cut, they never admit a paper whose words are not there; popularity
+  only scales relevance (by at most w, 0 by default), it never creates it.
+  No normalisation by the number of keywords or by the day's papers: a score means the
+  same on a quiet day as on a busy one, and adding a keyword never lowers a score.
+  What the numbers mean: README.md "What a score means" (the share judged relevant per
+  score band on shared/relevance-dev); the default cut ([ranking] min_score) was chosen
+  there as the highest that keeps 90% of the squarely relevant papers.
 * A trending pick's score is the paper's popularity, 100 * log upvotes/stars relative
   to its listing day's most popular paper.
 
@@ -37,9 +38,11 @@ over subscribers (to build their picks), never over (subscriber, paper) pairs.
 
 from __future__ import annotations
 
+import functools
 import gc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import compress
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,18 +50,30 @@ import scipy.sparse as sp
 from digest.config import DigestConfig, RankingConfig
 from digest.errors import InputError
 from digest.models import TRENDING, Paper, Pick, Query, Subscriber
+from digest.rank.dense import paper_text, semantic_scores
 from digest.rank.exclusions import term_hits
-from digest.rank.expand import definitions, mine_definitions, synonym_table
+from digest.rank.expand import definitions, mine_definitions, spelled_out, synonym_table
 from digest.rank.features import DocIndex, build_index
 from digest.rank.feedback import FEEDBACK_WEIGHT, add_feedback
 from digest.rank.normalize import fold
 from digest.rank.query import Unit, build_unit, score_units
 from digest.rank.select import top_rows
 
-REL_SCALE = 1.0  # raw 1.0 (one keyword fully matched) -> relevance 0.63
-# Relevance (0..100) from the keywords alone, without their feedback expansion, that a
-# paper needs to be a match at all: feedback reorders matches, it never admits a paper.
-MATCH_FLOOR = 25.0
+# (keyword texts, paper texts) -> (keyword vectors, paper vectors, reference vectors), or
+# None without a model: digest/rank/semantic.py's `vectors` (the I/O edge) or a test's fake.
+Embed = Callable[[Sequence[str], Sequence[str]], tuple[np.ndarray, np.ndarray, np.ndarray] | None]
+
+# The semantic model's vectors, kept across runs in the store folder (vectorcache.py).
+VECTOR_CACHE = "vectors.sqlite3"
+
+REL_SCALE = 2.0  # raw 2.0 (one keyword matched in words and meaning) -> relevance 0.63
+# Keyword evidence (the sum of the keyword scores, without feedback or semantics) that a
+# paper needs to be a match at all: the other signals reorder matches, never admit one.
+# 0.29: one keyword's words present at 29% of their full weight (e.g. its rarest word).
+MATCH_FLOOR = 0.29
+# How much a keyword's semantic closeness (0..1, digest/rank/dense.py) adds to its lexical
+# score (0..1) before the sum over keywords; only for papers that are matches already.
+SEMANTIC_WEIGHT = 1.5
 
 
 class _Queries:
@@ -77,12 +92,14 @@ class _Queries:
         # Variants of one key fold to the same text, so they build the same unit.
         terms = {uk: t for t, uk in ukey.items()}
         self.units: list[Unit] = []
+        self.unit_text: list[str] = []  # what the semantic model embeds for each unit
         unit_of_key: dict[str, int] = {}
         for uk in sorted(terms):
             unit = build_unit(terms[uk], table)
             if unit is not None:
                 unit_of_key[uk] = len(self.units)
                 self.units.append(unit)
+                self.unit_text.append(spelled_out(uk))  # uk: folded, so any typing agrees
         # Exactly as typed: the rule is re.IGNORECASE on the term, and lower-casing first
         # is not the same for every character ("İ".lower() is two characters).
         self.excl_terms = sorted({t for q in parsed.values() for t in q.excludes})
@@ -145,8 +162,29 @@ def _definitions(
     return synonym_table(mine_definitions(per_paper)), defined
 
 
+def _semantic(
+    qs: _Queries, index: DocIndex, papers: Sequence[Paper], cols: np.ndarray, embed: Embed | None
+) -> np.ndarray | None:
+    """units x papers semantic closeness (0..1) on the columns `cols` (0 elsewhere), or
+    None when no model is available. Only those papers are embedded."""
+    if embed is None or not len(cols) or not qs.units:
+        return None
+    by_id = {p.id: p for p in papers}
+    texts = [paper_text(by_id[index.ids[c]].title, by_id[index.ids[c]].abstract) for c in cols]
+    got = embed(qs.unit_text, texts)
+    if got is None:
+        return None
+    kv, pv, ref = got
+    out = np.zeros((len(qs.units), index.n), dtype=np.float32)
+    out[:, cols] = semantic_scores(kv, pv, ref)
+    return out
+
+
 def score_matrix(
-    papers: Sequence[Paper], subscribers: Sequence[Subscriber], popularity_weight: float
+    papers: Sequence[Paper],
+    subscribers: Sequence[Subscriber],
+    popularity_weight: float,
+    embed: Embed | None = None,
 ) -> tuple[DocIndex, _Queries, np.ndarray, np.ndarray, np.ndarray]:
     """(index, queries, per-query relevance 0..100 with non-matches = -1, unit "why"
     flags, per-query allowed papers (False where an exclusion removes the paper)).
@@ -163,13 +201,15 @@ def score_matrix(
     pop = index.popularity
     n_q = a.shape[0]
     if qs.units:
-        # One (queries x papers) float64 array, transformed in place to bound memory.
-        scores = np.asarray(a @ unit_raw, dtype=np.float64)
         # The keywords alone (float32 is plenty for a threshold; halves this array).
         base = np.asarray(a.astype(np.float32) @ units.score)
-        matches = base >= np.float32(-REL_SCALE * np.log1p(-MATCH_FLOOR / 100.0))
-        matches &= base > 0
+        matches = (base >= np.float32(MATCH_FLOOR)) & (base > 0)
         del base
+        sem = _semantic(qs, index, papers, np.flatnonzero(matches.any(axis=0)), embed)
+        if sem is not None and SEMANTIC_WEIGHT > 0:
+            unit_raw += SEMANTIC_WEIGHT * sem
+        # One (queries x papers) float64 array, transformed in place to bound memory.
+        scores = np.asarray(a @ unit_raw, dtype=np.float64)
     else:
         scores = np.zeros((n_q, index.n))
         matches = np.zeros((n_q, index.n), dtype=bool)
@@ -196,14 +236,19 @@ def rank(
     popularity_weight: float = RankingConfig.popularity_weight,
     min_score: float = RankingConfig.min_score,
     trending: int = DigestConfig.trending,
+    semantic: bool = RankingConfig.semantic,
+    embed: Embed | None = None,
+    vector_cache: Path | None = None,
 ) -> dict[str, tuple[Pick, ...]]:
     """Pick papers for every subscriber: email -> picks (see the module docstring): the
     matches ("For you", best first, at most max_papers, score >= the cut), then the
     trending ones (most popular first).
 
     `min_score` is the cut for subscribers without their own, `trending` the number of
-    trending papers for subscribers without their own setting. Raises InputError when
-    popularity_weight is not a number within 0..1."""
+    trending papers for subscribers without their own setting; `semantic` adds the
+    embedding model's closeness (`embed`, default: the bundled model, its vectors kept in
+    the file `vector_cache` across runs when given). Raises InputError
+    when popularity_weight is not a number within 0..1."""
     _check_weight(popularity_weight)
     if not subscribers:
         return {}
@@ -214,7 +259,8 @@ def rank(
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _rank(papers, subscribers, exclude, popularity_weight, min_score, trending)
+        emb = _embedder(semantic, embed, vector_cache)
+        return _rank(papers, subscribers, exclude, popularity_weight, min_score, trending, emb)
     finally:
         if paused:
             gc.enable()
@@ -225,6 +271,8 @@ def paper_scores(
     subscriber: Subscriber,
     *,
     popularity_weight: float = RankingConfig.popularity_weight,
+    semantic: bool = RankingConfig.semantic,
+    embed: Embed | None = None,
 ) -> dict[str, float]:
     """Every matching paper's relevance (0..100) for one subscriber, before the cut,
     max_papers and already-delivered filtering: the number rank() orders "For you" by.
@@ -234,9 +282,20 @@ def paper_scores(
     if not papers:
         return {}
     papers = list({p.id: p for p in papers}.values())
-    index, qs, scores, _, _ = score_matrix(papers, [subscriber], popularity_weight)
+    emb = _embedder(semantic, embed)
+    index, qs, scores, _, _ = score_matrix(papers, [subscriber], popularity_weight, emb)
     row = scores[qs.row_of_sub[0]]
     return {pid: float(v) for pid, v in zip(index.ids, row.tolist(), strict=True) if v >= 0}
+
+
+def _embedder(semantic: bool, embed: Embed | None, cache: Path | None = None) -> Embed | None:
+    if not semantic:
+        return None
+    if embed is not None:
+        return embed
+    from digest.rank.semantic import vectors  # the I/O edge, loaded on first use
+
+    return functools.partial(vectors, cache=cache)
 
 
 def _check_weight(w: float) -> None:
@@ -264,9 +323,10 @@ def _rank(
     popularity_weight: float,
     min_score: float,
     trending: int,
+    embed: Embed | None,
 ) -> dict[str, tuple[Pick, ...]]:
     papers = list({p.id: p for p in papers}.values())  # one paper per id: the last listed
-    index, qs, scores, why, allowed = score_matrix(papers, subscribers, popularity_weight)
+    index, qs, scores, why, allowed = score_matrix(papers, subscribers, popularity_weight, embed)
     col_of = {pid: i for i, pid in enumerate(index.ids)}
     rows = np.array(qs.row_of_sub)
     blocked = [[col_of[p] for p in exclude.get(s.email, ()) if p in col_of] for s in subscribers]

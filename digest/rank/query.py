@@ -48,7 +48,7 @@ BIGRAM_WEIGHT = 0.25  # per bigram, relative to a unigram (see the module docstr
 UNIT_BLOCK = 2048  # keywords scored per block
 # Scattered words of a multi-word keyword count less the more that keyword is a set
 # phrase on the day (see the module docstring): score x (1 - COHESION * cohesion).
-COHESION = 0.5
+COHESION = 1.0
 COHESION_PRIOR = 2.0  # pseudo-papers with the words but not the phrase (small days)
 
 

@@ -70,7 +70,7 @@ def preview_picks(
     """What the product's ranking would pick from recent papers for these keywords:
     (picks with their papers and why sentences: the matches, then the trending ones;
     number of candidate papers). Raises InputError."""
-    from digest.rank import rank
+    from digest.rank import VECTOR_CACHE, rank
 
     terms = parse_keywords(keywords)
     since = ctx.now().date() - timedelta(days=ctx.settings.preview_days - 1)
@@ -84,6 +84,8 @@ def preview_picks(
         popularity_weight=ctx.cfg.ranking.popularity_weight,
         min_score=ctx.cfg.ranking.min_score,
         trending=ctx.cfg.digest.trending,
+        semantic=ctx.cfg.ranking.semantic,
+        vector_cache=ctx.cfg.store.path / VECTOR_CACHE,
     )
     by_id = {p.id: p for p in papers}
     return [
