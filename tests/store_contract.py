@@ -284,6 +284,8 @@ def sample(tp: object, default: object) -> object:
         return D0
     if tp is datetime:
         return T0
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return every_field_set(tp, {})
     if origin is tuple and args[-1] is Ellipsis:
         return (sample(args[0], None), sample(args[0], None))
     if origin is tuple:

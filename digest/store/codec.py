@@ -10,7 +10,8 @@ Paper      {"t": title, "a": abstract, "au": [...], "l": "2026-01-05", "s": ai_s
             (the id is the key it is stored under)
 Subscriber {"e": email, "k": [...], "m": max_papers, "n": min_score, "s": status,
             "h": send_hour, "z": timezone, "c": created, "tr": trending, "nm": no_match,
-            "i": id, <new field>: ...}
+            "i": id, "r": [{"paper_id", "up", "at"}...], "x": [example ids],
+            <new field>: ...}
 Digest     [state code, [paper indexes into the day's "p" list], at (epoch s), detail,
             id, {"c": "mmt" sections, "m": [[terms]...], <new field>: ...}]
             (trailing items are omitted when empty; id when it equals models.digest_id)
@@ -76,6 +77,8 @@ SUBSCRIBER = Codec(
         "trending": "tr",
         "no_match": "nm",
         "id": "i",
+        "ratings": "r",
+        "examples": "x",
     },
     check=_check_subscriber,
 )
