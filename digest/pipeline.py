@@ -57,7 +57,7 @@ from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
 from digest.store.base import due_subscribers
 from digest.subscribers import make_subscriber
-from digest.tokens import links
+from digest.tokens import links, rate_links
 
 Clock = Callable[[], datetime]
 
@@ -415,7 +415,8 @@ def build_all(
             yield d, None
             continue
         lk = links(cfg.web.base_url, secret, d.subscriber.email)
-        rendered = renderer.render(d, papers, lk)
+        rate = rate_links(cfg.web.base_url, secret, d.subscriber.id)  # h7: rating links
+        rendered = renderer.render(d, papers, lk, rate)
         try:
             yield (
                 d,
@@ -459,7 +460,8 @@ def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[st
         (digest,) = plan(cfg, day, store, gathered, [sub])
         renderer = Renderer(site_name=cfg.site_name, sample_day=gathered.sample_day)
         lk = links(cfg.web.base_url, cfg.secret() or store.secret(), email)
-        html = renderer.render(digest, {p.id: p for p in gathered.papers}, lk).html
+        rate = rate_links(cfg.web.base_url, cfg.secret() or store.secret(), sub.id)
+        html = renderer.render(digest, {p.id: p for p in gathered.papers}, lk, rate).html
     finally:
         store.close()
     _write_atomic(out, html)

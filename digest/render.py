@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
@@ -41,12 +41,18 @@ from digest.models import MATCH, TRENDING, Digest, Paper, Pick
 from digest.rank.why import WHY_CHARS, Why, why_sentence
 from digest.tokens import Links
 
+# (paper id, up) -> the subscriber's URL of that vote (digest.tokens.rate_url).
+RateUrl = Callable[[str, bool], str]
+
 # Templates whose source gets the stylesheet inlined at load time.
-_INLINED = frozenset({"digest_email.html", "_paper.html", "_matched.html", "_why.html"})
+_INLINED = frozenset(
+    {"digest_email.html", "_paper.html", "_matched.html", "_why.html", "_rate.html"}
+)
 _STYLE = "_style.css"
 # Stands for the per-subscriber part of a cached card. Autoescaped source text can never
 # contain "<", so no title or abstract can fake it.
 _SLOT = "<digest-slot/>"
+_SLOT2 = "<digest-slot2/>"  # the second URL of the rating links (templates/_rate.html)
 # Jinja tags and HTML tag names, in order: inlining must not move or alter any of them.
 # Inside one start tag only the set counts: the inliner may reorder a tag's attributes.
 _STRUCTURE = re.compile(
@@ -317,6 +323,13 @@ class Renderer:
             raise ConfigError(f"templates: {folder}: {e}") from e
         self._matched_head, self._matched_tail = _split_slot(matched.strip(), "_matched.html")
         self._why_head, self._why_tail = _split_slot(why.strip(), "_why.html")
+        # Rating links (digest/web/ratings.py): head, middle and tail around the two URLs.
+        try:
+            rate = html_env.get_template("_rate.html").render(up=Markup(_SLOT), down=Markup(_SLOT2))
+        except jinja2.TemplateError as e:
+            raise ConfigError(f"templates: {folder}: {e}") from e
+        self._rate_head, rest = _split_slot(rate.strip(), "_rate.html")
+        self._rate_mid, self._rate_tail = _split_slot(rest.replace(_SLOT2, _SLOT), "_rate.html")
         # (paper id, section, summary chars, title chars) -> (paper, (html head, tail), text)
         self._cards: dict[tuple[str, str, int, int], tuple[Paper, tuple[str, str], str]] = {}
         self._matched_lines: dict[tuple[str, ...], tuple[str, str]] = {}
@@ -376,9 +389,17 @@ class Renderer:
 
     # ------------------------------------------------------------------ per subscriber
 
-    def render(self, digest: Digest, papers: Mapping[str, Paper], links: Links) -> Rendered:
+    def render(
+        self,
+        digest: Digest,
+        papers: Mapping[str, Paper],
+        links: Links,
+        rate_url: RateUrl | None = None,
+    ) -> Rendered:
         """Subject, text and HTML of `digest`. Picks whose paper is not in `papers` are
-        skipped (the store forgot it); zero picks renders the "nothing new" message."""
+        skipped (the store forgot it); zero picks renders the "nothing new" message.
+        `rate_url(paper id, up)`: the subscriber's rating links, put in every card (none
+        when None, e.g. a subscriber not stored yet)."""
         matches: list[tuple[Pick, Paper]] = []
         hot: list[tuple[Pick, Paper]] = []
         for pick in digest.picks:
@@ -404,7 +425,7 @@ class Renderer:
         subject = _WS.sub(" ", self._subject.render(ctx)).strip()
         picks = matches + hot
         for limit in _levels(len(picks)):
-            html_cards, text_cards = self._cards_for(picks, limit)
+            html_cards, text_cards = self._cards_for(picks, limit, rate_url)
             html = self._html.render(
                 ctx,
                 subject=subject,
@@ -476,8 +497,22 @@ class Renderer:
         self._matched_lines[matched] = lines
         return lines
 
+    def _rate_lines(self, paper_id: str, rate_url: RateUrl | None) -> tuple[str, str]:
+        """(HTML, text) of a card's "More / Less like this" links (per subscriber)."""
+        if rate_url is None:
+            return "", ""
+        up, down = rate_url(paper_id, True), rate_url(paper_id, False)
+        html = self._rate_head + str(escape(up)) + self._rate_mid + str(escape(down))
+        return (
+            html + self._rate_tail,
+            f"\n   more like this: {up}\n   less like this: {down}",
+        )
+
     def _cards_for(
-        self, picks: list[tuple[Pick, Paper]], limit: tuple[int, int, int]
+        self,
+        picks: list[tuple[Pick, Paper]],
+        limit: tuple[int, int, int],
+        rate_url: RateUrl | None = None,
     ) -> tuple[list[str], list[str]]:
         """HTML and text cards of the picks, numbered from 1 within each section."""
         html_cards: list[str] = []
@@ -488,16 +523,17 @@ class Renderer:
             section = TRENDING if pick.section == TRENDING else MATCH
             n[section] += 1
             (head, tail), text = self._card(paper, limit, section)
+            rate = self._rate_lines(paper.id, rate_url)
             if section == TRENDING or not pick.matched:
-                html_cards.append(head + tail)
-                text_cards.append(f"{n[section]}. {text}")
+                html_cards.append(head + rate[0] + tail)
+                text_cards.append(f"{n[section]}. {text}{rate[1]}")
                 continue
             lines = matched_lines.get(pick.matched)
             if lines is None:
                 lines = self._matched_line(pick.matched)
             why = self._why(paper, pick.matched, limit[2]) if limit[2] else ("", "")
-            html_cards.append(head + lines[0] + why[0] + tail)
-            text_cards.append(f"{n[section]}. {text}{lines[1]}{why[1]}")
+            html_cards.append(head + lines[0] + why[0] + rate[0] + tail)
+            text_cards.append(f"{n[section]}. {text}{lines[1]}{why[1]}{rate[1]}")
         return html_cards, text_cards
 
 
