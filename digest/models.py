@@ -30,9 +30,11 @@ MATCH = "match"
 TRENDING = "trending"
 SECTIONS = (MATCH, TRENDING)
 
-# Why a pick is "like" one of the subscriber's papers (Pick.like).
-LIKE_RATED = "rated"  # a paper they rated up
-LIKE_EXAMPLE = "example"  # one of their example papers
+# A reader's vote on a paper ("More like this" / "Less like this"); bounds of what is kept.
+UP = 1
+DOWN = -1
+MAX_RATINGS = 500  # the newest ratings are kept
+MAX_EXAMPLES = 100
 
 # What a subscriber with keywords gets on a day when nothing matches them.
 NO_MATCH_SEND = "send"  # the trending papers, under a subject that says nothing matched
@@ -74,22 +76,6 @@ class Query:
     excludes: tuple[str, ...] = ()
 
 
-# Bounds of what a subscriber's model is built from (digest/rank/learn.py): the newest
-# ratings and example papers are kept, older ones dropped.
-MAX_RATINGS = 500
-MAX_EXAMPLES = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Rating:
-    """A subscriber's vote on one paper ("more like this": up, "less like this": not up).
-    A subscriber has at most one per paper: the last vote wins."""
-
-    paper_id: str
-    up: bool
-    at: datetime
-
-
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     email: str  # validated and normalised (see digest.subscribers.normalise_email)
@@ -105,11 +91,13 @@ class Subscriber:
     # Opaque random id, assigned by the store on insert and never reused (links carry it
     # instead of the address); "" until stored. See digest.store.base.new_subscriber_id.
     id: str = ""
-    # Votes, oldest first, one per paper, at most MAX_RATINGS (digest/rank/learn.py).
-    ratings: tuple[Rating, ...] = ()
-    # Papers (arXiv ids) the subscriber gave as examples of their interests, at most
-    # MAX_EXAMPLES; they count like papers rated up.
-    examples: tuple[str, ...] = ()
+    # What the reader taught it (digest/rank/learn.py): "More / Less like this" votes,
+    # (paper id, UP or DOWN, epoch seconds, title), oldest first, one per paper (the last
+    # vote wins), at most MAX_RATINGS; and example papers, (paper id, title), at most
+    # MAX_EXAMPLES. The title names the paper in the why-line and stands in for its text
+    # once the store no longer keeps the paper's details.
+    ratings: tuple[tuple[str, int, int, str], ...] = ()
+    examples: tuple[tuple[str, str], ...] = ()
 
     @property
     def query(self) -> Query:
@@ -129,9 +117,9 @@ class Pick:
     score: float
     matched: tuple[str, ...] = ()  # the subscriber's terms that matched, as they typed them
     section: str = MATCH
-    # The subscriber's own paper this one is most like, when their ratings or examples
-    # lifted or admitted it: (paper id, LIKE_RATED or LIKE_EXAMPLE); None otherwise.
-    like: tuple[str, str] | None = None
+    # A match the reader's model lifted or admitted (digest/rank/learn.py): the paper it is
+    # most like, (its title, "up" | "example"); () otherwise.
+    like: tuple[str, ...] = ()
 
 
 def digest_id(email: str, day: date) -> str:

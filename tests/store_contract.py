@@ -37,6 +37,7 @@ from digest.errors import StoreError, StoreLocked
 from digest.models import (
     ACTIVE,
     DEFERRED,
+    DOWN,
     EMPTY,
     FAILED,
     MATCH,
@@ -45,6 +46,7 @@ from digest.models import (
     PENDING,
     SENT,
     TRENDING,
+    UP,
     DeliveryRecord,
     Gathered,
     OutgoingMessage,
@@ -254,6 +256,30 @@ def test_a_change_and_its_mail_are_stored_together(backend: Backend, store: Stor
     assert store.queue_stats(T0).waiting == 2
 
 
+def test_ratings_and_examples_are_kept_bounded_last_vote_wins(
+    backend: Backend, store: Store
+) -> None:
+    from digest.models import MAX_EXAMPLES, MAX_RATINGS
+    from digest.rank.learn import with_examples, with_rating, without_rating
+
+    store.put_subscribers([Subscriber("a@x.org", ("llm",))])
+    at = int(T0.timestamp())
+    for i in range(MAX_RATINGS + 20):  # a read-modify-write per vote, as the web does
+        store.update_subscriber(
+            "a@x.org", lambda s, i=i: with_rating(s, f"p{i}", UP if i % 3 else DOWN, at + i, "T")
+        )
+    store.update_subscriber("a@x.org", lambda s: with_rating(s, "p31", DOWN, at + 9999, "T"))
+    store.update_subscriber("a@x.org", lambda s: without_rating(s, "p32"))
+    ids = [(f"e{i}", f"Example {i}") for i in range(MAX_EXAMPLES + 5)]
+    store.update_subscriber("a@x.org", lambda s: with_examples(s, ids))
+    got = backend.open().get_subscriber("a@x.org")  # another instance reads it back
+    assert got is not None and len(got.ratings) == MAX_RATINGS - 1
+    assert [r[0] for r in got.ratings[:2]] == ["p20", "p21"]  # the oldest were dropped
+    assert got.ratings[-1] == ("p31", DOWN, at + 9999, "T")  # the last vote wins, newest
+    assert sum(r[0] == "p31" for r in got.ratings) == 1 and "p32" not in {r[0] for r in got.ratings}
+    assert got.examples == tuple(ids[:MAX_EXAMPLES])
+
+
 def test_other_instances_see_committed_changes_fresh(backend: Backend, store: Store) -> None:
     other = backend.open()  # stands in for the web service
     store.put_subscribers([Subscriber("a@x.org")])
@@ -309,7 +335,11 @@ def every_field_set(cls: type, fixed: dict[str, object]) -> object:
 
 
 # Fields with a closed set of values get a valid one here (add yours when you add one).
-VALID = {"status": PAUSED, "no_match": NO_MATCH_SKIP}
+VALID = {
+    "status": PAUSED,
+    "no_match": NO_MATCH_SKIP,
+    "ratings": (("2601.00001", UP, 1767600000, "Liked"), ("2601.00002", DOWN, 1767600060, "No")),
+}
 
 
 def test_every_subscriber_field_round_trips(backend: Backend, store: Store) -> None:

@@ -23,7 +23,7 @@ from store_contract import (
 
 from digest.config import Limit
 from digest.errors import StoreError
-from digest.models import PAUSED, SENT, Rating, Subscriber
+from digest.models import DOWN, PAUSED, SENT, UP, Subscriber
 from digest.store import Store
 from digest.store.base import CLAIMED
 
@@ -98,8 +98,9 @@ def test_meta_values(backend: Backend, store: Store) -> None:
 
 
 def _fill(s: Store) -> None:
-    rated = (Rating("p2", True, T0), Rating("p9", False, T0))  # ratings and examples move too
-    a = Subscriber("a@x.org", ("llm",), ratings=rated, examples=("p1", "p3"))
+    at = int(T0.timestamp())  # ratings and examples move too
+    rated = (("p2", UP, at, "Paper two"), ("p9", DOWN, at, "Paper nine"))
+    a = Subscriber("a@x.org", ("llm",), ratings=rated, examples=(("p1", "One"), ("p3", "Three")))
     s.put_subscribers([a, Subscriber("b@x.org", status=PAUSED)])
     s.record_seen([paper("p1", upvotes=3), paper("p2")], D0)
     record(s, rec("a@x.org", D0, SENT, ("p1",), sections=(MATCH,), matched=(("llm",),)))

@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import gc
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from itertools import compress
 from pathlib import Path
 
@@ -55,6 +56,7 @@ from digest.rank.exclusions import term_hits
 from digest.rank.expand import definitions, mine_definitions, spelled_out, synonym_table
 from digest.rank.features import DocIndex, build_index
 from digest.rank.feedback import FEEDBACK_WEIGHT, add_feedback
+from digest.rank.learn import Seeds, has_model, learned_rows, seeds, standard_scores
 from digest.rank.normalize import fold
 from digest.rank.query import Unit, build_unit, score_units
 from digest.rank.select import top_rows
@@ -239,6 +241,7 @@ def rank(
     semantic: bool = RankingConfig.semantic,
     embed: Embed | None = None,
     vector_cache: Path | None = None,
+    known: Mapping[str, Paper] = {},  # noqa: B006 - read only
 ) -> dict[str, tuple[Pick, ...]]:
     """Pick papers for every subscriber: email -> picks (see the module docstring): the
     matches ("For you", best first, at most max_papers, score >= the cut), then the
@@ -247,7 +250,9 @@ def rank(
     `min_score` is the cut for subscribers without their own, `trending` the number of
     trending papers for subscribers without their own setting; `semantic` adds the
     embedding model's closeness (`embed`, default: the bundled model, its vectors kept in
-    the file `vector_cache` across runs when given). Raises InputError
+    the file `vector_cache` across runs when given). `known`: the papers subscribers
+    rated or gave as examples (from the store), what their models (learn.py) are built
+    from; one not known stands in by its title. Raises InputError
     when popularity_weight is not a number within 0..1."""
     _check_weight(popularity_weight)
     if not subscribers:
@@ -260,7 +265,9 @@ def rank(
     gc.disable()
     try:
         emb = _embedder(semantic, embed, vector_cache)
-        return _rank(papers, subscribers, exclude, popularity_weight, min_score, trending, emb)
+        return _rank(
+            papers, subscribers, exclude, popularity_weight, min_score, trending, emb, known
+        )
     finally:
         if paused:
             gc.enable()
@@ -273,6 +280,7 @@ def paper_scores(
     popularity_weight: float = RankingConfig.popularity_weight,
     semantic: bool = RankingConfig.semantic,
     embed: Embed | None = None,
+    known: Mapping[str, Paper] = {},  # noqa: B006 - read only
 ) -> dict[str, float]:
     """Every matching paper's relevance (0..100) for one subscriber, before the cut,
     max_papers and already-delivered filtering: the number rank() orders "For you" by.
@@ -283,8 +291,12 @@ def paper_scores(
         return {}
     papers = list({p.id: p for p in papers}.values())
     emb = _embedder(semantic, embed)
-    index, qs, scores, _, _ = score_matrix(papers, [subscriber], popularity_weight, emb)
-    row = scores[qs.row_of_sub[0]]
+    index, qs, scores, _, allowed = score_matrix(papers, [subscriber], popularity_weight, emb)
+    rows = np.array(qs.row_of_sub)
+    scores, allowed, _ = _with_models(
+        papers, [subscriber], index, scores, allowed, rows, emb, known
+    )
+    row = scores[rows[0]]
     return {pid: float(v) for pid, v in zip(index.ids, row.tolist(), strict=True) if v >= 0}
 
 
@@ -324,11 +336,15 @@ def _rank(
     min_score: float,
     trending: int,
     embed: Embed | None,
+    known: Mapping[str, Paper],
 ) -> dict[str, tuple[Pick, ...]]:
     papers = list({p.id: p for p in papers}.values())  # one paper per id: the last listed
     index, qs, scores, why, allowed = score_matrix(papers, subscribers, popularity_weight, embed)
     col_of = {pid: i for i, pid in enumerate(index.ids)}
     rows = np.array(qs.row_of_sub)
+    scores, allowed, models = _with_models(
+        papers, subscribers, index, scores, allowed, rows, embed, known
+    )
     blocked = [[col_of[p] for p in exclude.get(s.email, ()) if p in col_of] for s in subscribers]
     k = np.array([max(int(s.max_papers), 0) for s in subscribers])
     floor = np.array(
@@ -337,12 +353,81 @@ def _rank(
     )
     chosen = top_rows(scores, rows, k, floor, blocked)
     matches = _picks(subscribers, qs, scores, why, rows, chosen, index.ids)
-    n_trend = [
-        trending_count(s, trending, inc) for s, inc in zip(subscribers, qs.has_kw, strict=True)
-    ]
+    has_kw = list(qs.has_kw)
+    if models is not None:
+        _likes(subscribers, matches, models, col_of, has_kw)
+    n_trend = [trending_count(s, trending, inc) for s, inc in zip(subscribers, has_kw, strict=True)]
     if not any(n_trend):
         return matches
     return _with_trending(subscribers, matches, index, allowed, rows, blocked, chosen, n_trend)
+
+
+@dataclass(frozen=True, slots=True)
+class _Models:
+    """The model subscribers' part of a ranking (learn.py)."""
+
+    subs: list[int]  # their positions among the subscribers
+    seeds: Seeds
+    wins: np.ndarray  # model subscribers x papers: the learned score beat the keywords'
+    nearest: np.ndarray  # ... the seed paper that scored it (-1: none)
+
+
+def _with_models(
+    papers: Sequence[Paper],
+    subscribers: Sequence[Subscriber],
+    index: DocIndex,
+    scores: np.ndarray,
+    allowed: np.ndarray,
+    rows: np.ndarray,
+    embed: Embed | None,
+    known: Mapping[str, Paper],
+) -> tuple[np.ndarray, np.ndarray, _Models | None]:
+    """Subscribers with ratings or examples get their own score row (learn.py), appended
+    to `scores` and `allowed`; `rows` is pointed at it in place. Without the embedding
+    model there is no learned score: they keep their keyword scores."""
+    subs = [i for i, s in enumerate(subscribers) if has_model(s)]
+    if not subs or embed is None:
+        return scores, allowed, None
+    today = {p.id: p for p in papers}
+    sd = seeds([subscribers[i] for i in subs], {**known, **today})
+    by_id = today
+    texts = [paper_text(by_id[pid].title, by_id[pid].abstract) for pid in index.ids]
+    got = embed([], [*texts, *sd.texts])
+    if got is None:
+        return scores, allowed, None
+    _, vecs, ref = got
+    z = standard_scores(vecs[len(texts) :], vecs[: len(texts)], ref)
+    base = rows[subs]
+    learned, wins, nearest = learned_rows(scores[base], z, sd)
+    ok = allowed[base]
+    np.copyto(learned, -1.0, where=~ok)
+    start = scores.shape[0]
+    rows[subs] = np.arange(start, start + len(subs))
+    return np.vstack([scores, learned]), np.vstack([allowed, ok]), _Models(subs, sd, wins, nearest)
+
+
+def _likes(
+    subscribers: Sequence[Subscriber],
+    matches: dict[str, tuple[Pick, ...]],
+    models: _Models,
+    col_of: Mapping[str, int],
+    has_kw: list[bool],
+) -> None:
+    """Name the paper each learned pick is most like (Pick.like, for the why-line); a
+    model subscriber is a subscriber with interests, whether or not they typed keywords."""
+    sd = models.seeds
+    for j, i in enumerate(models.subs):
+        s = subscribers[i]
+        has_kw[i] = True
+        kind = dict(zip(sd.pos[j], sd.kinds[j], strict=True))
+        out = []
+        for p in matches[s.email]:
+            c = col_of[p.paper_id]
+            near = int(models.nearest[j, c])
+            if models.wins[j, c] and near >= 0 and sd.ids[near] != p.paper_id:
+                p = replace(p, like=(sd.titles[near], kind[near]))
+            out.append(p)
+        matches[s.email] = tuple(out)
 
 
 def _with_trending(

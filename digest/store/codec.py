@@ -10,8 +10,8 @@ Paper      {"t": title, "a": abstract, "au": [...], "l": "2026-01-05", "s": ai_s
             (the id is the key it is stored under)
 Subscriber {"e": email, "k": [...], "m": max_papers, "n": min_score, "s": status,
             "h": send_hour, "z": timezone, "c": created, "tr": trending, "nm": no_match,
-            "i": id, "r": [{"paper_id", "up", "at"}...], "x": [example ids],
-            <new field>: ...}
+            "i": id, "r": [[paper id, 1 | -1, epoch s, title]...],
+            "x": [[paper id, title]...], <new field>: ...}
 Digest     [state code, [paper indexes into the day's "p" list], at (epoch s), detail,
             id, {"c": "mmt" sections, "m": [[terms]...], <new field>: ...}]
             (trailing items are omitted when empty; id when it equals models.digest_id)
@@ -27,12 +27,14 @@ import orjson
 
 from digest.models import (
     DEFERRED,
+    DOWN,
     EMPTY,
     FAILED,
     NO_MATCH_CHOICES,
     SECTIONS,
     SENT,
     STATUSES,
+    UP,
     DeliveryRecord,
     Paper,
     RunReport,
@@ -61,6 +63,8 @@ def _check_subscriber(s: Subscriber) -> None:
         raise ValueError(f"subscriber {s.email}: unknown status {s.status!r}")
     if s.no_match not in NO_MATCH_CHOICES:
         raise ValueError(f"subscriber {s.email}: bad no-match choice {s.no_match!r}")
+    if any(r[1] not in (UP, DOWN) for r in s.ratings):
+        raise ValueError(f"subscriber {s.email}: a rating is not {UP} or {DOWN}")
 
 
 SUBSCRIBER = Codec(

@@ -1,0 +1,207 @@
+"""Pure: no I/O. What a reader taught digest: ratings and example papers, and the model
+per subscriber that turns them into scores (digest/rank/model.py hooks it in).
+
+The model lives in the semantic model's space (digest/rank/semantic.py: one unit vector
+per paper, of its title and abstract opening). For a subscriber with example papers or
+ratings, and a candidate paper x:
+
+    z(q, x)  = (cos(q, x) - mean_ref(q)) / sd_ref(q)     how much closer x is to q than
+               the fixed reference papers are (as dense.py does for keywords)
+    pos(x)   = max z(q, x) over q in the examples and the papers rated up
+    neg(x)   = max z(q, x) over q in the papers rated down
+    learned  = 100 * (1 - exp(-raw / 2)),  raw = CUT_RAW * max(0, pos - Z_FROM) / (LIKE_Z - Z_FROM)
+    penalty  = 100 * clip((neg - max(pos, NEG_FROM)) / NEG_SPAN, 0, 1)
+    score    = max(keyword score, learned) - penalty
+
+This is Rocchio's feedback (keywords, examples and liked papers pull, disliked papers
+push) with the nearest positive in place of the centroid: a reader who likes two topics
+is not averaged into neither, and each term is monotone, so rating a paper up can only
+raise its own score (pos rises, neg falls) and rating one down only lower it. A paper
+`LIKE_Z` reference SDs closer to a liked paper than ordinary papers are reaches the
+default cut (53) on its own: neighbours of liked papers enter "For you"; a paper closer to
+a disliked paper than to anything liked loses up to all of its score and leaves it. The
+cut, max_papers and exclusions apply to this score like to any other.
+
+Ratings are kept one per paper (the last vote wins), newest MAX_RATINGS; examples at most
+MAX_EXAMPLES (digest/models.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from digest.models import DOWN, MAX_EXAMPLES, MAX_RATINGS, UP, Paper, Subscriber
+from digest.rank.dense import MIN_SD, paper_text
+
+CUT_RAW = 1.51  # raw evidence of the default cut: 100 * (1 - e^(-1.51/2)) = 53
+LIKE_Z = 4.2  # standard score (vs the reference papers) at which a neighbour reaches the cut
+Z_FROM = 2.0  # below this closeness to a liked paper, no learned score at all
+NEG_FROM = 2.5  # a disliked paper's neighbours lose score above this closeness
+NEG_SPAN = 1.5  # ... and all of it this far beyond the closeness to anything liked
+EXAMPLE, RATED_UP = "example", "up"
+
+
+# ------------------------------------------------------------------ ratings and examples
+
+
+def vote_of(sub: Subscriber, paper_id: str) -> int | None:
+    for pid, vote, _, _ in sub.ratings:
+        if pid == paper_id:
+            return vote
+    return None
+
+
+def with_rating(sub: Subscriber, paper_id: str, vote: int, at: int, title: str) -> Subscriber:
+    """`sub` with `vote` (UP or DOWN) on the paper: the last vote wins; the newest
+    MAX_RATINGS are kept. Voting the same way again changes nothing (a repeated POST)."""
+    if vote not in (UP, DOWN):
+        raise ValueError(f"a vote is {UP} or {DOWN}, not {vote!r}")
+    if vote_of(sub, paper_id) == vote:
+        return sub
+    rest = tuple(r for r in sub.ratings if r[0] != paper_id)
+    ratings = (*rest, (paper_id, vote, int(at), title))[-MAX_RATINGS:]
+    return replace(sub, ratings=ratings)
+
+
+def without_rating(sub: Subscriber, paper_id: str) -> Subscriber:
+    return replace(sub, ratings=tuple(r for r in sub.ratings if r[0] != paper_id))
+
+
+def with_examples(sub: Subscriber, examples: Sequence[tuple[str, str]]) -> Subscriber:
+    """`sub` with these example papers (paper id, title) instead of its own; one per id,
+    the first MAX_EXAMPLES."""
+    seen: dict[str, str] = {}
+    for pid, title in examples:
+        seen.setdefault(pid, title)
+    return replace(sub, examples=tuple(seen.items())[:MAX_EXAMPLES])
+
+
+def has_model(sub: Subscriber) -> bool:
+    return bool(sub.examples or sub.ratings)
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True, slots=True)
+class Seeds:
+    """The distinct papers the model subscribers point to, and who points to which."""
+
+    ids: tuple[str, ...]  # distinct seed papers
+    texts: tuple[str, ...]  # what is embedded for each (details if known, else the title)
+    titles: tuple[str, ...]
+    pos: tuple[tuple[int, ...], ...]  # per model subscriber: seed indexes liked / examples
+    kinds: tuple[tuple[str, ...], ...]  # parallel to pos: EXAMPLE or RATED_UP
+    neg: tuple[tuple[int, ...], ...]  # per model subscriber: seed indexes rated down
+
+
+def seeds(subs: Sequence[Subscriber], known: Mapping[str, Paper]) -> Seeds:
+    index: dict[str, int] = {}
+    ids: list[str] = []
+    texts: list[str] = []
+    titles: list[str] = []
+
+    def at(pid: str, title: str) -> int:
+        i = index.get(pid)
+        if i is None:
+            i = index[pid] = len(ids)
+            p = known.get(pid)
+            ids.append(pid)
+            titles.append(p.title if p is not None else title)
+            texts.append(paper_text(p.title, p.abstract) if p is not None else title)
+        return i
+
+    pos: list[tuple[int, ...]] = []
+    kinds: list[tuple[str, ...]] = []
+    neg: list[tuple[int, ...]] = []
+    for s in subs:
+        liked = {pid: title for pid, vote, _, title in s.ratings if vote == UP}
+        disliked = [(pid, title) for pid, vote, _, title in s.ratings if vote == DOWN]
+        p: dict[int, str] = {}
+        for pid, title in s.examples:
+            if vote_of(s, pid) != DOWN:  # a rating down overrides an example
+                p.setdefault(at(pid, title), EXAMPLE)
+        for pid, title in liked.items():
+            p.setdefault(at(pid, title), RATED_UP)
+        pos.append(tuple(p))
+        kinds.append(tuple(p.values()))
+        neg.append(tuple(at(pid, title) for pid, title in disliked))
+    return Seeds(tuple(ids), tuple(texts), tuple(titles), tuple(pos), tuple(kinds), tuple(neg))
+
+
+def standard_scores(seed_vecs: np.ndarray, papers: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """seeds x papers: each seed's cosine with each paper as a standard score against the
+    seed's cosines with the reference papers (float32)."""
+    if not len(seed_vecs) or not len(papers):
+        return np.zeros((len(seed_vecs), len(papers)), dtype=np.float32)
+    s = np.asarray(seed_vecs, dtype=np.float32)
+    cos = s @ np.asarray(papers, dtype=np.float32).T
+    r = s @ np.asarray(ref, dtype=np.float32).T
+    mean = r.mean(axis=1, keepdims=True)
+    sd = np.maximum(r.std(axis=1, keepdims=True), MIN_SD)
+    z: np.ndarray = ((cos - mean) / sd).astype(np.float32)
+    z[~s.any(axis=1), :] = -np.inf  # no text: close to nothing
+    return z
+
+
+def _groups(lengths: Sequence[int], m: int, budget: int = 4_000_000) -> list[list[int]]:
+    """Subscribers (by position) in groups of similar length whose padded block
+    (group x longest x papers) stays within `budget` cells."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        width = max(lengths[i], 1)
+        if cur and (len(cur) + 1) * width * max(m, 1) > budget:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _nearest(z: np.ndarray, sets: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """(max over each set's rows of z, the row it came from; -inf / -1 for empty sets)."""
+    n, m = len(sets), z.shape[1]
+    best = np.full((n, m), -np.inf, dtype=np.float32)
+    arg = np.full((n, m), -1, dtype=np.int32)
+    if not n or not m:
+        return best, arg
+    zpad = np.vstack([z, np.full((1, m), -np.inf, dtype=np.float32)])  # row -1: padding
+    for group in _groups([len(x) for x in sets], m):
+        width = max(len(sets[i]) for i in group)
+        if width == 0:
+            continue
+        idx = np.full((len(group), width), len(z), dtype=np.int64)
+        for r, i in enumerate(group):
+            idx[r, : len(sets[i])] = sets[i]
+        block = zpad[idx]  # group x width x papers
+        a = block.argmax(axis=1)
+        best[group] = np.take_along_axis(block, a[:, None, :], axis=1)[:, 0, :]
+        got = np.take_along_axis(idx, a, axis=1)
+        got[~np.isfinite(best[group])] = -1
+        arg[group] = got
+    return best, arg
+
+
+def learned_rows(
+    base: np.ndarray, z: np.ndarray, sd: Seeds
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, learned wins, nearest positive seed) for the model subscribers: `base` is
+    their keyword scores (model subscribers x papers, -1 = no match), `z` the seeds'
+    standard scores (seeds x papers). Scores are -1 where nothing is left."""
+    pos, nearest = _nearest(z, sd.pos)
+    neg, _ = _nearest(z, sd.neg)
+    raw = np.maximum(pos - np.float32(Z_FROM), 0.0) * np.float32(CUT_RAW / (LIKE_Z - Z_FROM))
+    learned = -np.expm1(raw.astype(np.float64) / -2.0) * 100.0
+    out = np.maximum(base, learned)
+    wins = learned > base
+    pen = np.clip((neg - np.maximum(pos, np.float32(NEG_FROM))) / np.float32(NEG_SPAN), 0.0, 1.0)
+    out -= 100.0 * pen
+    np.round(out, 4, out=out)
+    out[out <= 0] = -1.0
+    return out, wins, nearest
