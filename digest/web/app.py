@@ -320,7 +320,7 @@ def make_app(
 ) -> Starlette:
     """The ASGI app. `store`/`sender` default to the configured ones; `now` is the clock
     (tests pass a fixed day so the preview sees the fixture papers)."""
-    from digest.web import feed, lifecycle, pages
+    from digest.web import feed, lifecycle, pages, ratings
 
     own_store = store is None
     store = store if store is not None else open_store(cfg.store)
@@ -344,6 +344,7 @@ def make_app(
         Route("/unsubscribe/{token}", lifecycle.unsubscribe, methods=["GET", "POST"]),
         Route("/manage/{token}", lifecycle.manage, methods=["GET", "POST"]),
         Route("/feed/{token}.atom", feed.atom_feed, methods=["GET"]),
+        Route("/rate/{token}", ratings.rate, methods=["GET", "POST"]),  # More / Less like this
         Route("/healthz", healthz, methods=["GET"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {

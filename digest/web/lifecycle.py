@@ -26,6 +26,7 @@ from digest.subscribers import (
     check_trending,
     parse_keywords,
 )
+from digest.web import ratings
 from digest.web.app import WebContext, ctx_of
 from digest.web.pages import check_token, csrf_check, field, preview_values
 
@@ -100,6 +101,7 @@ async def manage(request: Request) -> Response:
             default_time=ctx.cfg.schedule.time,
             default_zone=ctx.cfg.schedule.timezone,
             default_trending=ctx.cfg.digest.trending,
+            rated=ratings.rated_list(sub, {}),
             **values,
         )
 
@@ -121,6 +123,14 @@ async def manage(request: Request) -> Response:
     if action == "preview":
         preview = await preview_values(ctx, values["keywords"], values["max"])
         return page(values=values, **preview)
+    if action == "unrate":  # undo one "More / Less like this" (digest/web/ratings.py)
+        undone = await ctx.db(ratings.undo_vote, ctx, email, field(form, "paper")[:200])
+        if undone is None:
+            return ctx.error(
+                request, 404, "No subscription", "There is no subscription for this address."
+            )
+        sub = undone
+        return page(values=current_values(sub), notice="Rating removed.")
     if action == "save":
         try:
             keywords = parse_keywords(values["keywords"])
