@@ -95,7 +95,12 @@ def run_daily(
                 gathered = run.gather(lambda: gather(cfg, day, store, report, write=not dry_run))
                 while batch := run.claim(only):  # due subscribers, a leased batch at a time
                     digests = plan_lazily(
-                        cfg, day, gathered, batch, delivered_in_window(store, gathered, batch)
+                        cfg,
+                        day,
+                        gathered,
+                        batch,
+                        delivered_in_window(store, gathered, batch),
+                        known=known_papers(store, batch),
                     )
                     deliver(
                         cfg,
@@ -189,7 +194,15 @@ def plan(
     cfg: Config, day: date, store: Store, gathered: Gathered, subs: Sequence[Subscriber]
 ) -> list[Digest]:
     """Rank the eligible papers for every due subscriber, never repeating a paper."""
-    return list(plan_lazily(cfg, day, gathered, subs, delivered_in_window(store, gathered, subs)))
+    delivered = delivered_in_window(store, gathered, subs)
+    return list(plan_lazily(cfg, day, gathered, subs, delivered, known=known_papers(store, subs)))
+
+
+def known_papers(store: Store, subs: Sequence[Subscriber]) -> dict[str, Paper]:
+    """The details the store still keeps of the papers `subs` rated or gave as examples:
+    what their models are built from (digest/rank/learn.py)."""
+    ids = {r[0] for s in subs for r in s.ratings} | {e[0] for s in subs for e in s.examples}
+    return store.get_papers(ids) if ids else {}
 
 
 def delivered_in_window(
@@ -208,6 +221,7 @@ def plan_lazily(
     delivered: Mapping[str, set[str]],
     first: int = 64,
     chunk: int = 2048,
+    known: Mapping[str, Paper] = {},  # noqa: B006 - read only
 ) -> Iterator[Digest]:
     """Pure: `plan` in chunks of subscribers, a small one first, so the first digest can
     go out before everyone is ranked. rank() gives each subscriber the same picks
@@ -226,6 +240,7 @@ def plan_lazily(
             trending=cfg.digest.trending,
             semantic=cfg.ranking.semantic,
             vector_cache=cfg.store.path / VECTOR_CACHE,
+            known=known,
         )
         for s in part:
             yield digest_of(s, day, picks.get(s.email, ()))

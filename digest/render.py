@@ -83,6 +83,8 @@ SUMMARY_CHARS_MIN = 160  # for digests with very many picks (Gmail's 102 KB clip
 TITLE_CHARS = 300  # a runaway title from bad source data must not blow the size budget
 MAX_AUTHORS = 3  # then "et al."
 MATCHED_CHARS = 160  # the "matched:" line
+LIKE_TITLE_CHARS = 90  # the title in a "like 'Title' that you rated up" line
+LIKE_STYLE = "margin: 2px 0 0; color: #3d3d39; font-size: 13px"  # built here, not inlined
 # How the matched words of the "why" sentence are highlighted in the HTML part. Inline
 # style, not a class: this markup is made per paper, after the CSS was inlined.
 HIGHLIGHT = '<strong style="background-color:#fff1a8">'
@@ -524,17 +526,33 @@ class Renderer:
             n[section] += 1
             (head, tail), text = self._card(paper, limit, section)
             rate = self._rate_lines(paper.id, rate_url)
+            like = like_lines(pick.like) if pick.like and section == MATCH else ("", "")
             if section == TRENDING or not pick.matched:
-                html_cards.append(head + rate[0] + tail)
-                text_cards.append(f"{n[section]}. {text}{rate[1]}")
+                html_cards.append(head + like[0] + rate[0] + tail)
+                text_cards.append(f"{n[section]}. {text}{like[1]}{rate[1]}")
                 continue
             lines = matched_lines.get(pick.matched)
             if lines is None:
                 lines = self._matched_line(pick.matched)
             why = self._why(paper, pick.matched, limit[2]) if limit[2] else ("", "")
-            html_cards.append(head + lines[0] + why[0] + rate[0] + tail)
-            text_cards.append(f"{n[section]}. {text}{lines[1]}{why[1]}{rate[1]}")
+            html_cards.append(head + lines[0] + like[0] + why[0] + rate[0] + tail)
+            text_cards.append(f"{n[section]}. {text}{lines[1]}{like[1]}{why[1]}{rate[1]}")
         return html_cards, text_cards
+
+
+def like_sentence(like: tuple[str, ...]) -> str:
+    """The why-line of a pick the reader's model chose (Pick.like = (title, kind))."""
+    title = shorten(like[0], LIKE_TITLE_CHARS)
+    if len(like) > 1 and like[1] == "example":
+        return f"like ‘{title}’, one of your examples"
+    return f"like ‘{title}’ that you rated up"
+
+
+def like_lines(like: tuple[str, ...]) -> tuple[str, str]:
+    """(HTML, text) of that line (digest/rank/learn.py picked the paper)."""
+    sentence = like_sentence(like)
+    html = f'<p class="why like" style="{LIKE_STYLE}">{escape(sentence)}</p>'
+    return html, f"\n   {sentence}"
 
 
 def _size(s: str) -> int:

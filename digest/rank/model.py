@@ -401,6 +401,10 @@ def _with_models(
     learned, wins, nearest = learned_rows(scores[base], z, sd)
     ok = allowed[base]
     np.copyto(learned, -1.0, where=~ok)
+    col_of = {pid: c for c, pid in enumerate(index.ids)}
+    for j, neg in enumerate(sd.neg):  # a paper rated down never scores for its reader
+        cols = [col_of[sd.ids[n]] for n in neg if sd.ids[n] in col_of]
+        learned[j, cols] = -1.0
     start = scores.shape[0]
     rows[subs] = np.arange(start, start + len(subs))
     return np.vstack([scores, learned]), np.vstack([allowed, ok]), _Models(subs, sd, wins, nearest)
