@@ -38,6 +38,12 @@ CONFIG_HELP = "TOML config file (default: $DIGEST_CONFIG, else built-in defaults
 DASH_VALUE_OPTIONS = frozenset({"--keywords"})
 
 
+PAPERS_HELP = (
+    "example papers of their interests: arXiv ids or arXiv / Hugging Face URLs, comma "
+    "separated (looked up in the store, else on arXiv); keywords are optional with them"
+)
+
+
 def parse_day(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -80,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         '-survey" (quoted phrases allowed; -term excludes)',
     )
     a.add_argument("--max", type=str, default=None, help="max papers per digest (default 10)")
+    a.add_argument("--papers", default="", help=PAPERS_HELP)
     a.add_argument(
         "--min-score",
         type=str,
@@ -95,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("email")
     u.add_argument("--keywords")
     u.add_argument("--max")
+    u.add_argument("--papers", default=None, help=PAPERS_HELP + ' ("" = none)')
     u.add_argument("--min-score", help='their own relevance cut, 0-100 ("" = [ranking] min_score)')
     _section_options(u)
     u.add_argument("--status", choices=("active", "paused", "unsubscribed"))
@@ -255,11 +263,19 @@ def cmd_sub_add(cfg: Config, args: argparse.Namespace) -> int:
         return sub
 
     with _store(cfg) as store:
+        if args.papers:  # interests by example (digest/examples.py)
+            from digest.examples import examples_for
+            from digest.rank.learn import with_examples
+
+            if store.get_subscriber(sub.email) is not None:
+                raise InputError(already_known(store.get_subscriber(sub.email)))  # type: ignore[arg-type]
+            sub = with_examples(sub, examples_for(cfg, store, args.papers))
         store.update_subscriber(sub.email, add)  # atomic: a web subscribe meanwhile is kept
-    print(
-        f"added {sub.email}: keywords {', '.join(sub.keywords) or '(none: most popular)'}; "
-        f"max {sub.max_papers}"
+    what = ", ".join(sub.keywords) or (
+        "(none: by example)" if sub.examples else "(none: most popular)"
     )
+    ex = f"; {len(sub.examples)} example papers" if sub.examples else ""
+    print(f"added {sub.email}: keywords {what}; max {sub.max_papers}{ex}")
     return 0
 
 
@@ -338,9 +354,23 @@ def cmd_sub_update(cfg: Config, args: argparse.Namespace) -> int:
         )
 
     with _store(cfg) as store:
-        new = store.update_subscriber(email, change)  # atomic: a web change meanwhile is kept
+        examples = None
+        if args.papers is not None:  # interests by example (digest/examples.py)
+            from digest.examples import examples_for
+            from digest.rank.learn import with_examples
+
+            if store.get_subscriber(email) is None:
+                raise UnknownSubscriber(f"no subscriber {email}")
+            examples = examples_for(cfg, store, args.papers)
+
+        def change_all(sub: Subscriber | None) -> Subscriber:
+            new = change(sub)
+            return new if examples is None else with_examples(new, examples)
+
+        new = store.update_subscriber(email, change_all)  # atomic: a web change meanwhile is kept
     again = f": {new.status} again" if args.resubscribe and new is not None else ""
-    print(f"updated {email}{again}")
+    ex = f"; {len(examples)} example papers" if examples is not None else ""
+    print(f"updated {email}{again}{ex}")
     return 0
 
 
