@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -401,7 +402,13 @@ def cmd_sub_import(cfg: Config, args: argparse.Namespace) -> int:
     for line, msg in errors:
         print(f"{path}:{line}: skipped: {msg}", file=sys.stderr)
     with _store(cfg) as store:
-        plan = plan_import(subs, store.get_subscriber)
+        with_papers = "papers" in text.splitlines()[0].lower() if text else False
+        if with_papers:  # interests by example: every row's papers looked up at once
+            subs, bad = _resolve_examples(cfg, store, subs)
+            for msg in bad:
+                print(f"{path}: skipped {msg}", file=sys.stderr)
+            errors += [(0, m) for m in bad]
+        plan = plan_import(subs, store.get_subscriber, examples=with_papers)
         store.put_subscribers(plan.put)
     for email in plan.unsubscribed:
         print(
@@ -422,6 +429,28 @@ def cmd_sub_import(cfg: Config, args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _resolve_examples(
+    cfg: Config, store: Store, subs: list[Subscriber]
+) -> tuple[list[Subscriber], list[str]]:
+    """The rows with their example papers' titles filled in (the store, else arXiv), and
+    one message per row dropped because some of its papers were found nowhere."""
+    from digest.examples import examples_of, find_papers
+
+    ids = list(dict.fromkeys(pid for s in subs for pid, _ in s.examples))
+    papers, missing = find_papers(cfg, store, ids) if ids else ({}, [])
+    gone = set(missing)
+    good: list[Subscriber] = []
+    bad: list[str] = []
+    for s in subs:
+        lost = [pid for pid, _ in s.examples if pid in gone]
+        if lost:
+            bad.append(f"{s.email}: papers not found on arXiv: {', '.join(lost)}")
+            continue
+        mine = [pid for pid, _ in s.examples]
+        good.append(replace(s, examples=tuple(examples_of(mine, papers))))
+    return good, bad
 
 
 def cmd_preview(cfg: Config, args: argparse.Namespace) -> int:

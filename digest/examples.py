@@ -325,7 +325,7 @@ def find_papers(
     try:
         lookup = arxiv_lookup(
             axc.api_base_url,
-            lambda: Fetcher(client, cfg.http, "arxiv", sleep=sleep, pace=pacer.wait),  # type: ignore[attr-defined]
+            lambda: Fetcher(client, cfg.http, "arxiv", sleep=sleep, pace=pacer.wait),
         )
         papers, missing, fetched = resolve(ids, store.get_papers, lookup)
     finally:

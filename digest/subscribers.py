@@ -303,7 +303,9 @@ def parse_csv(
     if "email" not in cols:
         raise InputError("CSV line 1: header must name the columns email, keywords, max")
     idx: dict[str, int] = {
-        name: cols.index(name) for name in ("email", "keywords", "max", "min_score") if name in cols
+        name: cols.index(name)
+        for name in ("email", "keywords", "max", "min_score", "papers")
+        if name in cols
     }
     good: dict[str, tuple[int, Subscriber]] = {}
     errors: list[tuple[int, str]] = []
@@ -332,6 +334,11 @@ def parse_csv(
                 created=created,
                 default_max=default_max,
             )
+            if "papers" in idx:  # interests by example: ids now, titles when resolved
+                from digest.examples import parse_papers
+
+                ids = parse_papers(col("papers"))
+                sub = replace(sub, examples=tuple((i, "") for i in ids))
         except InputError as e:
             errors.append((line, str(e)))
             continue
@@ -354,11 +361,14 @@ class ImportPlan:
 
 
 def plan_import(
-    rows: Iterable[Subscriber], known: Callable[[str], Subscriber | None]
+    rows: Iterable[Subscriber],
+    known: Callable[[str], Subscriber | None],
+    examples: bool = False,
 ) -> ImportPlan:
     """New addresses are added as given; a known one gets the row's keywords, max and
     min_score and keeps everything else (its status: a paused subscriber stays paused);
-    an unsubscribed one is skipped. `known(email)` looks an address up in the store."""
+    an unsubscribed one is skipped. `known(email)` looks an address up in the store.
+    `examples`: the file has a papers column, so known ones get the row's examples too."""
     put: list[Subscriber] = []
     added = updated = 0
     skipped: list[str] = []
@@ -376,6 +386,7 @@ def plan_import(
                     keywords=row.keywords,
                     max_papers=row.max_papers,
                     min_score=row.min_score,
+                    examples=row.examples if examples else old.examples,
                 )
             )
             updated += 1

@@ -257,3 +257,34 @@ def test_cli_add_and_update_with_papers(tmp_path, arxiv, capsys) -> None:
         assert store.get_subscriber("ex@example.org").examples == ()  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_csv_import_with_a_papers_column(tmp_path, arxiv, capsys) -> None:
+    f = tmp_path / "digest.toml"
+    f.write_text(
+        f'[store]\npath = "{tmp_path / "st"}"\n[http]\nretries = 0\n'
+        f'[sources.arxiv]\napi_base_url = "{arxiv.url}"\n'
+    )
+    csvfile = tmp_path / "subs.csv"
+    csvfile.write_text(
+        "email,keywords,max,papers\n"
+        f'one@example.org,,5,"{IDS[0]} https://huggingface.co/papers/{IDS[1]}"\n'
+        f"two@example.org,agents,5,{IDS[2]}\n"
+        "three@example.org,agents,5,2607.99999\n"
+        "four@example.org,agents,5,not-a-paper\n"
+    )
+    assert main(["--config", str(f), "subscribers", "import", str(csvfile)]) == 1
+    cap = capsys.readouterr()
+    assert "three@example.org: papers not found on arXiv: 2607.99999" in cap.err
+    assert "not-a-paper" in cap.err
+    assert len(arxiv.queries) == 1  # every row's papers in one request
+    store = open_store(StoreConfig(path=tmp_path / "st"))
+    try:
+        one = store.get_subscriber("one@example.org")
+        assert one is not None and [p for p, _ in one.examples] == [IDS[0], IDS[1]]
+        assert all(t for _, t in one.examples)
+        assert [p for p, _ in store.get_subscriber("two@example.org").examples] == [IDS[2]]  # type: ignore[union-attr]
+        assert store.get_subscriber("three@example.org") is None
+        assert store.get_subscriber("four@example.org") is None
+    finally:
+        store.close()
