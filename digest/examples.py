@@ -28,6 +28,7 @@ import io
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -308,10 +309,18 @@ def find_papers(
     *,
     sleep: Callable[[float], None] = time.sleep,
     pacer: Any = None,
+    lock: AbstractContextManager[Any] | None = None,
 ) -> tuple[dict[str, Paper], list[str]]:
     """I/O: (papers by id, ids found nowhere) for `ids`: the store's papers, else arXiv's
     export API (`[sources.arxiv] api_base_url`, paced at `min_interval`, at least 3 s);
-    the papers found there are kept in the store. FetchError when arXiv cannot be asked."""
+    the papers found there are kept in the store. FetchError when arXiv cannot be asked.
+    `lock`: held around each store call (the web service's), never while arXiv is asked."""
+    guard: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
+
+    def known(want: Iterable[str]) -> dict[str, Paper]:
+        with guard:
+            return store.get_papers(want)
+
     from digest.sources.arxiv import RateLimiter
     from digest.sources.http import Fetcher, make_client
 
@@ -327,14 +336,15 @@ def find_papers(
             axc.api_base_url,
             lambda: Fetcher(client, cfg.http, "arxiv", sleep=sleep, pace=pacer.wait),
         )
-        papers, missing, fetched = resolve(ids, store.get_papers, lookup)
+        papers, missing, fetched = resolve(ids, known, lookup)
     finally:
         client.close()
     by_day: dict[date, list[Paper]] = {}
     for p in fetched:
         by_day.setdefault(seen_day(p), []).append(p)
     for day, group in sorted(by_day.items()):
-        store.record_seen(group, day)
+        with guard:
+            store.record_seen(group, day)
     return papers, missing
 
 

@@ -44,6 +44,7 @@ log = logging.getLogger("digest.web")
 T = TypeVar("T")
 Clock = Callable[[], datetime]
 PREVIEW_CACHE_SECONDS = 60.0
+LIBRARY_MAX_BODY = 5 * 2**20  # a BibTeX / RIS / Zotero export uploaded on the manage page
 
 
 def _utcnow() -> datetime:
@@ -244,6 +245,11 @@ class SecurityMiddleware:
     async def _read_capped(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, or None when it is (or says it will be) over the cap."""
         cap = self.ctx.settings.max_body
+        if scope.get("path", "").startswith("/manage/") and any(
+            k == b"content-type" and v.startswith(b"multipart/form-data")
+            for k, v in scope.get("headers", [])
+        ):  # a library export uploaded on the manage page (digest/web/ratings.py)
+            cap = max(cap, LIBRARY_MAX_BODY)
         for k, v in scope.get("headers", []):
             if k == b"content-length":
                 try:

@@ -101,7 +101,7 @@ async def manage(request: Request) -> Response:
             default_time=ctx.cfg.schedule.time,
             default_zone=ctx.cfg.schedule.timezone,
             default_trending=ctx.cfg.digest.trending,
-            rated=ratings.rated_list(sub, {}),
+            rated=ratings.rated_list(sub, {}) if sub is not None else [],
             **values,
         )
 
@@ -119,6 +119,7 @@ async def manage(request: Request) -> Response:
         "timezone": field(form, "timezone")[:80],
         "trending": field(form, "trending")[:20],
         "no_match": field(form, "no_match")[:20] or sub.no_match,
+        "papers": field(form, "papers")[:5000],
     }
     if action == "preview":
         preview = await preview_values(ctx, values["keywords"], values["max"])
@@ -131,6 +132,17 @@ async def manage(request: Request) -> Response:
             )
         sub = undone
         return page(values=current_values(sub), notice="Rating removed.")
+    if action == "library":  # example papers from a library export (digest/web/ratings.py)
+        try:
+            got, notice = await ratings.library_upload(ctx, email, form.get("library"))
+        except InputError as e:
+            return page(400, values=current_values(sub), error=str(e))
+        if got is None:
+            return ctx.error(
+                request, 404, "No subscription", "There is no subscription for this address."
+            )
+        sub = got
+        return page(values=current_values(sub), notice=notice)
     if action == "save":
         try:
             keywords = parse_keywords(values["keywords"])
@@ -139,6 +151,11 @@ async def manage(request: Request) -> Response:
             timezone = check_timezone(values["timezone"])
             trending = check_trending(values["trending"])
             no_match = check_no_match(values["no_match"])
+            examples = (  # a form without the field keeps the examples
+                await ratings.form_examples(ctx, sub, values["papers"])
+                if "papers" in form
+                else None
+            )
         except InputError as e:
             return page(400, values=values, error=str(e))
 
@@ -156,6 +173,7 @@ async def manage(request: Request) -> Response:
                         timezone=timezone,
                         trending=trending,
                         no_match=no_match,
+                        examples=cur.examples if examples is None else tuple(examples),
                     )
                 ),
             )
@@ -198,6 +216,7 @@ def current_values(sub: Subscriber) -> dict[str, str]:
         "timezone": sub.timezone or "",
         "trending": "" if sub.trending is None else str(sub.trending),
         "no_match": sub.no_match,
+        "papers": ", ".join(pid for pid, _ in sub.examples),
     }
 
 
