@@ -17,7 +17,8 @@ expires after CONFIRM_MAX_AGE seconds.
 from __future__ import annotations
 
 import base64
-import functools
+import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +30,7 @@ from itsdangerous import (
     Signer,
     URLSafeTimedSerializer,
 )
+from itsdangerous.signer import SigningAlgorithm
 
 from digest.errors import TokenError
 
@@ -114,46 +116,74 @@ def confirm_url(base_url: str, secret: str, email: str) -> str:
 # "More like this" / "Less like this" (digest/web/ratings.py): one token per (subscriber,
 # paper, direction), binding the opaque Subscriber.id (never the address) with the paper id
 # and the vote, so the URL alone is the authority to record that one vote (like RFC 8058's
-# one-click). An itsdangerous Signer (HMAC-SHA1, salt RATE) over a base64 payload: a few
-# microseconds each, as a digest carries two per paper. They never expire.
+# one-click). They never expire. A digest carries two per paper (tens of thousands per
+# run), so they are an itsdangerous Signer with keyed BLAKE2b (a MAC by design, one pass,
+# half the cost of HMAC) as its algorithm, under a key derived from the secret for this
+# purpose only, and a 96-bit tag. The payload is short, as it is in every link: the
+# subscriber id (URL-safe already; base64 with a "~" in front if it were not), the paper id
+# ("/" of old-style ids as "~") and u|d, joined by ".".
 RATE = "rate"
-_RATE_SEP = "\x1f"
+
+
+class _KeyedBlake2b(SigningAlgorithm):
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hashlib.blake2b(value, key=key, digest_size=12).digest()
 
 
 @lru_cache(maxsize=16)
 def _rate_signer(secret: str) -> Signer:
-    return Signer(secret, salt=RATE)
+    return Signer(_rate_key(secret), key_derivation="none", algorithm=_KeyedBlake2b())
 
 
-def rate_token(secret: str, subscriber_id: str, paper_id: str, up: bool) -> str:
-    """A URL-safe token for one vote (up: "more like this") of one subscriber on one paper."""
+@lru_cache(maxsize=16)
+def _rate_key(secret: str) -> bytes:
     if not secret:
         raise TokenError(
             "token secret is empty: set the environment variable named by [web] secret_env"
         )
-    raw = _RATE_SEP.join((subscriber_id, paper_id, "u" if up else "d")).encode("utf-8")
-    payload = base64.urlsafe_b64encode(raw).rstrip(b"=")
-    return _rate_signer(secret).sign(payload).decode("ascii")
+    return hashlib.blake2b(secret.encode("utf-8"), digest_size=32, person=b"digest.rate").digest()
+
+
+_URLSAFE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _sid_part(sid: str) -> str:
+    if _URLSAFE.fullmatch(sid):
+        return sid
+    return "~" + base64.urlsafe_b64encode(sid.encode("utf-8")).rstrip(b"=").decode("ascii")
+
+
+def _sid_of(part: str) -> str:
+    if not part.startswith("~"):
+        return part
+    b = part[1:]
+    return base64.urlsafe_b64decode(b + "=" * (-len(b) % 4)).decode("utf-8")
+
+
+def rate_token(secret: str, subscriber_id: str, paper_id: str, up: bool) -> str:
+    """A URL-safe token for one vote (up: "more like this") of one subscriber on one paper."""
+    value = f"{_sid_part(subscriber_id)}.{paper_id.replace('/', '~')}.{'u' if up else 'd'}"
+    return _rate_signer(secret).sign(value).decode("ascii")
 
 
 def read_rate_token(secret: str, token: str) -> tuple[str, str, bool]:
     """(subscriber id, paper id, up) inside a rating token, or TokenError when it is
     forged, altered, truncated or not a rating token."""
-    if not secret:
-        raise TokenError("token secret is empty")
+    signer = _rate_signer(secret)
     if not isinstance(token, str) or not token or len(token) > 400 or not token.isascii():
         raise TokenError("invalid link: malformed token")
     try:
-        payload = _rate_signer(secret).unsign(token)
-        raw = base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)).decode("utf-8")
+        value = signer.unsign(token).decode("ascii")
+        head, _, rest = value.partition(".")
+        pid_part, _, vote = rest.rpartition(".")
+        sid, pid = _sid_of(head), pid_part.replace("~", "/")
     except BadSignature as e:
         raise TokenError("invalid link: the token is forged, altered or for another purpose") from e
     except (ValueError, TypeError, UnicodeError) as e:
         raise TokenError("invalid link: malformed token") from e
-    parts = raw.split(_RATE_SEP)
-    if len(parts) != 3 or not parts[0] or not parts[1] or parts[2] not in ("u", "d"):
+    if not sid or not pid or vote not in ("u", "d"):
         raise TokenError("invalid link: the token does not hold a rating")
-    return parts[0], parts[1], parts[2] == "u"
+    return sid, pid, vote == "u"
 
 
 def rate_url(base_url: str, secret: str, subscriber_id: str, paper_id: str, up: bool) -> str:
@@ -163,7 +193,20 @@ def rate_url(base_url: str, secret: str, subscriber_id: str, paper_id: str, up: 
 
 def rate_links(base_url: str, secret: str, subscriber_id: str) -> Callable[[str, bool], str] | None:
     """(paper id, up) -> that vote's URL for one subscriber (what digest.render puts in
-    every card), or None for a subscriber without an id (not stored: nothing to record)."""
+    every card), or None for a subscriber without an id (not stored: nothing to record).
+    Same URLs as rate_url, with the per-subscriber parts computed once."""
     if not subscriber_id or not secret:
         return None
-    return functools.partial(rate_url, base_url, secret, subscriber_id)
+    key = _rate_key(secret)
+    head = f"{_base(base_url)}/rate/"
+    sid = f"{_sid_part(subscriber_id)}."
+    blake2b, b64 = hashlib.blake2b, base64.urlsafe_b64encode
+
+    def url(paper_id: str, up: bool) -> str:
+        # Exactly _rate_signer(secret).sign(value), without its per-call overhead (a
+        # test checks they agree): value "." base64(keyed BLAKE2b-96 of value).
+        value = f"{sid}{paper_id.replace('/', '~')}.{'u' if up else 'd'}"
+        tag = b64(blake2b(value.encode(), key=key, digest_size=12).digest()).decode("ascii")
+        return f"{head}{value}.{tag}"
+
+    return url

@@ -58,6 +58,17 @@ def test_forged_or_altered_rating_tokens_are_refused(mangle) -> None:
         tokens.read_rate_token(SECRET, mangle(good))
 
 
+@pytest.mark.parametrize("sid", ["AbC-_x0123456789abcdef", "not url.safe/id"])
+@pytest.mark.parametrize("pid", ["2601.00001", "hep-th/9901001"])
+def test_the_fast_per_subscriber_links_are_the_signed_tokens(sid: str, pid: str) -> None:
+    make = tokens.rate_links("https://d.example.org/", SECRET, sid)
+    assert make is not None
+    for up in (True, False):
+        url = make(pid, up)
+        assert url == f"https://d.example.org/rate/{tokens.rate_token(SECRET, sid, pid, up)}"
+        assert tokens.read_rate_token(SECRET, url.rsplit("/", 1)[1]) == (sid, pid, up)
+
+
 def test_no_links_for_a_subscriber_without_an_id() -> None:
     assert tokens.rate_links("http://x", SECRET, "") is None
     make = tokens.rate_links("http://x/", SECRET, "sid")
