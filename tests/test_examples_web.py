@@ -97,3 +97,19 @@ def test_a_library_upload_adds_its_arxiv_papers_and_lists_the_rest(tmp_path, arx
             r = c.post(manage, data={"action": "library"}, files=files)
             assert r.status_code in (400, 403)
         assert _examples(site, email) == [IDS[2], IDS[3]]
+
+
+def test_subscribe_with_example_papers_and_no_keywords(tmp_path, arxiv) -> None:
+    with make_site(tmp_path, now=NOW) as site:
+        _site_with_arxiv(site, arxiv)
+        with site.client() as c:
+            assert 'id="papers"' in c.get("/").text
+            r = site.subscribe(c, "byex@example.org", "", papers="2607.99999")
+            assert r.status_code == 400 and "not found on arXiv: 2607.99999" in r.text
+            assert 'value="2607.99999"' in r.text or ">2607.99999<" in r.text  # kept
+            r = site.subscribe(c, "byex@example.org", "", papers=f"arXiv:{IDS[4]} {IDS[5]}")
+            assert r.status_code == 200, r.text
+        site.drain()
+        sub = site.store.get_subscriber("byex@example.org")
+        assert sub is not None and sub.status == "pending" and sub.keywords == ()
+        assert [p for p, _ in sub.examples] == [IDS[4], IDS[5]]

@@ -155,11 +155,12 @@ async def preview_fragment(request: Request) -> Response:
 
 def form_values(form: FormData | None = None) -> dict[str, str]:
     if form is None:
-        return {"email": "", "keywords": "", "max": ""}
+        return {"email": "", "keywords": "", "max": "", "papers": ""}
     return {
         "email": field(form, "email"),
         "keywords": field(form, "keywords"),
         "max": field(form, "max")[:20],
+        "papers": field(form, "papers")[:5000],  # example papers (digest/web/ratings.py)
     }
 
 
@@ -221,7 +222,13 @@ async def subscribe_post(request: Request) -> Response:
     wait = ctx.limit_email.hit(email.lower())  # the store matches addresses caseless
     if wait is not None:
         return too_many(ctx, request, wait)
-    ctx.jobs.submit(lambda: subscribe_job(ctx, email, keywords, max_papers))
+    try:  # interests by example: resolved now, so a wrong id is said on this page
+        from digest.web import ratings
+
+        examples = await ratings.subscribe_examples(ctx, values["papers"])
+    except InputError as e:
+        return subscribe_page(ctx, request, 400, values=values, started=started, error=str(e))
+    ctx.jobs.submit(lambda: subscribe_job(ctx, email, keywords, max_papers, examples))
     return sent_page(ctx, request)
 
 
@@ -242,7 +249,13 @@ def too_many(ctx: WebContext, request: Request, wait: float) -> Response:
     )
 
 
-def subscribe_job(ctx: WebContext, email: str, keywords: tuple[str, ...], max_papers: int) -> None:
+def subscribe_job(
+    ctx: WebContext,
+    email: str,
+    keywords: tuple[str, ...],
+    max_papers: int,
+    examples: tuple[tuple[str, str], ...] = (),
+) -> None:
     """Background: store a PENDING subscriber and mail the confirmation link, or, for an
     address that already gets the digest, change nothing and mail its manage link."""
     now = ctx.now()
@@ -255,7 +268,13 @@ def subscribe_job(ctx: WebContext, email: str, keywords: tuple[str, ...], max_pa
             return None
         stamp = now.isoformat(timespec="seconds")
         return (
-            replace(existing, keywords=keywords, max_papers=max_papers, status=PENDING)
+            replace(
+                existing,
+                keywords=keywords,
+                max_papers=max_papers,
+                status=PENDING,
+                examples=examples or existing.examples,
+            )
             if existing is not None
             else Subscriber(
                 email=email,
@@ -263,6 +282,7 @@ def subscribe_job(ctx: WebContext, email: str, keywords: tuple[str, ...], max_pa
                 max_papers=max_papers,
                 status=PENDING,
                 created=stamp,
+                examples=examples,
             )
         )
 

@@ -163,6 +163,20 @@ async def form_examples(
     return examples
 
 
+async def subscribe_examples(ctx: WebContext, value: str) -> tuple[tuple[str, str], ...]:
+    """The subscribe form's example papers, resolved; InputError naming bad or unknown ones."""
+    ids = parse_papers(value)
+    try:
+        examples, missing = await find_examples(ctx, ids)
+    except FetchError as e:
+        raise InputError(
+            f"papers: arXiv could not be asked ({e}); try again, or leave the field empty"
+        ) from e
+    if missing:
+        raise InputError(f"papers: not found on arXiv: {', '.join(missing)} (check the ids)")
+    return tuple(examples)
+
+
 async def library_upload(
     ctx: WebContext, email: str, upload: object
 ) -> tuple[Subscriber | None, str]:
