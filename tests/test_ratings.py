@@ -193,3 +193,32 @@ def test_manage_page_lists_rated_papers_and_undoes_a_rating(tmp_path) -> None:
             assert r.status_code in (400, 403)
         left = site.store.get_subscriber("m@example.org").ratings  # type: ignore[union-attr]
         assert [(r[0], r[1]) for r in left] == [("2601.00002", DOWN)]
+
+
+# ------------------------------------------------------------------ size of a mail
+
+
+def test_rating_links_keep_100_papers_under_the_gmail_clip() -> None:
+    from test_render import GMAIL_CLIP_BYTES, LINKS, _bulk, _fixture_papers, digest_for
+
+    from digest.models import Pick
+    from digest.render import Renderer
+
+    papers = sorted(_fixture_papers(), key=_bulk, reverse=True)[:100]
+    picks = tuple(
+        Pick(p.id, 1.0, ("continual pretraining", "large language model")) for p in papers
+    )
+    make = tokens.rate_links("https://digest.example.org", SECRET, "AbCdEfGhIjKlMnOpQrStUv")
+    out = Renderer().render(digest_for(picks), {p.id: p for p in papers}, LINKS, make)
+    assert len(out.html.encode("utf-8")) < GMAIL_CLIP_BYTES
+    got = cards(out.html)
+    # Two links of ~85 bytes per paper: 100 of the bulkiest papers no longer all fit in the
+    # HTML part. It shows the best that fit, each with its links, and points to the rest;
+    # the text part keeps every paper and its links.
+    assert 75 <= len(got) <= 100 and all(set(links) == {"up", "down"} for _, _, links in got)
+    if len(got) < 100:
+        assert f"…and {100 - len(got)} more papers" in out.html
+    assert out.text.count("/rate/") == 200
+    # A typical digest (up to 30 papers) keeps them all, with their links.
+    few = Renderer().render(digest_for(picks[:30]), {p.id: p for p in papers}, LINKS, make)
+    assert len(cards(few.html)) == 30 and len(few.html.encode("utf-8")) < GMAIL_CLIP_BYTES
