@@ -176,3 +176,10 @@ def test_a_vote_is_up_or_down() -> None:
 
 def test_unused_words_are_still_words() -> None:  # the fake space covers WORDS
     assert fake_embed([" ".join(WORDS)]).any()
+
+
+def test_own_examples_and_rated_papers_never_come_back_to_their_reader() -> None:
+    sub = Subscriber("g@x.org", ("speech recognition",), max_papers=5, trending=3)
+    sub = with_rating(with_examples(sub, [(NEAR.id, NEAR.title)]), FAR.id, UP, T, FAR.title)
+    picks = rank(TODAY, [sub], known={p.id: p for p in TODAY})[sub.email]
+    assert {p.paper_id for p in picks} == {ALSO_FAR.id}  # in either section

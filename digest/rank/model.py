@@ -346,6 +346,11 @@ def _rank(
         papers, subscribers, index, scores, allowed, rows, embed, known
     )
     blocked = [[col_of[p] for p in exclude.get(s.email, ()) if p in col_of] for s in subscribers]
+    if models is not None:  # their own examples and rated papers are not news to them
+        for i in models.subs:
+            s = subscribers[i]
+            own = {e[0] for e in s.examples} | {r[0] for r in s.ratings}
+            blocked[i] = sorted({*blocked[i], *(col_of[p] for p in own if p in col_of)})
     k = np.array([max(int(s.max_papers), 0) for s in subscribers])
     floor = np.array(
         [s.min_score if s.min_score is not None else min_score for s in subscribers],
