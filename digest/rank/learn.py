@@ -7,20 +7,26 @@ ratings, and a candidate paper x:
 
     z(q, x)  = (cos(q, x) - mean_ref(q)) / sd_ref(q)     how much closer x is to q than
                the fixed reference papers are (as dense.py does for keywords)
-    pos(x)   = max z(q, x) over q in the examples and the papers rated up
-    neg(x)   = max z(q, x) over q in the papers rated down
+    pos(x)   = max over the examples q of z(q, x), and over the papers rated up of
+               z(q, x) - RATED_SHIFT (a reader rates many papers; the max over many is
+               high by chance alone, and examples are few and chosen)
+    close(x) = max z(q, x) over the examples and the papers rated up (no shift)
+    neg(x)   = max z(q, x) over the papers rated down
     learned  = 100 * (1 - exp(-raw / 2)),  raw = CUT_RAW * max(0, pos - Z_FROM) / (LIKE_Z - Z_FROM)
-    penalty  = 100 * clip((neg - max(pos, NEG_FROM)) / NEG_SPAN, 0, 1)
-    score    = max(keyword score, learned) - penalty
+    penalty  = PEN_POINTS * clip((neg - max(close, NEG_FROM)) / NEG_SPAN, 0, 1)
+    score    = max(keyword score, learned) - penalty;   a paper rated down: no score
 
-This is Rocchio's feedback (keywords, examples and liked papers pull, disliked papers
-push) with the nearest positive in place of the centroid: a reader who likes two topics
-is not averaged into neither, and each term is monotone, so rating a paper up can only
-raise its own score (pos rises, neg falls) and rating one down only lower it. A paper
-`LIKE_Z` reference SDs closer to a liked paper than ordinary papers are reaches the
-default cut (53) on its own: neighbours of liked papers enter "For you"; a paper closer to
-a disliked paper than to anything liked loses up to all of its score and leaves it. The
-cut, max_papers and exclusions apply to this score like to any other.
+This is Rocchio's relevance feedback (keywords, examples and liked papers pull, disliked
+papers push) with the nearest positive in place of the centroid: a reader who likes two
+topics is not averaged into neither, and each term is monotone, so rating a paper up can
+only raise its own score (pos and close rise, neg falls) and rating one down only lower
+it. A paper LIKE_Z reference SDs closer to an example (LIKE_Z + RATED_SHIFT to a paper
+rated up) than ordinary papers are reaches the default cut (53) on its own: neighbours of
+liked papers enter "For you". A paper closer to a disliked paper than to anything liked
+loses up to PEN_POINTS: a marginal match (53-70, where most misses are) leaves "For you",
+a strong one stays. The cut, max_papers and exclusions apply to this score like to any
+other; a reader's own examples and rated papers are never picked for them. The constants
+were set on bench/learning.py's replay of relevance-dev (README "How it learns").
 
 Ratings are kept one per paper (the last vote wins), newest MAX_RATINGS; examples at most
 MAX_EXAMPLES (digest/models.py).
@@ -37,10 +43,17 @@ from digest.models import DOWN, MAX_EXAMPLES, MAX_RATINGS, UP, Paper, Subscriber
 from digest.rank.dense import MIN_SD, paper_text
 
 CUT_RAW = 1.51  # raw evidence of the default cut: 100 * (1 - e^(-1.51/2)) = 53
-LIKE_Z = 4.2  # standard score (vs the reference papers) at which a neighbour reaches the cut
-Z_FROM = 2.0  # below this closeness to a liked paper, no learned score at all
-NEG_FROM = 2.5  # a disliked paper's neighbours lose score above this closeness
-NEG_SPAN = 1.5  # ... and all of it this far beyond the closeness to anything liked
+LIKE_Z = 2.6  # standard score (vs the reference papers) at which a neighbour reaches the cut
+Z_FROM = 1.6  # below this closeness to a liked paper, no learned score at all
+NEG_FROM = 1.5  # a disliked paper's neighbours lose score above this closeness
+NEG_SPAN = 1.0  # ... and all of it this far beyond the closeness to anything liked
+# A reader rates many papers up, examples are few and chosen: closeness to a paper rated
+# up counts this many SDs less than closeness to an example (the max over many papers is
+# higher by chance alone).
+RATED_SHIFT = 2.0
+# What a paper squarely like a disliked one loses, in score points: a marginal match
+# (53-70, where most misses are) leaves "For you", a strong one (80+) stays.
+PEN_POINTS = 20.0
 EXAMPLE, RATED_UP = "example", "up"
 
 
@@ -164,8 +177,13 @@ def _groups(lengths: Sequence[int], m: int, budget: int = 4_000_000) -> list[lis
     return out
 
 
-def _nearest(z: np.ndarray, sets: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    """(max over each set's rows of z, the row it came from; -inf / -1 for empty sets)."""
+def _nearest(
+    z: np.ndarray,
+    sets: Sequence[tuple[int, ...]],
+    kinds: Sequence[tuple[str, ...]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(max over each set's rows of z, the row it came from; -inf / -1 for empty sets).
+    With `kinds`, a row of a paper rated up counts RATED_SHIFT less than an example's."""
     n, m = len(sets), z.shape[1]
     best = np.full((n, m), -np.inf, dtype=np.float32)
     arg = np.full((n, m), -1, dtype=np.int32)
@@ -177,9 +195,14 @@ def _nearest(z: np.ndarray, sets: Sequence[tuple[int, ...]]) -> tuple[np.ndarray
         if width == 0:
             continue
         idx = np.full((len(group), width), len(z), dtype=np.int64)
+        shift = np.zeros((len(group), width, 1), dtype=np.float32)
         for r, i in enumerate(group):
             idx[r, : len(sets[i])] = sets[i]
+            if kinds is not None:
+                shift[r, : len(sets[i]), 0] = [RATED_SHIFT * (k == RATED_UP) for k in kinds[i]]
         block = zpad[idx]  # group x width x papers
+        if kinds is not None:
+            block -= shift
         a = block.argmax(axis=1)
         best[group] = np.take_along_axis(block, a[:, None, :], axis=1)[:, 0, :]
         got = np.take_along_axis(idx, a, axis=1)
@@ -194,14 +217,15 @@ def learned_rows(
     """(scores, learned wins, nearest positive seed) for the model subscribers: `base` is
     their keyword scores (model subscribers x papers, -1 = no match), `z` the seeds'
     standard scores (seeds x papers). Scores are -1 where nothing is left."""
-    pos, nearest = _nearest(z, sd.pos)
+    pos, nearest = _nearest(z, sd.pos, sd.kinds)
+    close = _nearest(z, sd.pos)[0] if RATED_SHIFT and any(sd.neg) else pos
     neg, _ = _nearest(z, sd.neg)
     raw = np.maximum(pos - np.float32(Z_FROM), 0.0) * np.float32(CUT_RAW / (LIKE_Z - Z_FROM))
     learned = -np.expm1(raw.astype(np.float64) / -2.0) * 100.0
     out = np.maximum(base, learned)
     wins = learned > base
-    pen = np.clip((neg - np.maximum(pos, np.float32(NEG_FROM))) / np.float32(NEG_SPAN), 0.0, 1.0)
-    out -= 100.0 * pen
+    pen = np.clip((neg - np.maximum(close, np.float32(NEG_FROM))) / np.float32(NEG_SPAN), 0.0, 1.0)
+    out -= PEN_POINTS * pen
     np.round(out, 4, out=out)
     out[out <= 0] = -1.0
     return out, wins, nearest
