@@ -129,18 +129,23 @@ BIB = r"""
 @article{d, title = {A Journal Paper}, journal = {Nature}, doi = {10.1038/xyz}}
 @article{e, title = {Preprint}, journal = {arXiv preprint arXiv:2607.28618}}
 """
-RIS = """TY  - JOUR
-TI  - Via RIS
-UR  - http://arxiv.org/abs/2607.28628v1
-ER  - 
-TY  - JOUR
-TI  - With a DOI
-DO  - 10.48550/arXiv.2607.28627
-ER  - 
-TY  - BOOK
-TI  - No arXiv here
-ER  - 
-"""
+ER = "ER  - "  # RIS ends a record with "ER  - " (trailing space included)
+RIS = "\n".join(
+    [
+        "TY  - JOUR",
+        "TI  - Via RIS",
+        "UR  - http://arxiv.org/abs/2607.28628v1",
+        ER,
+        "TY  - JOUR",
+        "TI  - With a DOI",
+        "DO  - 10.48550/arXiv.2607.28627",
+        ER,
+        "TY  - BOOK",
+        "TI  - No arXiv here",
+        ER,
+        "",
+    ]
+)
 ZOTERO = (
     '"Key","Item Type","Publication Year","Author","Title","Publication Title","DOI","Url",'
     '"Extra","Archive Location"\n'

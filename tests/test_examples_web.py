@@ -113,3 +113,34 @@ def test_subscribe_with_example_papers_and_no_keywords(tmp_path, arxiv) -> None:
         sub = site.store.get_subscriber("byex@example.org")
         assert sub is not None and sub.status == "pending" and sub.keywords == ()
         assert [p for p, _ in sub.examples] == [IDS[4], IDS[5]]
+
+
+def test_a_reader_by_example_only_gets_for_you_with_why(tmp_path) -> None:
+    """No keywords, example papers only: the video papers of earlier days, known to the
+    store from those days' runs. The next digest (2026-01-07) has a "For you" section
+    whose why-line names the example each pick is like."""
+    from datetime import date
+
+    from browser import html_of
+    from httpfixture import FixtureServer
+    from test_ratings import cards
+
+    from digest.models import Subscriber
+    from digest.pipeline import run_daily
+    from digest.rank.learn import with_examples
+
+    with FixtureServer() as fx, make_site(tmp_path, now=NOW) as site:
+        run_cfg = fx.configure(site.cfg, lookback_days=1, categories=(), offline_fallback=False)
+        for d in (1, 2, 5, 6):  # nobody subscribed yet: the runs fill the store's papers
+            assert run_daily(run_cfg, date(2026, 1, d), progress=False).sent == 0
+        earlier = site.store.recent_papers(date(2026, 1, 1))
+        video = [p for p in earlier if "video" in p.title.lower()]
+        assert len(video) >= 5
+        sub = with_examples(Subscriber("byex@example.org"), [(p.id, p.title) for p in video])
+        site.store.put_subscribers([sub])
+        assert run_daily(run_cfg, date(2026, 1, 7), progress=False).sent == 1
+        html = html_of(site.inbox.wait_for("byex@example.org")[0])
+        mine = [pid for s, pid, _ in cards(html) if s == "match"]
+        assert mine, "no For you section"
+        assert "one of your examples" in html
+        assert not {p.id for p in video} & set(mine)  # the examples themselves never come back
