@@ -10,8 +10,9 @@ A reference is an arXiv id ("2401.00001", "2401.00001v2", "arXiv:2401.00001",
 "hep-th/9901001") or a URL of an arXiv abstract or PDF, a Hugging Face paper page or an
 arXiv DOI (10.48550/arXiv.2401.00001). In a library export the arXiv id is looked for
 in the fields that carry it: BibTeX `eprint` (with `archiveprefix` arXiv), `url`, `doi`,
-`note`, `journal`; RIS `UR`, `DO`, `N1`, `JO`/`T2`, `M1`; Zotero CSV `Url`, `DOI`,
-`Extra` ("arXiv: 2401.00001"), `Archive Location`, `Publication Title`. Entries without
+`note`, `journal`, `number`; RIS `UR`, `DO`, `N1`, `M1`, `JO`/`JF`/`T2`, `IS`, `AN`, `L1`;
+Zotero CSV `Url`, `DOI`, `Extra` ("arXiv: 2401.00001"), `Archive Location`, `Number`,
+`Publication Title`, `Notes`. Entries without
 one are reported by title, never silently dropped.
 
 arXiv's export API (`id_list`, up to ID_BATCH ids a request) is asked only for ids the
@@ -155,7 +156,7 @@ def read_bibtex(text: str) -> Library:
             or fields.get("eprinttype", "").lower() == "arxiv"
             else ()
         )
-        pid = _entry_id(fields, eprint, ("url", "doi", "note", "journal", "howpublished"))
+        pid = _entry_id(fields, eprint, ("url", "doi", "note", "journal", "number", "howpublished"))
         return fields.get("title", "").strip("{} "), pid
 
     return _collect(one(e) for e in lib.entries)
@@ -182,14 +183,16 @@ def read_ris(text: str) -> Library:
             k: s(k)
             for k in (
                 "urls",
-                "url",
                 "doi",
                 "notes",
                 "note",
                 "journal_name",
                 "secondary_title",
-                "miscellaneous1",
                 "alternate_title3",
+                "number",
+                "accession_number",
+                "file_attachments1",
+                "file_attachments2",
             )
         }
         title = s("title") or s("primary_title")
@@ -202,7 +205,16 @@ def read_zotero_csv(text: str) -> Library:
     rows = list(csv.DictReader(io.StringIO(text)))
     if not rows or "Title" not in (rows[0].keys() if rows else ()):
         raise InputError("library: not a Zotero CSV export (no Title column)")
-    keys = ("Url", "DOI", "Extra", "Archive Location", "Publication Title", "Notes")
+    keys = (
+        "Url",
+        "DOI",
+        "Extra",
+        "Archive Location",
+        "Number",
+        "Report Number",
+        "Publication Title",
+        "Notes",
+    )
 
     def one(r: Mapping[str, str | None]) -> tuple[str, str | None]:
         fields = {k: r.get(k) or "" for k in keys}

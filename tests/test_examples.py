@@ -128,6 +128,7 @@ BIB = r"""
 @inproceedings{c, title = {A Note}, note = {arXiv:2607.28623}}
 @article{d, title = {A Journal Paper}, journal = {Nature}, doi = {10.1038/xyz}}
 @article{e, title = {Preprint}, journal = {arXiv preprint arXiv:2607.28618}}
+@misc{f, title = {Zotero Style}, publisher = {arXiv}, number = {arXiv:2607.28601}}
 """
 ER = "ER  - "  # RIS ends a record with "ER  - " (trailing space included)
 RIS = "\n".join(
@@ -139,6 +140,10 @@ RIS = "\n".join(
         "TY  - JOUR",
         "TI  - With a DOI",
         "DO  - 10.48550/arXiv.2607.28627",
+        ER,
+        "TY  - PREP",
+        "TI  - A note only",
+        "N1  - arXiv:2607.28601 [cs]",
         ER,
         "TY  - BOOK",
         "TI  - No arXiv here",
@@ -157,10 +162,11 @@ ZOTERO = (
 
 def test_bibtex_ris_and_zotero_exports_give_ids_and_report_the_rest() -> None:
     bib = read_library(BIB.encode(), "mine.bib")
-    assert bib.ids == ("2607.28628", "2607.28627", "2607.28623", "2607.28618")
-    assert bib.unmatched == ("A Journal Paper",) and bib.entries == 5
+    assert bib.ids == ("2607.28628", "2607.28627", "2607.28623", "2607.28618", "2607.28601")
+    assert bib.unmatched == ("A Journal Paper",) and bib.entries == 6
     ris = read_library(RIS.encode(), "export.ris")
-    assert ris.ids == ("2607.28628", "2607.28627") and ris.unmatched == ("No arXiv here",)
+    assert ris.ids == ("2607.28628", "2607.28627", "2607.28601")
+    assert ris.unmatched == ("No arXiv here",)
     zot = read_library(ZOTERO.encode(), "My Library.csv")
     assert zot.ids == ("2607.28628", "2607.28627") and zot.unmatched == ("Unrelated Book",)
     # Detected by content too (no extension).
