@@ -22,6 +22,7 @@ from _common import BENCH, ROOT, save, table
 # name, arguments for the default run, arguments for --quick (None: skip in --quick)
 PLAN: list[tuple[str, list[str], list[str] | None]] = [
     ("compute", [], ["--quick"]),
+    ("compute", ["--models"], ["--quick", "--models"]),  # every subscriber rated 10-40 papers
     ("e2e", ["--sizes", "10000"], ["--quick"]),  # the target is at 10,000
     # a relay that spends 20 ms per message, over 8 connections (one round here; the
     # figures in bench/README.md are --rounds 3)
@@ -36,6 +37,7 @@ PLAN: list[tuple[str, list[str], list[str] | None]] = [
     ("rank_speed", [], ["--runs", "1"]),
     ("rank_quality", [], None),
     ("digest_quality", [], ["--fast"]),  # what is mailed: the real `digest run`, 41 days
+    ("learning", [], ["--fast"]),  # readers who rate, and subscribers by example, 41 days
     ("render_mail", [], ["--subscribers", "1000", "--smtp", "500"]),
 ]
 

@@ -43,7 +43,7 @@ from digest.models import DOWN, MAX_EXAMPLES, MAX_RATINGS, UP, Paper, Subscriber
 from digest.rank.dense import MIN_SD, paper_text
 
 CUT_RAW = 1.51  # raw evidence of the default cut: 100 * (1 - e^(-1.51/2)) = 53
-LIKE_Z = 2.6  # standard score (vs the reference papers) at which a neighbour reaches the cut
+LIKE_Z = 2.7  # standard score (vs the reference papers) at which a neighbour reaches the cut
 Z_FROM = 1.6  # below this closeness to a liked paper, no learned score at all
 NEG_FROM = 1.5  # a disliked paper's neighbours lose score above this closeness
 NEG_SPAN = 1.0  # ... and all of it this far beyond the closeness to anything liked
