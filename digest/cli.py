@@ -311,6 +311,11 @@ def cmd_sub_list(cfg: Config, args: argparse.Namespace) -> int:
                         "timezone": s.timezone,
                         "trending": s.trending,
                         "no_match": s.no_match,
+                        "papers": [pid for pid, _ in s.examples],
+                        "ratings": {
+                            "up": sum(1 for r in s.ratings if r[1] > 0),
+                            "down": sum(1 for r in s.ratings if r[1] < 0),
+                        },
                     }
                     for s in subs
                 ],
@@ -329,7 +334,12 @@ def cmd_sub_list(cfg: Config, args: argparse.Namespace) -> int:
                 f" {s.timezone or 'default zone'}"
             )
         )
-        print(f"{s.email}\t{s.status}\tmax {s.max_papers}\t{', '.join(s.keywords)}{when}")
+        taught = (
+            f"\t{len(s.examples)} example papers, {len(s.ratings)} ratings"
+            if s.examples or s.ratings
+            else ""
+        )
+        print(f"{s.email}\t{s.status}\tmax {s.max_papers}\t{', '.join(s.keywords)}{when}{taught}")
     return 0
 
 

@@ -4,6 +4,7 @@ entries of the recorded export-API feed (../shared/fixtures/arxiv/), paced at 3 
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from dataclasses import replace
@@ -262,6 +263,12 @@ def test_cli_add_and_update_with_papers(tmp_path, arxiv, capsys) -> None:
         assert sub is not None and [p for p, _ in sub.examples] == [IDS[2]] and sub.max_papers == 4
     finally:
         store.close()
+    capsys.readouterr()
+    assert main([*base, "list", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["papers"] == [IDS[2]] and listed["ratings"] == {"up": 0, "down": 0}
+    assert main([*base, "list"]) == 0
+    assert "1 example papers, 0 ratings" in capsys.readouterr().out
     assert main([*base, "update", "ex@example.org", "--papers", ""]) == 0
     store = open_store(StoreConfig(path=tmp_path / "st"))
     try:
