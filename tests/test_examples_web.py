@@ -51,7 +51,9 @@ def test_manage_papers_field_saves_examples_and_refuses_unknown_ones(tmp_path, a
             assert _examples(site, email) == [IDS[0], IDS[1]]
             sub = site.store.get_subscriber(email)
             assert sub is not None and sub.keywords == () and all(t for _, t in sub.examples)
-            assert f"{IDS[0]}, {IDS[1]}" in c.get(manage).text  # shown back in the field
+            shown = c.get(manage).text
+            assert f"{IDS[0]}, {IDS[1]}" in shown  # shown back in the field, and by title
+            assert f'<li data-paper-id="{IDS[0]}">{sub.examples[0][1]}' in shown
             # Unknown or malformed papers: a clear error, nothing saved.
             for bad, says in (
                 ("2607.99999", "not found on arXiv"),
