@@ -181,14 +181,16 @@ def _nearest(
     z: np.ndarray,
     sets: Sequence[tuple[int, ...]],
     kinds: Sequence[tuple[str, ...]] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(max over each set's rows of z, the row it came from; -inf / -1 for empty sets).
-    With `kinds`, a row of a paper rated up counts RATED_SHIFT less than an example's."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(max over each set's rows of z, the row it came from, the max without shifts;
+    -inf / -1 for empty sets). With `kinds`, a row of a paper rated up counts RATED_SHIFT
+    less than an example's (the third array is the max with no shift at all)."""
     n, m = len(sets), z.shape[1]
     best = np.full((n, m), -np.inf, dtype=np.float32)
     arg = np.full((n, m), -1, dtype=np.int32)
+    plain = best if kinds is None else best.copy()
     if not n or not m:
-        return best, arg
+        return best, arg, plain
     zpad = np.vstack([z, np.full((1, m), -np.inf, dtype=np.float32)])  # row -1: padding
     for group in _groups([len(x) for x in sets], m):
         width = max(len(sets[i]) for i in group)
@@ -202,13 +204,14 @@ def _nearest(
                 shift[r, : len(sets[i]), 0] = [RATED_SHIFT * (k == RATED_UP) for k in kinds[i]]
         block = zpad[idx]  # group x width x papers
         if kinds is not None:
+            plain[group] = block.max(axis=1)
             block -= shift
         a = block.argmax(axis=1)
         best[group] = np.take_along_axis(block, a[:, None, :], axis=1)[:, 0, :]
         got = np.take_along_axis(idx, a, axis=1)
         got[~np.isfinite(best[group])] = -1
         arg[group] = got
-    return best, arg
+    return best, arg, plain
 
 
 def learned_rows(
@@ -217,9 +220,8 @@ def learned_rows(
     """(scores, learned wins, nearest positive seed) for the model subscribers: `base` is
     their keyword scores (model subscribers x papers, -1 = no match), `z` the seeds'
     standard scores (seeds x papers). Scores are -1 where nothing is left."""
-    pos, nearest = _nearest(z, sd.pos, sd.kinds)
-    close = _nearest(z, sd.pos)[0] if RATED_SHIFT and any(sd.neg) else pos
-    neg, _ = _nearest(z, sd.neg)
+    pos, nearest, close = _nearest(z, sd.pos, sd.kinds)
+    neg = _nearest(z, sd.neg)[0]
     raw = np.maximum(pos - np.float32(Z_FROM), 0.0) * np.float32(CUT_RAW / (LIKE_Z - Z_FROM))
     learned = -np.expm1(raw.astype(np.float64) / -2.0) * 100.0
     out = np.maximum(base, learned)
