@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import scipy.sparse as sp
 
 from digest.models import DOWN, MAX_EXAMPLES, MAX_RATINGS, UP, Paper, Subscriber
 from digest.rank.dense import MIN_SD, paper_text
@@ -54,6 +55,7 @@ RATED_SHIFT = 2.0
 # What a paper squarely like a disliked one loses, in score points: a marginal match
 # (53-70, where most misses are) leaves "For you", a strong one (80+) stays.
 PEN_POINTS = 20.0
+PAIR_CHUNK = 2_000_000  # (subscriber, paper) entries gathered at once: bounds the memory
 EXAMPLE, RATED_UP = "example", "up"
 
 
@@ -160,74 +162,101 @@ def standard_scores(seed_vecs: np.ndarray, papers: np.ndarray, ref: np.ndarray) 
     return z
 
 
-def _groups(lengths: Sequence[int], m: int, budget: int = 4_000_000) -> list[list[int]]:
-    """Subscribers (by position) in groups of similar length whose padded block
-    (group x longest x papers) stays within `budget` cells."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        width = max(lengths[i], 1)
-        if cur and (len(cur) + 1) * width * max(m, 1) > budget:
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return out
+def _above(z: np.ndarray, floor: float) -> sp.csr_matrix:
+    """The entries of z above `floor` (all floors here are > 0, so no stored zero)."""
+    r, c = np.nonzero(z > np.float32(floor))
+    return sp.csr_matrix((z[r, c], (r, c)), shape=z.shape, dtype=np.float32)
 
 
-def _nearest(
-    z: np.ndarray,
-    sets: Sequence[tuple[int, ...]],
-    kinds: Sequence[tuple[str, ...]] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(max over each set's rows of z, the row it came from, the max without shifts;
-    -inf / -1 for empty sets). With `kinds`, a row of a paper rated up counts RATED_SHIFT
-    less than an example's (the third array is the max with no shift at all)."""
-    n, m = len(sets), z.shape[1]
-    best = np.full((n, m), -np.inf, dtype=np.float32)
-    arg = np.full((n, m), -1, dtype=np.int32)
-    plain = best if kinds is None else best.copy()
-    if not n or not m:
-        return best, arg, plain
-    zpad = np.vstack([z, np.full((1, m), -np.inf, dtype=np.float32)])  # row -1: padding
-    for group in _groups([len(x) for x in sets], m):
-        width = max(len(sets[i]) for i in group)
-        if width == 0:
+def _pair_max(
+    out: np.ndarray,
+    subs: np.ndarray,
+    seeds: np.ndarray,
+    zs: sp.csr_matrix,
+    offset: float,
+    keep: np.ndarray | None = None,
+) -> None:
+    """out[s, col] = max(out[s, col], zs[seed, col] - offset) for every (s, seed) pair and
+    every stored entry of the seed's row: a max over each subscriber's seeds that touches
+    only the entries that can matter (the thresholds are exact, see learned_rows).
+    `keep`: only cells where it is True are updated (the others are not needed)."""
+    m = out.shape[1]  # out and keep are C-contiguous: ravel() is a view
+    indptr = zs.indptr.astype(np.int32)
+    starts = indptr[seeds]
+    counts = indptr[seeds + 1] - starts
+    step = max(1, len(seeds) * PAIR_CHUNK // max(int(counts.sum()), 1))
+    for lo in range(0, len(seeds), step):
+        cnt = counts[lo : lo + step]
+        total = int(cnt.sum())
+        if not total:
             continue
-        idx = np.full((len(group), width), len(z), dtype=np.int64)
-        shift = np.zeros((len(group), width, 1), dtype=np.float32)
-        for r, i in enumerate(group):
-            idx[r, : len(sets[i])] = sets[i]
-            if kinds is not None:
-                shift[r, : len(sets[i]), 0] = [RATED_SHIFT * (k == RATED_UP) for k in kinds[i]]
-        block = zpad[idx]  # group x width x papers
-        if kinds is not None:
-            plain[group] = block.max(axis=1)
-            block -= shift
-        a = block.argmax(axis=1)
-        best[group] = np.take_along_axis(block, a[:, None, :], axis=1)[:, 0, :]
-        got = np.take_along_axis(idx, a, axis=1)
-        got[~np.isfinite(best[group])] = -1
-        arg[group] = got
-    return best, arg, plain
+        idx = np.repeat(starts[lo : lo + step] - (np.cumsum(cnt) - cnt), cnt)
+        idx += np.arange(total, dtype=np.int32)
+        cell = np.repeat(subs[lo : lo + step].astype(np.int64) * m, cnt)
+        cell += zs.indices[idx]
+        if keep is not None:
+            ok = keep.ravel()[cell]
+            cell, idx = cell[ok], idx[ok]
+        np.maximum.at(out.ravel(), cell, zs.data[idx] - np.float32(offset))
 
 
-def learned_rows(
-    base: np.ndarray, z: np.ndarray, sd: Seeds
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores, learned wins, nearest positive seed) for the model subscribers: `base` is
-    their keyword scores (model subscribers x papers, -1 = no match), `z` the seeds'
-    standard scores (seeds x papers). Scores are -1 where nothing is left."""
-    pos, nearest, close = _nearest(z, sd.pos, sd.kinds)
-    neg = _nearest(z, sd.neg)[0]
-    raw = np.maximum(pos - np.float32(Z_FROM), 0.0) * np.float32(CUT_RAW / (LIKE_Z - Z_FROM))
-    learned = -np.expm1(raw.astype(np.float64) / -2.0) * 100.0
-    out = np.maximum(base, learned)
-    wins = learned > base
-    pen = np.clip((neg - np.maximum(close, np.float32(NEG_FROM))) / np.float32(NEG_SPAN), 0.0, 1.0)
-    out -= PEN_POINTS * pen
-    np.round(out, 4, out=out)
+def _pairs(sets: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    sub = np.repeat(np.arange(len(sets), dtype=np.int32), [len(x) for x in sets])
+    seed = np.fromiter((i for x in sets for i in x), dtype=np.int32, count=len(sub))
+    return sub, seed
+
+
+def learned_rows(base: np.ndarray, z: np.ndarray, sd: Seeds) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, learned wins) for the model subscribers: `base` is their keyword scores
+    (model subscribers x papers, -1 = no match), `z` the seeds' standard scores (seeds x
+    papers). Scores are -1 where nothing is left.
+
+    Only entries that can change a score are visited: the learned score is 0 unless pos
+    > Z_FROM, and the push is 0 unless neg > max(close, NEG_FROM) >= NEG_FROM, so closeness
+    below those floors is never looked at (exact, not an approximation); the formulas then
+    run on those cells alone."""
+    n, m = base.shape
+    out = np.array(base, dtype=np.float64)
+    wins = np.zeros((n, m), dtype=bool)
+    sub, seed = _pairs(sd.pos)
+    if len(sub):
+        pos = np.full((n, m), -np.inf, dtype=np.float32)
+        rated = np.fromiter(
+            (k == RATED_UP for ks in sd.kinds for k in ks), dtype=bool, count=len(sub)
+        )
+        _pair_max(pos, sub[~rated], seed[~rated], _above(z, Z_FROM), 0.0)
+        _pair_max(pos, sub[rated], seed[rated], _above(z, Z_FROM + RATED_SHIFT), RATED_SHIFT)
+        r, c = np.nonzero(pos > np.float32(Z_FROM))
+        raw = (pos[r, c] - np.float32(Z_FROM)).astype(np.float64) * (CUT_RAW / (LIKE_Z - Z_FROM))
+        learned = np.round(-np.expm1(raw / -2.0) * 100.0, 4)
+        win = learned > out[r, c]
+        out[r[win], c[win]] = learned[win]
+        wins[r[win], c[win]] = True
+        del pos
+    nsub, nseed = _pairs(sd.neg)
+    if len(nsub):
+        floor = _above(z, NEG_FROM)
+        scored = out > 0  # only a paper with a score can lose some
+        neg = np.full((n, m), -np.inf, dtype=np.float32)
+        _pair_max(neg, nsub, nseed, floor, 0.0, scored)
+        hit = neg > np.float32(NEG_FROM)
+        r, c = np.nonzero(hit)
+        if len(r):
+            close = np.full((n, m), -np.inf, dtype=np.float32)
+            _pair_max(close, sub, seed, floor, 0.0, hit)
+            gap = neg[r, c] - np.maximum(close[r, c], np.float32(NEG_FROM))
+            pen = np.clip(gap.astype(np.float64) / NEG_SPAN, 0.0, 1.0)
+            out[r, c] = np.round(out[r, c] - PEN_POINTS * pen, 4)
     out[out <= 0] = -1.0
-    return out, wins, nearest
+    return out, wins
+
+
+def nearest_seed(z: np.ndarray, sd: Seeds, j: int, cols: Sequence[int]) -> list[int]:
+    """For model subscriber j and each paper column: the seed (example or paper rated up)
+    that gives the paper its learned score (-1 when none), for the why-line."""
+    if not sd.pos[j] or not len(cols):
+        return [-1] * len(cols)
+    seeds = np.asarray(sd.pos[j], dtype=np.int64)
+    shift = np.array([RATED_SHIFT * (k == RATED_UP) for k in sd.kinds[j]], dtype=np.float32)
+    block = z[seeds][:, list(cols)] - shift[:, None]
+    return [int(v) for v in seeds[block.argmax(axis=0)]]

@@ -56,7 +56,14 @@ from digest.rank.exclusions import term_hits
 from digest.rank.expand import definitions, mine_definitions, spelled_out, synonym_table
 from digest.rank.features import DocIndex, build_index
 from digest.rank.feedback import FEEDBACK_WEIGHT, add_feedback
-from digest.rank.learn import Seeds, has_model, learned_rows, seeds, standard_scores
+from digest.rank.learn import (
+    Seeds,
+    has_model,
+    learned_rows,
+    nearest_seed,
+    seeds,
+    standard_scores,
+)
 from digest.rank.normalize import fold
 from digest.rank.query import Unit, build_unit, score_units
 from digest.rank.select import top_rows
@@ -374,7 +381,7 @@ class _Models:
     subs: list[int]  # their positions among the subscribers
     seeds: Seeds
     wins: np.ndarray  # model subscribers x papers: the learned score beat the keywords'
-    nearest: np.ndarray  # ... the seed paper that scored it (-1: none)
+    z: np.ndarray  # seeds x papers: closeness (learn.standard_scores)
 
 
 def _with_models(
@@ -403,7 +410,7 @@ def _with_models(
     _, vecs, ref = got
     z = standard_scores(vecs[len(texts) :], vecs[: len(texts)], ref)
     base = rows[subs]
-    learned, wins, nearest = learned_rows(scores[base], z, sd)
+    learned, wins = learned_rows(scores[base], z, sd)
     ok = allowed[base]
     np.copyto(learned, -1.0, where=~ok)
     col_of = {pid: c for c, pid in enumerate(index.ids)}
@@ -412,7 +419,7 @@ def _with_models(
         learned[j, cols] = -1.0
     start = scores.shape[0]
     rows[subs] = np.arange(start, start + len(subs))
-    return np.vstack([scores, learned]), np.vstack([allowed, ok]), _Models(subs, sd, wins, nearest)
+    return np.vstack([scores, learned]), np.vstack([allowed, ok]), _Models(subs, sd, wins, z)
 
 
 def _likes(
@@ -429,13 +436,15 @@ def _likes(
         s = subscribers[i]
         has_kw[i] = True
         kind = dict(zip(sd.pos[j], sd.kinds[j], strict=True))
-        out = []
-        for p in matches[s.email]:
-            c = col_of[p.paper_id]
-            near = int(models.nearest[j, c])
-            if models.wins[j, c] and near >= 0 and sd.ids[near] != p.paper_id:
-                p = replace(p, like=(sd.titles[near], kind[near]))
-            out.append(p)
+        picks = matches[s.email]
+        learned = [k for k, p in enumerate(picks) if models.wins[j, col_of[p.paper_id]]]
+        if not learned:
+            continue
+        near = nearest_seed(models.z, sd, j, [col_of[picks[k].paper_id] for k in learned])
+        out = list(picks)
+        for k, seed in zip(learned, near, strict=True):
+            if seed >= 0 and sd.ids[seed] != out[k].paper_id:
+                out[k] = replace(out[k], like=(sd.titles[seed], kind[seed]))
         matches[s.email] = tuple(out)
 
 
