@@ -41,6 +41,7 @@ class Web:
         )
         self.log = tmp_path / "web.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_env: dict[str, str] = {}  # more (or overriding) environment variables
 
     def start(self) -> Web:
         env = {
@@ -52,6 +53,7 @@ class Web:
             "DIGEST_WEB_MIN_FILL": "0",
             "DIGEST_WEB_MAIL_RETRY": "0.2",  # first retry after 0.2 s, doubling
             "DIGEST_WEB_MAIL_LEASE": "2",  # a killed worker's claims come back after 2 s
+            **self.extra_env,
         }
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -25,6 +25,7 @@ from digest.models import ACTIVE, Paper, Subscriber
 from digest.store import Store, open_store
 from digest.web.app import WebContext, make_app
 from digest.web.security import Limit
+from digest.web.server import uvicorn_options
 from digest.web.settings import WebSettings
 
 SECRET = "test-secret-for-web-links"
@@ -137,7 +138,7 @@ def make_site(
         store = open_store(cfg.store)
         try:
             app = make_app(cfg, store=store, now=lambda: now, settings=settings)
-            with LiveServer(app, port) as srv:
+            with LiveServer(app, port, **uvicorn_options(settings)) as srv:
                 yield Site(srv.url, cfg, store, inbox, app.state.web)
         finally:
             store.close()

@@ -64,9 +64,12 @@ class MailWorker:
         policy: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen
         lease: float = 120.0,
         poll: float = 5.0,
+        prune_every: float = 3600.0,
     ):
         self.store, self.lock, self.factory, self.clock = store, lock, sender_factory, clock
         self.policy, self.lease, self.poll = policy, lease, poll
+        self.prune_every = prune_every
+        self._pruned: datetime | None = None
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._stop = threading.Event()
@@ -107,7 +110,10 @@ class MailWorker:
             self._wake.wait(self.poll)
 
     def run_once(self) -> int:
-        """Claim one batch of due messages and send it; the number claimed (0: none due)."""
+        """Claim one batch of due messages and send it; the number claimed (0: none due).
+        Also prunes the store (expired pending subscriptions, limits, nonces) once every
+        `prune_every` seconds, so a web-only site stays small too."""
+        self.maybe_prune()
         try:
             with self.lock:
                 batch = self.store.claim_mail(self.clock(), lease=self.lease, limit=20)
@@ -117,6 +123,18 @@ class MailWorker:
         if batch:
             self._send(batch)
         return len(batch)
+
+    def maybe_prune(self) -> bool:
+        now = self.clock()
+        if self._pruned is not None and (now - self._pruned).total_seconds() < self.prune_every:
+            return False
+        self._pruned = now
+        try:
+            with self.lock:
+                self.store.prune(now.date(), now)
+        except Exception as e:  # noqa: BLE001 - housekeeping must not end the worker
+            log.error("web: store prune failed: %s", e)
+        return True
 
     def _send(self, batch: list[QueuedMail]) -> None:
         settled: set[str] = set()
