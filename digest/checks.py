@@ -283,7 +283,9 @@ def sample_message(
     if not d.picks:
         (d,) = plan_lazily(cfg, day, gathered, [_probe_subscriber(cfg, sub.email)], {})
     d = Digest(sub, day, d.picks)
-    lk = links(cfg.web.base_url, secret, sub.email)
+    # Links carry the subscriber's opaque id; an address the store does not know has none,
+    # and its sample's links lead to the "no subscription" page.
+    lk = links(cfg.web.base_url, secret, sub.id or "not-subscribed")
     rendered = renderer.render(d, {p.id: p for p in papers}, lk)
     msg = build_message(
         rendered,

@@ -414,7 +414,7 @@ def build_all(
         if not d.picks and not cfg.schedule.send_empty:
             yield d, None
             continue
-        lk = links(cfg.web.base_url, secret, d.subscriber.email)
+        lk = links(cfg.web.base_url, secret, d.subscriber.id)  # opaque id, never the address
         rendered = renderer.render(d, papers, lk)
         try:
             yield (
@@ -458,7 +458,7 @@ def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[st
         gathered = gather(cfg, day, store, report, write=False)
         (digest,) = plan(cfg, day, store, gathered, [sub])
         renderer = Renderer(site_name=cfg.site_name, sample_day=gathered.sample_day)
-        lk = links(cfg.web.base_url, cfg.secret() or store.secret(), email)
+        lk = links(cfg.web.base_url, cfg.secret() or store.secret(), sub.id)
         html = renderer.render(digest, {p.id: p for p in gathered.papers}, lk).html
     finally:
         store.close()
