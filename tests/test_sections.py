@@ -17,7 +17,6 @@ import pytest
 from httpfixture import FixtureServer
 from smtpserver import SmtpServer
 
-from digest import tokens
 from digest.cli import main
 from digest.config import Config, DigestConfig, SmtpConfig, StoreConfig
 from digest.models import (
@@ -182,7 +181,7 @@ def test_manage_page_sets_trending_and_no_match(tmp_path) -> None:
 
     with make_site(tmp_path) as site:
         site.add("m@example.org", keywords=("agents",))
-        url = tokens.links(site.url, site.ctx.secret, "m@example.org").manage_url
+        url = site.links("m@example.org").manage_url
         with site.client() as c:
             csrf = site.form(c, url)["csrf"]
 

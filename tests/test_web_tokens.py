@@ -172,3 +172,25 @@ def test_a_link_that_brings_back_an_unsubscribed_address_works_once(site):
         assert c.post(unsub, data={"List-Unsubscribe": "One-Click"}).status_code == 200
         r = c.post(url, data={"csrf": csrf})  # replayed after the second goodbye
     assert r.status_code == 409 and site.status("again@example.org") == UNSUBSCRIBED
+
+
+def test_a_paused_subscriber_with_an_expired_manage_link_gets_a_fresh_one(site):
+    # Paused: no digests, so no fresh links in the mail. The expired page says how to get
+    # one, and the front page mails it.
+    site.add("p@example.org", keywords=("agents",), status="paused")
+    old = site.links("p@example.org").manage_url
+    days = site.ctx.settings.manage_days
+    site.ctx.token_clock = lambda: time.time() + (days + 1) * 86400
+    with site.client() as c:
+        r = c.get(old)
+        assert r.status_code == 410 and "front page" in r.text
+        assert site.subscribe(c, "p@example.org", "anything").status_code == 200
+    site.drain()
+    fresh = link_in(site.inbox.wait_for("p@example.org")[0], "manage")
+    site.ctx.token_clock = lambda: time.time() + 60  # the new link, just mailed
+    with site.client() as c:
+        page = c.get(fresh)
+        assert page.status_code == 200 and "agents" in page.text
+        r = c.post(fresh, data={"csrf": hidden(page.text, "csrf"), "action": "resume"})
+    assert r.status_code == 200 and site.status("p@example.org") == ACTIVE
+    assert site.sub("p@example.org").keywords == ("agents",)

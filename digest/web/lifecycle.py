@@ -58,8 +58,10 @@ def bad_link(ctx: WebContext, request: Request, e: TokenError) -> Response:
             "This link has expired",
             "Links to the manage page work for "
             f"{ctx.settings.manage_days} days and confirmation links for "
-            f"{tokens.CONFIRM_MAX_AGE // 86400} days. Every digest carries a fresh manage "
-            "link; to subscribe, start again on the front page. Nothing was changed.",
+            f"{tokens.CONFIRM_MAX_AGE // 86400} days. Nothing was changed. Every digest "
+            "carries a fresh manage link; or enter your address on the front page: if it "
+            "is subscribed (also when paused) we mail it a fresh manage link, otherwise a "
+            "new confirmation link.",
         )
     return ctx.error(
         request,
