@@ -15,16 +15,18 @@ from __future__ import annotations
 import base64
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
 from browser import hidden, html_of, link_in, text_of
 from httpfixture import FixtureServer
 from itsdangerous import URLSafeTimedSerializer
-from websupport import make_site
+from websupport import RELAXED, make_site
 
 from digest.models import ACTIVE, PENDING, UNSUBSCRIBED
 from digest.pipeline import run_daily
+from digest.web.security import Limit
 
 NOW = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
 URL = re.compile(rb"https?://127\.0\.0\.1:\d+/(?:unsubscribe|manage|feed|confirm)/[A-Za-z0-9_\-.]+")
@@ -194,3 +196,21 @@ def test_a_paused_subscriber_with_an_expired_manage_link_gets_a_fresh_one(site):
         r = c.post(fresh, data={"csrf": hidden(page.text, "csrf"), "action": "resume"})
     assert r.status_code == 200 and site.status("p@example.org") == ACTIVE
     assert site.sub("p@example.org").keywords == ("agents",)
+
+
+def test_subscribe_again_from_the_manage_page_is_bounded_by_the_address_limit(tmp_path):
+    # Each press mails a confirmation link: it counts against the address's budget.
+    settings = replace(RELAXED, rate_email=Limit(2, 3600))
+    with make_site(tmp_path, settings) as site:
+        site.add("u@example.org", status=UNSUBSCRIBED)
+        url = site.links("u@example.org").manage_url
+        with site.client() as c:
+            csrf = site.form(c, url)["csrf"]
+            codes = [
+                c.post(url, data={"csrf": csrf, "action": "resume"}).status_code for _ in "abc"
+            ]
+        assert codes == [200, 200, 429]
+        site.drain()
+        site.inbox.wait_for("u@example.org", 2)
+        assert len(site.inbox.to("u@example.org")) == 2  # the refused press mailed nothing
+        assert site.status("u@example.org") == UNSUBSCRIBED

@@ -41,7 +41,15 @@ from digest.subscribers import (
     parse_keywords,
 )
 from digest.web.app import WebContext, ctx_of, store_unavailable
-from digest.web.pages import confirm_mail, csrf_check, field, plain_error, preview_values
+from digest.web.pages import (
+    confirm_mail,
+    csrf_check,
+    field,
+    limit_key,
+    plain_error,
+    preview_values,
+    too_many,
+)
 
 ONE_CLICK = "One-Click"  # RFC 8058: the POST body is List-Unsubscribe=One-Click
 
@@ -353,6 +361,13 @@ async def manage(request: Request) -> Response:
 
         updated, changed = await ctx.db(save), True
     elif action == "resume" and sub.status == UNSUBSCRIBED:
+        # Each press mails the address: the front page's per-address limit bounds it.
+        try:
+            wait = await ctx.db(ctx.hit, "email", limit_key(email))
+        except StoreError as e:
+            return await store_unavailable(ctx, request, e)
+        if wait is not None:
+            return too_many(ctx, request, wait)
         # Double opt-in again: queue a confirmation link (with the stored settings) in the
         # same atomic write; the status stays unsubscribed until it is clicked.
         now = ctx.clock()
