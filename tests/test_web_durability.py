@@ -51,7 +51,9 @@ class Web:
             "DIGEST_WEB_RATE_IP": "10000/3600",
             "DIGEST_WEB_RATE_EMAIL": "10000/3600",
             "DIGEST_WEB_MIN_FILL": "0",
-            "DIGEST_WEB_MAIL_RETRY": "0.2",  # first retry after 0.2 s, doubling
+            "DIGEST_WEB_MAIL_RETRY": "0.2",  # first retry after 0.2 s, doubling,
+            "DIGEST_WEB_MAIL_RETRY_MAX": "1",  # up to 1 s (however long the traffic ran)
+            "DIGEST_WEB_MAIL_TRIES": "10000",  # never given up while the relay is down
             "DIGEST_WEB_MAIL_LEASE": "2",  # a killed worker's claims come back after 2 s
             **self.extra_env,
         }

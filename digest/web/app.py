@@ -100,7 +100,11 @@ class WebContext:
             self.lock,
             factory,
             self.clock,
-            policy=RetryPolicy(first=settings.mail_retry_seconds),
+            policy=RetryPolicy(
+                first=settings.mail_retry_seconds,
+                longest=settings.mail_retry_max,
+                max_attempts=settings.mail_tries,
+            ),
             lease=settings.mail_lease_seconds,
         )
         self.env = Environment(

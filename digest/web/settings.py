@@ -36,6 +36,8 @@ class WebSettings:
     # the mail queue: first retry after this many seconds (doubling, up to an hour) and
     # how long a claimed message stays with a worker that may have died
     mail_retry_seconds: float = 30.0  # DIGEST_WEB_MAIL_RETRY
+    mail_retry_max: float = 3600.0  # DIGEST_WEB_MAIL_RETRY_MAX: the longest wait between tries
+    mail_tries: int = 12  # DIGEST_WEB_MAIL_TRIES: sends of one message before it is given up
     mail_lease_seconds: float = 120.0  # DIGEST_WEB_MAIL_LEASE
 
     @property
@@ -113,5 +115,7 @@ class WebSettings:
             header_timeout=number("DIGEST_WEB_HEADER_TIMEOUT", d.header_timeout, 0.1, 300),
             body_timeout=number("DIGEST_WEB_BODY_TIMEOUT", d.body_timeout, 0.1, 600),
             mail_retry_seconds=number("DIGEST_WEB_MAIL_RETRY", d.mail_retry_seconds, 0.01, 3600),
+            mail_retry_max=number("DIGEST_WEB_MAIL_RETRY_MAX", d.mail_retry_max, 0.01, 86400),
+            mail_tries=int(number("DIGEST_WEB_MAIL_TRIES", d.mail_tries, 1, 10_000)),
             mail_lease_seconds=number("DIGEST_WEB_MAIL_LEASE", d.mail_lease_seconds, 0.5, 3600),
         )
