@@ -6,6 +6,7 @@ kill -9 or a relay that refuses connections loses nothing."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -178,6 +179,7 @@ def test_a_relay_refusing_connections_gets_the_mail_when_it_comes_back(tmp_path,
         assert [subscribe(web.url, e) for e in emails] == [200] * 6
         health = web.health()
         assert health.startswith("ok\n") and "6 waiting" in health, health  # kept, retried
+        assert re.search(r"oldest \d+ s", health), health
         with SmtpInbox() as inbox:
             assert inbox.port == smtp_port
             for email in emails:

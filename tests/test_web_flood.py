@@ -147,3 +147,25 @@ def test_accept_errors_are_logged_once_a_minute_with_a_count():
     t[0] = 61.0
     r = rec("socket.accept() out of system resource")
     assert f.filter(r) and "999 more like it" in r.getMessage()
+
+
+def test_a_body_that_trickles_in_gets_408_after_the_body_timeout(tmp_path):
+    from dataclasses import replace
+
+    from websupport import RELAXED, make_site
+
+    with make_site(tmp_path, settings=replace(RELAXED, body_timeout=0.5)) as site:
+        host, port = site.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            s.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+                b"\r\nContent-Length: 100\r\n\r\nemail=a"  # 7 of the 100 bytes, then nothing
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer:  # waits on the server's answer, not a clock
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert site.store.subscribers() == []
