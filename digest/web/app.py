@@ -32,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
-from digest.errors import ConfigError
+from digest.errors import ConfigError, StoreError
 from digest.mail.base import Sender
 from digest.models import Paper
 from digest.render import default_templates_dir
@@ -335,7 +335,10 @@ async def healthz(request: Request) -> Response:
 
 async def store_unavailable(ctx: WebContext, request: Request, e: Exception) -> Response:
     """The 503 page for a request whose store write failed: nothing was accepted."""
-    log.error("web: store write failed: %s", e)
+    if isinstance(e, StoreError):
+        log.error("web: store write failed: %s", e)
+    else:  # not the store's one-line error: a bug, keep its traceback
+        log.error("web: request not stored", exc_info=e)
     return ctx.error(
         request,
         503,
