@@ -35,7 +35,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, BadTimeSignature, SignatureExpired, URLSafeTimedSerializer
 
-from digest.errors import TokenError
+from digest.errors import TokenError, TokenExpired
 
 UNSUBSCRIBE = "unsubscribe"
 MANAGE = "manage"
@@ -87,7 +87,7 @@ def _loads(
     try:
         value, stamp = _serializer(secret, salt).loads(token, return_timestamp=True)
     except SignatureExpired as e:  # pragma: no cover - no max_age is passed to itsdangerous
-        raise TokenError("link expired") from e
+        raise TokenExpired("link expired") from e
     except (BadTimeSignature, BadSignature) as e:
         raise TokenError("invalid link: the token is forged, altered or for another purpose") from e
     except (ValueError, TypeError, UnicodeError) as e:  # garbage that is not even base64
@@ -97,7 +97,7 @@ def _loads(
     if max_age is not None:
         age = (time.time() if now is None else now) - stamp.timestamp()
         if age > max_age:
-            raise TokenError("link expired")
+            raise TokenExpired("link expired")
     return value
 
 

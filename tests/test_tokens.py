@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
 
 from digest import tokens
-from digest.errors import TokenError
+from digest.errors import TokenError, TokenExpired
 from digest.store.base import new_subscriber_id
 
 SECRET = "test-secret-0123456789-0123456789"
@@ -77,7 +77,7 @@ def test_manage_links_expire_by_the_clock_passed_in() -> None:
     max_age = tokens.MANAGE_DAYS * 86400
     now = time.time()
     assert tokens.verify_id(SECRET, tokens.MANAGE, tok, max_age, now + max_age - 60) == SID
-    with pytest.raises(TokenError, match="expired"):
+    with pytest.raises(TokenExpired, match="expired"):
         tokens.verify_id(SECRET, tokens.MANAGE, tok, max_age, now + max_age + 60)
     # no max_age (unsubscribe, feed): years later still good
     assert tokens.verify_id(SECRET, tokens.UNSUBSCRIBE, tokens.sign(SECRET, "unsubscribe", SID))

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from digest import tokens
-from digest.errors import InputError, StoreError, TokenError
+from digest.errors import InputError, StoreError, TokenError, TokenExpired
 from digest.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
 from digest.store.base import Change
 from digest.subscribers import (
@@ -59,7 +59,7 @@ ONE_CLICK = "One-Click"  # RFC 8058: the POST body is List-Unsubscribe=One-Click
 
 def bad_link(ctx: WebContext, request: Request, e: TokenError) -> Response:
     """The plain page of a link that does not work (forged, altered, expired, old)."""
-    if "expired" in str(e):
+    if isinstance(e, TokenExpired):
         return ctx.error(
             request,
             410,
