@@ -194,7 +194,10 @@ def test_manage_page_sets_trending_and_no_match(tmp_path) -> None:
             s = site.store.get_subscriber("m@example.org")
             assert (s.trending, s.no_match) == (0, "skip")
             assert '<option value="skip" selected>' in r.text
-            for bad, message in (({"trending": "x"}, "trending papers"), ({"no_match": "?"}, "no-match choice")):
+            for bad, message in (
+                ({"trending": "x"}, "trending papers"),
+                ({"no_match": "?"}, "no-match choice"),
+            ):
                 r = save(**bad)
                 assert r.status_code == 400 and message in r.text
             assert save(trending="", no_match="send").status_code == 200
