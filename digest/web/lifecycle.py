@@ -162,6 +162,8 @@ async def confirm(request: Request) -> Response:
             "There is no pending subscription for this link. Subscribe again on the front page.",
         )
     if request.method in ("GET", "HEAD"):
+        if sub.status == UNSUBSCRIBED and not req.revive:  # the POST could only refuse
+            return cancelled(ctx, request)
         return ctx.page(
             request, "web/confirm.html", email=sub.email, action=request.url.path, asked=req
         )
@@ -220,13 +222,7 @@ async def confirm(request: Request) -> Response:
             "the front page and click the link in the new e-mail.",
         )
     if outcome == UNSUBSCRIBED:
-        return ctx.error(
-            request,
-            409,
-            "Subscription cancelled",
-            "This address was unsubscribed after the link was sent. To come back, subscribe "
-            "again on the front page and click the link in the new e-mail.",
-        )
+        return cancelled(ctx, request)
     lk = tokens.links(ctx.base_url, ctx.secret, stored.id)
     return ctx.page(
         request,
@@ -235,6 +231,16 @@ async def confirm(request: Request) -> Response:
         links=lk,
         already=outcome != "activated",
         manage_days=ctx.settings.manage_days,
+    )
+
+
+def cancelled(ctx: WebContext, request: Request) -> Response:
+    return ctx.error(
+        request,
+        409,
+        "Subscription cancelled",
+        "This address was unsubscribed after the link was sent. To come back, subscribe "
+        "again on the front page and click the link in the new e-mail.",
     )
 
 
