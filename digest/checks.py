@@ -228,7 +228,10 @@ def _seeds(cfg: Config, c: _Checks) -> None:
             bad += 1
             c.problem(f"{where}: [subscribers #{i}] {e}")
     if not bad:
-        c.info(f"seeded subscribers: {len(cfg.subscribers)}")
+        c.info(
+            f"seeded subscribers: {len(cfg.subscribers)} (each applied once, by the first "
+            "run that sees it; then `digest subscribers` and the web own it)"
+        )
 
 
 def _connect(cfg: Config, sender: Sender | None, c: _Checks) -> None:
