@@ -11,7 +11,6 @@ import pytest
 from test_examples import IDS, IdListServer
 from websupport import make_site
 
-from digest import tokens
 from digest.config import SourcesConfig
 
 NOW = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
@@ -40,7 +39,7 @@ def test_manage_papers_field_saves_examples_and_refuses_unknown_ones(tmp_path, a
     with make_site(tmp_path, now=NOW) as site:
         _site_with_arxiv(site, arxiv)
         site.add(email, keywords=("agents",))
-        manage = tokens.links(site.url, site.ctx.secret, email).manage_url
+        manage = site.links(email).manage_url
         with site.client() as c:
             page = c.get(manage)
             assert 'id="papers"' in page.text and 'id="library"' in page.text
@@ -81,7 +80,7 @@ def test_a_library_upload_adds_its_arxiv_papers_and_lists_the_rest(tmp_path, arx
     with make_site(tmp_path, now=NOW) as site:
         _site_with_arxiv(site, arxiv)
         site.add(email)
-        manage = tokens.links(site.url, site.ctx.secret, email).manage_url
+        manage = site.links(email).manage_url
         with site.client() as c:
             fields = {**site.form(c, manage), "action": "library"}
             files = {"library": ("My Library.bib", bib.encode(), "application/x-bibtex")}
@@ -99,22 +98,6 @@ def test_a_library_upload_adds_its_arxiv_papers_and_lists_the_rest(tmp_path, arx
             r = c.post(manage, data={"action": "library"}, files=files)
             assert r.status_code in (400, 403)
         assert _examples(site, email) == [IDS[2], IDS[3]]
-
-
-def test_subscribe_with_example_papers_and_no_keywords(tmp_path, arxiv) -> None:
-    with make_site(tmp_path, now=NOW) as site:
-        _site_with_arxiv(site, arxiv)
-        with site.client() as c:
-            assert 'id="papers"' in c.get("/").text
-            r = site.subscribe(c, "byex@example.org", "", papers="2607.99999")
-            assert r.status_code == 400 and "not found on arXiv: 2607.99999" in r.text
-            assert 'value="2607.99999"' in r.text or ">2607.99999<" in r.text  # kept
-            r = site.subscribe(c, "byex@example.org", "", papers=f"arXiv:{IDS[4]} {IDS[5]}")
-            assert r.status_code == 200, r.text
-        site.drain()
-        sub = site.store.get_subscriber("byex@example.org")
-        assert sub is not None and sub.status == "pending" and sub.keywords == ()
-        assert [p for p, _ in sub.examples] == [IDS[4], IDS[5]]
 
 
 def test_a_reader_by_example_only_gets_for_you_with_why(tmp_path) -> None:

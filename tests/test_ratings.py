@@ -178,7 +178,7 @@ def test_manage_page_lists_rated_papers_and_undoes_a_rating(tmp_path) -> None:
         for pid, up in (("2601.00001", True), ("2601.00002", False)):
             url = tokens.rate_url(site.url, site.ctx.secret, sub.id, pid, up)
             assert httpx.post(url, timeout=30).status_code == 200
-        manage = tokens.links(site.url, site.ctx.secret, "m@example.org").manage_url
+        manage = site.links("m@example.org").manage_url
         with site.client() as c:
             page = c.get(manage)
             assert page.status_code == 200

@@ -132,18 +132,27 @@ def seeds(subs: Sequence[Subscriber], known: Mapping[str, Paper]) -> Seeds:
     pos: list[tuple[int, ...]] = []
     kinds: list[tuple[str, ...]] = []
     neg: list[tuple[int, ...]] = []
+    get = index.get
     for s in subs:
-        liked = {pid: title for pid, vote, _, title in s.ratings if vote == UP}
-        disliked = [(pid, title) for pid, vote, _, title in s.ratings if vote == DOWN]
         p: dict[int, str] = {}
-        for pid, title in s.examples:
-            if vote_of(s, pid) != DOWN:  # a rating down overrides an example
-                p.setdefault(at(pid, title), EXAMPLE)
-        for pid, title in liked.items():
-            p.setdefault(at(pid, title), RATED_UP)
+        down: list[int] = []
+        if s.examples:
+            downs = {r[0] for r in s.ratings if r[1] == DOWN}
+            for pid, title in s.examples:
+                if pid not in downs:  # a rating down overrides an example
+                    k = get(pid)
+                    p.setdefault(at(pid, title) if k is None else k, EXAMPLE)
+        for pid, vote, _, title in s.ratings:
+            k = get(pid)
+            if k is None:
+                k = at(pid, title)
+            if vote == UP:
+                p.setdefault(k, RATED_UP)
+            else:
+                down.append(k)
         pos.append(tuple(p))
         kinds.append(tuple(p.values()))
-        neg.append(tuple(at(pid, title) for pid, title in disliked))
+        neg.append(tuple(down))
     return Seeds(tuple(ids), tuple(texts), tuple(titles), tuple(pos), tuple(kinds), tuple(neg))
 
 

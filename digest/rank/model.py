@@ -437,7 +437,10 @@ def _likes(
         has_kw[i] = True
         kind = dict(zip(sd.pos[j], sd.kinds[j], strict=True))
         picks = matches[s.email]
-        learned = [k for k, p in enumerate(picks) if models.wins[j, col_of[p.paper_id]]]
+        if not picks:
+            continue
+        won = models.wins[j, [col_of[p.paper_id] for p in picks]].tolist()
+        learned = [k for k, w in enumerate(won) if w]
         if not learned:
             continue
         near = nearest_seed(models.z, sd, j, [col_of[picks[k].paper_id] for k in learned])

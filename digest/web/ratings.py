@@ -78,7 +78,7 @@ async def rate(request: Request) -> Response:
         return ctx.error(
             request, 404, "No subscription", "There is no subscription for this link any more."
         )
-    lk = tokens.links(ctx.base_url, ctx.secret, updated.email)
+    lk = tokens.links(ctx.base_url, ctx.secret, updated.id)
     return ctx.page(request, "web/rate.html", recorded=True, links=lk, **values)
 
 
@@ -161,20 +161,6 @@ async def form_examples(
             f"papers: not found on arXiv: {', '.join(missing)} (check the ids; nothing was saved)"
         )
     return examples
-
-
-async def subscribe_examples(ctx: WebContext, value: str) -> tuple[tuple[str, str], ...]:
-    """The subscribe form's example papers, resolved; InputError naming bad or unknown ones."""
-    ids = parse_papers(value)
-    try:
-        examples, missing = await find_examples(ctx, ids)
-    except FetchError as e:
-        raise InputError(
-            f"papers: arXiv could not be asked ({e}); try again, or leave the field empty"
-        ) from e
-    if missing:
-        raise InputError(f"papers: not found on arXiv: {', '.join(missing)} (check the ids)")
-    return tuple(examples)
 
 
 async def library_upload(
