@@ -245,6 +245,8 @@ class WebConfig:
     preview_days: int = opt(7, lo=1, hi=60)  # how far back the live preview looks
     # reverse proxies trusted for X-Forwarded-For
     forwarded_allow_ips: str = opt("127.0.0.1", check=_proxies)
+    # serve /papers (the day's trending papers, searchable) to anyone; false: 404 there
+    public_papers: bool = opt(True)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
 from digest.store.base import due_subscribers
 from digest.subscribers import make_subscriber
-from digest.tokens import links
+from digest.tokens import links, view_url
 
 Clock = Callable[[], datetime]
 
@@ -415,7 +415,7 @@ def build_all(
             yield d, None
             continue
         lk = links(cfg.web.base_url, secret, d.subscriber.email)
-        rendered = renderer.render(d, papers, lk)
+        rendered = renderer.render(d, papers, lk, view_url=view_url(cfg.web.base_url, secret, d.id))
         try:
             yield (
                 d,

@@ -27,7 +27,8 @@ UNSUBSCRIBE = "unsubscribe"
 MANAGE = "manage"
 FEED = "feed"
 CONFIRM = "confirm"
-PURPOSES = (UNSUBSCRIBE, MANAGE, FEED, CONFIRM)
+VIEW = "view"  # "view in browser": signs a digest id, never an address (view_url)
+PURPOSES = (UNSUBSCRIBE, MANAGE, FEED, CONFIRM, VIEW)
 CONFIRM_MAX_AGE = 3 * 24 * 3600  # seconds a double opt-in link stays valid
 
 
@@ -99,3 +100,32 @@ def links(base_url: str, secret: str, email: str) -> Links:
 def confirm_url(base_url: str, secret: str, email: str) -> str:
     """The double opt-in link; verify it with `max_age=CONFIRM_MAX_AGE`."""
     return f"{_base(base_url)}/confirm/{sign(secret, CONFIRM, email)}"
+
+
+def view_url(base_url: str, secret: str, digest_id: str) -> str:
+    """A digest's "view in browser" link: its web copy at /view/<token>. The token signs
+    the digest id (models.digest_id: the day and a hash), never the address; it does not
+    expire (the store keeps the digest for [store] history_days)."""
+    return f"{_base(base_url)}/view/{sign_digest(secret, digest_id)}"
+
+
+def sign_digest(secret: str, digest_id: str) -> str:
+    _check(secret, VIEW)
+    token = _serializer(secret, VIEW).dumps(digest_id)
+    return token if isinstance(token, str) else token.decode("ascii")
+
+
+def verify_digest(secret: str, token: str) -> str:
+    """The digest id inside a view token, or TokenError (forged, altered, other purpose)."""
+    _check(secret, VIEW)
+    if not isinstance(token, str) or not token or len(token) > 1000:
+        raise TokenError("invalid link: malformed token")
+    try:
+        did = _serializer(secret, VIEW).loads(token)
+    except (BadTimeSignature, BadSignature) as e:
+        raise TokenError("invalid link: the token is forged, altered or for another purpose") from e
+    except (ValueError, TypeError, UnicodeError) as e:
+        raise TokenError("invalid link: malformed token") from e
+    if not isinstance(did, str) or not did or "@" in did:
+        raise TokenError("invalid link: the token does not name a digest")
+    return did

@@ -241,6 +241,12 @@ class Store(Protocol):
         """Papers first seen on or after `since` whose details are still kept, oldest first."""
         ...
 
+    def seen_days(self, since: date) -> dict[date, int]:
+        """Read-only: each day on or after `since` on which papers whose details are still
+        kept were first seen, with their number, oldest day first (the papers page's days;
+        a day's papers are `recent_papers(day)` first seen that day)."""
+        ...
+
     def get_papers(self, ids: Iterable[str]) -> dict[str, Paper]: ...
 
     # --- delivery records (written through Run.record)

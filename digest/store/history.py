@@ -206,6 +206,14 @@ class History:
         )
         return [p for _, pid in ids if (p := self.paper(pid)) is not None]
 
+    def seen_days(self, since: date) -> dict[date, int]:
+        lo = since.toordinal()
+        counts: dict[int, int] = {}
+        for pid, o in self._seen.items():
+            if o >= lo and pid in self._paper_day:
+                counts[o] = counts.get(o, 0) + 1
+        return {date.fromordinal(o): counts[o] for o in sorted(counts)}
+
     # ------------------------------------------------------------------ delivery records
 
     def record(self, r: DeliveryRecord, at: int) -> None:

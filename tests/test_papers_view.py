@@ -1,0 +1,145 @@
+""" "View in browser": every digest mail links to its own web copy (/view/<token>), an
+opaque per-digest link that shows what was mailed. Over HTTP against the real app under
+uvicorn, a real TinyDB store, and `run_daily` delivering to a real SMTP server."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+
+import httpx
+import pytest
+from browser import html_of, text_of
+from httpfixture import FixtureServer
+from websupport import make_site, paper
+
+from digest import tokens
+from digest.errors import TokenError
+from digest.models import MATCH, SENT, TRENDING, DeliveryRecord, RunReport, digest_id
+from digest.pipeline import run_daily
+from digest.web.view import record_picks
+
+NOW = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
+DAY = date(2026, 1, 6)
+VIEW_LINK = re.compile(r"https?://\S+/view/[A-Za-z0-9._-]+")
+
+
+def sections_in(page: str) -> list[tuple[str, str]]:
+    pairs = re.findall(r"<div[^>]*data-paper-id[^>]*>", page)
+    out = []
+    for tag in pairs:
+        pid = re.search(r'data-paper-id="([^"]+)"', tag).group(1)
+        sec = re.search(r'data-section="([^"]+)"', tag).group(1)
+        out.append((pid, sec))
+    return out
+
+
+def test_view_tokens_name_a_digest_never_an_address():
+    did = digest_id("ada@example.org", DAY)
+    url = tokens.view_url("https://papers.example.org/", "s" * 32, did)
+    assert url.startswith("https://papers.example.org/view/") and "ada" not in url
+    assert tokens.verify_digest("s" * 32, url.rsplit("/", 1)[1]) == did
+    for bad in ("", "x" * 2000, "not-a-token", tokens.sign("s" * 32, tokens.MANAGE, "a@b.org")):
+        with pytest.raises(TokenError):
+            tokens.verify_digest("s" * 32, bad)
+    with pytest.raises(TokenError):  # another site's secret
+        tokens.verify_digest("t" * 32, url.rsplit("/", 1)[1])
+
+
+def test_record_picks_keep_the_mailed_order_and_sections():
+    rec = DeliveryRecord(
+        "d",
+        "a@b.org",
+        DAY,
+        SENT,
+        ("p1", "p2", "p3"),
+        sections=(MATCH, TRENDING, MATCH),
+        matched=(("x",), (), ("y", "z")),
+    )
+    picks = record_picks(rec)
+    assert [(p.paper_id, p.section, p.matched) for p in picks] == [
+        ("p1", MATCH, ("x",)),
+        ("p2", TRENDING, ()),
+        ("p3", MATCH, ("y", "z")),
+    ]
+    old = DeliveryRecord("d", "a@b.org", DAY, SENT, ("p1", "p2"))  # before sections existed
+    assert [(p.section, p.matched) for p in record_picks(old)] == [(MATCH, ()), (MATCH, ())]
+
+
+def test_the_web_copy_shows_the_record_and_refuses_bad_links(tmp_path):
+    email = "reader@example.org"
+    papers = [
+        paper(
+            "2601.00001", "Speech recognition on device", "Speech recognition, small.", upvotes=4
+        ),
+        paper("2601.00003", "World models", "A world model.", upvotes=50),
+    ]
+    with make_site(tmp_path, now=NOW) as site:
+        site.store.record_seen(papers, DAY)
+        site.add(email, keywords=("speech recognition",))
+        rec = DeliveryRecord(
+            digest_id(email, DAY),
+            email,
+            DAY,
+            SENT,
+            ("2601.00001", "2601.00003"),
+            sections=(MATCH, TRENDING),
+            matched=(("speech recognition",), ()),
+        )
+        with site.store.run(DAY, RunReport(day=DAY)) as run:
+            run.record(rec)
+            run.record(
+                DeliveryRecord(digest_id("b@example.org", DAY), "b@example.org", DAY, "failed")
+            )
+        secret = site.ctx.secret
+        with site.client() as c:
+            r = c.get(f"/view/{tokens.sign_digest(secret, rec.digest_id)}")
+            assert r.status_code == 200
+            assert sections_in(r.text) == [("2601.00001", MATCH), ("2601.00003", TRENDING)]
+            assert "matched: speech recognition" in r.text
+            assert email not in r.text  # the copy names nobody, has no personal links
+            assert "/unsubscribe/" not in r.text and "/manage/" not in r.text
+            assert "View in browser" not in r.text and "web copy" in r.text
+            assert "script-src" not in r.headers["content-security-policy"]
+            assert r.headers["cache-control"] == "private, no-store"
+            bad = [
+                (
+                    "/view/"
+                    + tokens.sign_digest("another-secret-entirely-32-bytes!", rec.digest_id),
+                    400,
+                ),
+                ("/view/" + tokens.sign(secret, tokens.MANAGE, email), 400),
+                ("/view/garbage", 400),
+                ("/view/" + tokens.sign_digest(secret, digest_id(email, DAY - timedelta(1))), 404),
+                ("/view/" + tokens.sign_digest(secret, digest_id("b@example.org", DAY)), 404),
+            ]
+            for path, status in bad:
+                got = c.get(path)
+                assert got.status_code == status, path
+                assert "Traceback" not in got.text and "<h1>" in got.text
+            site.store.remove_subscriber(email)
+            gone = c.get(f"/view/{tokens.sign_digest(secret, rec.digest_id)}")
+            assert gone.status_code == 404
+
+
+def test_every_mailed_digest_links_to_its_own_copy(tmp_path):
+    """run_daily mails two subscribers through a real SMTP server; each mail's "View in
+    browser" link (HTML and text) opens that very digest, papers in the order mailed."""
+    with FixtureServer() as fx, make_site(tmp_path, now=NOW) as site:
+        cfg = fx.configure(site.cfg, lookback_days=2, categories=(), offline_fallback=False)
+        site.add("ada@example.org", keywords=("language model",), max_papers=3)
+        site.add("bob@example.org", keywords=(), max_papers=2)
+        assert run_daily(cfg, DAY, progress=False).sent == 2
+        urls = set()
+        for email in ("ada@example.org", "bob@example.org"):
+            (msg,) = site.inbox.wait_for(email)
+            html, text = html_of(msg), text_of(msg)
+            (link,) = set(VIEW_LINK.findall(text))
+            assert link in html and "View in browser" in html
+            assert email not in link
+            urls.add(link)
+            r = httpx.get(link, timeout=30)
+            assert r.status_code == 200
+            mailed = sections_in(html)
+            assert mailed and sections_in(r.text) == mailed
+        assert len(urls) == 2  # per digest
