@@ -1,0 +1,189 @@
+"""The papers pages (/papers, /papers/YYYY-MM-DD, ?q=) over HTTP against the real app under
+uvicorn with a real TinyDB store (tests/websupport.py). The browser tests are in
+tests/test_papers_browser.py; the digests' web copies (/view/...) in tests/test_papers_view.py."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import UTC, date, datetime
+
+import pytest
+from websupport import RELAXED, make_site, paper
+
+from digest.config import Limit
+from digest.models import MATCH, TRENDING
+from digest.web.papers import Q_MAX
+
+NOW = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
+TODAY, YESTERDAY, EARLIER = date(2026, 1, 6), date(2026, 1, 5), date(2026, 1, 2)
+
+DAY_PAPERS = [
+    paper(
+        "2601.00001",
+        "Streaming speech recognition with small transducers",
+        "We study automatic speech recognition on device. Our transducer runs in real time.",
+        upvotes=12,
+        authors=("Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"),
+        ai_summary="A small transducer model makes on-device speech recognition real time.",
+    ),
+    paper(
+        "2601.00002",
+        "A survey of speech recognition",
+        "This survey reviews speech recognition systems of the last decade.",
+        upvotes=30,
+    ),
+    paper(
+        "2601.00003",
+        "World models for robot planning",
+        "We learn a world model from video and plan with it.",
+        upvotes=50,
+        github_repo="https://github.com/example/wm",
+        github_stars=321,
+    ),
+    paper(
+        "2601.00004",
+        "Diffusion for image editing",
+        "Image editing with diffusion models.",
+        upvotes=3,
+    ),
+]
+OLD_PAPERS = [
+    paper(
+        "2601.00010", "Yesterday's paper on retrieval", "Retrieval augmented generation.", upvotes=5
+    ),
+    paper("2601.00011", "Another one from yesterday", "Graph neural networks.", upvotes=9),
+]
+EARLY_PAPERS = [paper("2601.00020", "An early paper", "Reinforcement learning.", upvotes=1)]
+
+
+def ids_in(page: str) -> list[str]:
+    return re.findall(r'data-paper-id="([^"]+)"', page)
+
+
+def sections_in(page: str) -> list[tuple[str, str]]:
+    return re.findall(r'data-paper-id="([^"]+)" data-section="([^"]+)"', page)
+
+
+def fill(store) -> None:
+    store.record_seen(EARLY_PAPERS, EARLIER)
+    store.record_seen(OLD_PAPERS, YESTERDAY)
+    store.record_seen(DAY_PAPERS, TODAY)
+
+
+@pytest.fixture
+def site(tmp_path):
+    with make_site(tmp_path, now=NOW) as s:
+        fill(s.store)
+        yield s
+
+
+def test_latest_day_most_popular_first_with_everything_a_paper_shows(site):
+    with site.client() as c:
+        r = c.get("/papers")
+    assert r.status_code == 200
+    page = r.text
+    assert ids_in(page) == ["2601.00003", "2601.00002", "2601.00001", "2601.00004"]
+    assert "data-section" not in page  # sections only with a search
+    assert "Tuesday, 6 January 2026" in page
+    assert 'href="https://huggingface.co/papers/2601.00003"' in page
+    assert 'href="https://arxiv.org/abs/2601.00003"' in page
+    assert "▲ 50 upvotes" in page and "GitHub ★ 321" in page
+    assert "Ada Lovelace, Alan Turing, Grace Hopper et al." in page  # authors shortened
+    assert "A small transducer model makes on-device" in page  # the AI summary first
+    assert 'href="/papers/2026-01-05"' in page and 'id="next-day"' not in page
+    assert "Get these in your inbox once a day" in page
+    assert '<meta name="viewport"' in page
+    assert "<script" not in page
+
+
+def test_a_past_day_with_links_both_ways(site):
+    with site.client() as c:
+        r = c.get("/papers/2026-01-05")
+    assert r.status_code == 200
+    assert ids_in(r.text) == ["2601.00011", "2601.00010"]
+    assert 'href="/papers/2026-01-02"' in r.text and 'href="/papers/2026-01-06"' in r.text
+
+
+def test_a_search_ranks_with_the_digest_ranker_and_honours_exclusions(site):
+    with site.client() as c:
+        r = c.get("/papers", params={"q": '"speech recognition", -survey'})
+    assert r.status_code == 200, r.text
+    got = sections_in(r.text)
+    assert got[0] == ("2601.00001", MATCH)
+    assert [s for _, s in got] == [MATCH, TRENDING, TRENDING]  # matches first, in order shown
+    assert "2601.00002" not in ids_in(r.text)  # the survey is excluded from both lists
+    assert "1 paper left out by your exclusions" in r.text
+    assert "Other papers of the day" in r.text
+    assert "matched: speech recognition" in r.text
+    assert "<mark>speech recognition</mark>" in r.text  # the why sentence, highlighted
+    # The banner's subscribe form carries the search's keywords.
+    assert re.search(r'name="keywords" value="speech recognition, -survey"', r.text)
+    # Links to other days keep the search.
+    assert 'href="/papers/2026-01-05?q=%22speech+recognition%22%2C+-survey"' in r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "words"),
+    [
+        ("/papers/2026-13-01", 400, "is not a day"),
+        ("/papers/yesterday", 400, "is not a day"),
+        ("/papers/20260105", 400, "is not a day"),
+        ("/papers/2025-06-01", 404, "older than the 30 days"),
+        ("/papers/2026-01-04", 404, "No papers were listed"),
+        ("/papers/2027-01-04", 404, "No papers were listed"),
+        ("/papers?q=" + "a" * (Q_MAX + 1), 414, "at most 200 characters"),
+        ('/papers?q="unclosed, %01', 400, "Search not understood"),
+    ],
+)
+def test_bad_input_gets_a_plain_page_with_the_right_status(site, path, status, words):
+    with site.client() as c:
+        r = c.get(path)
+    assert r.status_code == status
+    assert words in r.text
+    assert "Traceback" not in r.text and r.headers["content-type"].startswith("text/html")
+
+
+def test_day_pages_carry_cache_headers_and_answer_304(site):
+    with site.client() as c:
+        first = c.get("/papers/2026-01-06")
+        assert first.headers["cache-control"].startswith("private, max-age=")
+        etag = first.headers["etag"]
+        again = c.get("/papers/2026-01-06", headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b""
+        assert again.headers["etag"] == etag
+        # The CSP of the 304 is the 200's: a revalidated page keeps its stylesheet.
+        assert again.headers["content-security-policy"] == first.headers["content-security-policy"]
+        assert "'sha256-" in first.headers["content-security-policy"]
+        assert "script-src" not in first.headers["content-security-policy"]
+        # New papers for the day change the page, so the old tag no longer matches.
+        site.store.record_seen([paper("2601.00005", "A late addition", upvotes=1)], TODAY)
+        changed = c.get("/papers/2026-01-06", headers={"If-None-Match": etag})
+        assert changed.status_code == 200 and "2601.00005" in ids_in(changed.text)
+
+
+def test_searches_are_rate_limited_like_the_preview(tmp_path):
+    settings = replace(RELAXED, rate_preview=Limit(2, 60))
+    with make_site(tmp_path, settings, now=NOW) as s:
+        fill(s.store)
+        with s.client() as c:
+            assert c.get("/papers", params={"q": "robot"}).status_code == 200
+            assert c.get("/papers", params={"q": "world"}).status_code == 200
+            r = c.get("/papers", params={"q": "planning"})
+            assert r.status_code == 429 and "Too many searches" in r.text
+            assert int(r.headers["retry-after"]) >= 1
+            assert c.get("/papers").status_code == 200  # a plain day page is not counted
+
+
+def test_private_deployments_serve_no_papers(site):
+    site.ctx.cfg = replace(site.ctx.cfg, web=replace(site.ctx.cfg.web, public_papers=False))
+    with site.client() as c:
+        for path in ("/papers", "/papers/2026-01-05", "/papers?q=robot"):
+            r = c.get(path)
+            assert r.status_code == 404 and "not public" in r.text
+
+
+def test_no_papers_yet(tmp_path):
+    with make_site(tmp_path, now=NOW) as s, s.client() as c:
+        r = c.get("/papers")
+    assert r.status_code == 200 and "No papers yet" in r.text
