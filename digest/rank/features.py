@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from digest.models import Paper
-from digest.rank.normalize import analyse
+from digest.rank.normalize import analyse_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ def build_index(papers: Sequence[Paper], *, k1: float = K1) -> DocIndex:
     for i, p in enumerate(papers):
         texts = field_texts(p)
         for f in FIELDS:
-            a = analyse(texts[f.name])
+            a = analyse_field(texts[f.name])
             rows, cols = per_field[f.name]
             feats = a.unigrams + a.bigrams
             cols.extend([vocab.setdefault(t, len(vocab)) for t in feats])
