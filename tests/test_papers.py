@@ -12,8 +12,9 @@ import pytest
 from websupport import RELAXED, make_site, paper
 
 from digest.config import Limit
-from digest.models import MATCH, TRENDING
-from digest.web.papers import Q_MAX
+from digest.models import MATCH, TRENDING, Subscriber
+from digest.rank import rank
+from digest.web.papers import Q_MAX, neighbours, parse_day, popular_first
 
 NOW = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
 TODAY, YESTERDAY, EARLIER = date(2026, 1, 6), date(2026, 1, 5), date(2026, 1, 2)
@@ -187,3 +188,49 @@ def test_no_papers_yet(tmp_path):
     with make_site(tmp_path, now=NOW) as s, s.client() as c:
         r = c.get("/papers")
     assert r.status_code == 200 and "No papers yet" in r.text
+
+
+def test_only_exclusions_list_the_rest_without_a_match_section(site):
+    with site.client() as c:
+        r = c.get("/papers", params={"q": "-survey, -diffusion"})
+    assert r.status_code == 200
+    assert 'id="matches"' not in r.text
+    assert sections_in(r.text) == [("2601.00003", TRENDING), ("2601.00001", TRENDING)]
+    assert "2 papers left out by your exclusions" in r.text
+    assert re.search(r'name="keywords" value="-survey, -diffusion"', r.text)
+
+
+def test_a_search_that_matches_nothing_still_lists_the_day(site):
+    with site.client() as c:
+        r = c.get("/papers/2026-01-06", params={"q": "protein folding"})
+    assert r.status_code == 200
+    assert "None of the day's papers clearly matches" in r.text
+    assert [s for _, s in sections_in(r.text)] == [TRENDING] * 4
+    assert ids_in(r.text) == ["2601.00003", "2601.00002", "2601.00001", "2601.00004"]
+
+
+def test_parse_day_is_strict():
+    assert parse_day("2026-01-06") == date(2026, 1, 6)
+    for raw in ("2026-1-6", "2026-02-30", "20260106", "2026-01-06x", "", "２０２６-01-06"):
+        assert parse_day(raw) is None, raw
+
+
+def test_neighbours():
+    days = [EARLIER, YESTERDAY, TODAY]
+    assert neighbours(days, YESTERDAY) == (EARLIER, TODAY)
+    assert neighbours(days, EARLIER) == (None, YESTERDAY)
+    assert neighbours(days, TODAY) == (YESTERDAY, None)
+    assert neighbours(days, date(2026, 1, 4)) == (EARLIER, YESTERDAY)
+
+
+def test_most_popular_first_is_the_digest_s_trending_order():
+    """The day page's order is the one "Trending today" walks: rank() for a subscriber
+    without keywords gets the same papers in the same order."""
+    pool = DAY_PAPERS + [
+        paper("2601.00030", "Tied popularity a", upvotes=12),
+        paper("2601.00031", "Tied popularity b", upvotes=12),
+        paper("2601.00032", "No upvotes at all"),
+    ]
+    sub = Subscriber(email="t@example.org", keywords=(), max_papers=len(pool))
+    picks = rank(sorted(pool, key=lambda p: p.id), [sub], semantic=False)[sub.email]
+    assert [p.id for p in popular_first(list(reversed(pool)))] == [pk.paper_id for pk in picks]

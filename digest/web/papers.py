@@ -260,6 +260,7 @@ def render_day(
         prev_label=day_label(prev_day) if prev_day else "",
         next_url=f"/papers/{next_day.isoformat()}{keep}" if next_day else "",
         next_label=day_label(next_day) if next_day else "",
+        count=len({p.id for p in papers}),
         q=q,
         q_max=Q_MAX,
         error=error,
