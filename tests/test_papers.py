@@ -130,6 +130,7 @@ def test_a_search_ranks_with_the_digest_ranker_and_honours_exclusions(site):
         ("/papers/2026-13-01", 400, "is not a day"),
         ("/papers/yesterday", 400, "is not a day"),
         ("/papers/20260105", 400, "is not a day"),
+        ("/papers/%00%1b<b>" + "9" * 80, 400, "“&lt;b&gt;999"),
         ("/papers/2025-06-01", 404, "older than the 30 days"),
         ("/papers/2026-01-04", 404, "No papers were listed"),
         ("/papers/2027-01-04", 404, "No papers were listed"),

@@ -395,7 +395,7 @@ async def papers_day(request: Request) -> Response:
             request,
             400,
             "Not a date",
-            f"“{raw[:40]}” is not a day: a day's papers are at /papers/YYYY-MM-DD, "
+            f"“{_printable(raw)}” is not a day: a day's papers are at /papers/YYYY-MM-DD, "
             "e.g. /papers/2026-03-10.",
         )
     q = _check_query(ctx, request)
@@ -413,6 +413,12 @@ async def papers_day(request: Request) -> Response:
         )
     body = await run_in_threadpool(lambda: render_day(ctx, day, q, days=days))
     return day_response(ctx, request, body, status=400 if query_error(q) else 200)
+
+
+def _printable(raw: str, limit: int = 40) -> str:
+    """A URL segment fit to quote back: control characters dropped, cut at `limit`."""
+    text = "".join(ch for ch in raw if ch.isprintable())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _why_missing(day: date, days: Sequence[date], oldest: date, keep: int) -> str:
