@@ -57,7 +57,7 @@ CACHE_CONTROL = "private, max-age=60"  # per browser: the banner's form carries 
 # A cached page's form tokens (CSRF, fill time) last 24 h; the ETag changes every 12 h so
 # that a page revalidated with 304 never carries tokens older than that.
 TOKEN_EPOCH_SECONDS = 12 * 3600
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 # Placeholders for the per-browser form tokens: the page is rendered (and hashed) once.
 _CSRF_SLOT, _STARTED_SLOT = "\x00csrf\x00", "\x00started\x00"
 
