@@ -235,3 +235,24 @@ def test_most_popular_first_is_the_digest_s_trending_order():
     sub = Subscriber(email="t@example.org", keywords=(), max_papers=len(pool))
     picks = rank(sorted(pool, key=lambda p: p.id), [sub], semantic=False)[sub.email]
     assert [p.id for p in popular_first(list(reversed(pool)))] == [pk.paper_id for pk in picks]
+
+
+def test_a_revalidated_search_is_not_ranked_again(site, monkeypatch):
+    import digest.rank
+
+    calls = []
+    real = digest.rank.rank
+    monkeypatch.setattr(digest.rank, "rank", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    with site.client() as c:
+        first = c.get("/papers", params={"q": "world models"})
+        assert first.status_code == 200 and calls == [1]
+        again = c.get(
+            "/papers",
+            params={"q": "world models"},
+            headers={"If-None-Match": first.headers["etag"]},
+        )
+        assert again.status_code == 304 and calls == [1]  # no ranking, no rendering
+        other = c.get(
+            "/papers", params={"q": "world model"}, headers={"If-None-Match": first.headers["etag"]}
+        )
+        assert other.status_code == 200 and calls == [1, 1]  # another search, another page

@@ -13,8 +13,9 @@ a subscribe form prefilled with the query's keywords that posts to the front pag
 handler (pages.subscribe_post: CSRF, honeypot, fill time, rate limits, double opt-in).
 
 Pages are server-rendered, need no JavaScript and carry no script. They are cacheable per
-browser: `ETag` (a hash of the page as rendered for this browser's CSRF cookie) and
-`Cache-Control: private`; a matching If-None-Match gets 304. Since a revalidated page
+browser: `ETag` (a hash of what the page is made from and of this browser's CSRF cookie,
+computed before rendering) and `Cache-Control: private`; a matching If-None-Match gets 304
+without ranking or rendering anything. Since a revalidated page
 keeps its body while a 304 replaces its headers, the page's <style> is allowed by its
 hash, not by a per-response nonce. Searching is rate-limited per client like the live
 preview (the same limiter) and length-limited (Q_MAX, 414 above it).
@@ -28,6 +29,8 @@ import base64
 import hashlib
 import logging
 import re
+import secrets
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -58,7 +61,8 @@ CACHE_CONTROL = "private, max-age=60"  # per browser: the banner's form carries 
 # that a page revalidated with 304 never carries tokens older than that.
 TOKEN_EPOCH_SECONDS = 12 * 3600
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
-# Placeholders for the per-browser form tokens: the page is rendered (and hashed) once.
+_BOOT = secrets.token_hex(8)  # this process, in every ETag
+# Placeholders for the per-browser form tokens: the page is rendered once, then filled in.
 _CSRF_SLOT, _STARTED_SLOT = "\x00csrf\x00", "\x00started\x00"
 
 
@@ -234,7 +238,7 @@ def render_day(
     """The HTML of a day's page (reads the store only for `days` / `papers` not given).
     `day` None: the store has no papers yet. A search that does not parse is shown as
     an error above the day's papers (`query_error` says so first, for the status). The
-    form tokens default to placeholders, filled in per browser by `day_response`."""
+    form tokens default to placeholders, filled in per browser by `respond`."""
     if days is None:
         days = kept_days(ctx)
     if papers is None:
@@ -251,7 +255,7 @@ def render_day(
     keep = f"?{urlencode({'q': q})}" if q else ""
     return ctx.render(
         "web/papers.html",
-        nonce="",  # the <style> is allowed by its hash (day_response)
+        nonce="",  # the <style> is allowed by its hash (respond)
         day=day.isoformat() if day else "",
         day_label=day_label(day) if day else "",
         latest=latest,
@@ -286,29 +290,48 @@ def query_error(q: str) -> str:
     return ""
 
 
-def day_response(ctx: WebContext, request: Request, body: str, *, status: int = 200) -> Response:
-    """The page for this browser: its form tokens filled in, ETag / Cache-Control, and
-    304 when the browser's copy (If-None-Match) is still this page."""
+def page_tag(ctx: WebContext, cookie: str, parts: tuple[object, ...]) -> str:
+    """The weak ETag of a page: everything it is rendered from (`parts`: the day, the
+    search, the kept days, the day's papers), the settings that shape it, this browser's
+    CSRF cookie, the 12-hour token epoch and this process (a restart, e.g. a deploy of new
+    templates, changes every tag). Computed without rendering, so a 304 costs no ranking."""
+    cfg = ctx.cfg
+    epoch = int(ctx.now().timestamp() // TOKEN_EPOCH_SECONDS)
+    h = hashlib.sha256(_BOOT.encode())
+    h.update(repr((cfg.site_name, cfg.ranking, cfg.digest, cfg.store.history_days)).encode())
+    h.update(repr(parts).encode())
+    h.update(f"\x00{cookie}\x00{epoch}".encode())
+    return f'W/"{h.hexdigest()[:32]}"'
+
+
+def respond(
+    ctx: WebContext,
+    request: Request,
+    day: date | None,
+    q: str,
+    days: Sequence[date],
+    *,
+    latest: bool = False,
+) -> Response:
+    """A day's page for this browser (runs in the thread pool: it reads the store and may
+    rank): 304 when the browser's copy (If-None-Match) is still this page, else the page
+    with its form tokens filled in; ETag, Cache-Control and the hash CSP either way."""
+    papers = day_papers(ctx, day) if day is not None else ()
+    status = 400 if query_error(q) else 200
     cookie = request.cookies.get(CSRF_COOKIE, "")
     fresh = not (20 <= len(cookie) <= 100)
     if fresh:
         cookie = new_cookie_value()
-    epoch = int(ctx.now().timestamp() // TOKEN_EPOCH_SECONDS)
-    h = hashlib.sha256(body.encode("utf-8"))
-    h.update(f"\x00{cookie}\x00{epoch}\x00{status}".encode())
-    etag = f'W/"{h.hexdigest()[:32]}"'
-    headers = {
-        "etag": etag,
-        "cache-control": CACHE_CONTROL,
-        "vary": "Cookie",
-        "content-security-policy": content_security_policy(style_source(body)),
-    }
-    if status == 200 and not fresh and etag in _if_none_match(request):
-        return Response(status_code=304, headers=headers)
+    etag = page_tag(ctx, cookie, (day, q, latest, tuple(days), papers, status))
+    style = _styles.get(ctx)
+    if style is not None and status == 200 and not fresh and etag in _if_none_match(request):
+        return Response(status_code=304, headers=_headers(etag, style))
+    body = render_day(ctx, day, q, days=days, papers=papers, latest=latest)
+    style = _styles[ctx] = style_source(body)
     html = body.replace(_CSRF_SLOT, ctx.guard.csrf_token(cookie)).replace(
         _STARTED_SLOT, ctx.guard.started_token()
     )
-    resp = HTMLResponse(html, status_code=status, headers=headers)
+    resp = HTMLResponse(html, status_code=status, headers=_headers(etag, style))
     if fresh:
         resp.set_cookie(
             CSRF_COOKIE,
@@ -320,6 +343,19 @@ def day_response(ctx: WebContext, request: Request, body: str, *, status: int = 
             path="/",
         )
     return resp
+
+
+# The CSP source of the pages' <style> (the same on every page), once one was rendered.
+_styles: weakref.WeakKeyDictionary[WebContext, str] = weakref.WeakKeyDictionary()
+
+
+def _headers(etag: str, style: str) -> dict[str, str]:
+    return {
+        "etag": etag,
+        "cache-control": CACHE_CONTROL,
+        "vary": "Cookie",
+        "content-security-policy": content_security_policy(style),
+    }
 
 
 def _if_none_match(request: Request) -> set[str]:
@@ -374,12 +410,11 @@ async def papers_latest(request: Request) -> Response:
     if isinstance(q, Response):
         return q
 
-    def build() -> str:
+    def build() -> Response:
         days = kept_days(ctx)
-        return render_day(ctx, days[-1] if days else None, q, days=days, latest=True)
+        return respond(ctx, request, days[-1] if days else None, q, days, latest=True)
 
-    body = await run_in_threadpool(build)
-    return day_response(ctx, request, body, status=400 if query_error(q) else 200)
+    return await run_in_threadpool(build)
 
 
 async def papers_day(request: Request) -> Response:
@@ -411,8 +446,7 @@ async def papers_day(request: Request) -> Response:
             "No papers for this day",
             _why_missing(day, days, oldest, ctx.cfg.store.history_days),
         )
-    body = await run_in_threadpool(lambda: render_day(ctx, day, q, days=days))
-    return day_response(ctx, request, body, status=400 if query_error(q) else 200)
+    return await run_in_threadpool(respond, ctx, request, day, q, days)
 
 
 def _printable(raw: str, limit: int = 40) -> str:
