@@ -33,8 +33,7 @@ UNSUBSCRIBE = "unsubscribe"
 MANAGE = "manage"
 FEED = "feed"
 CONFIRM = "confirm"
-VIEW = "view"  # "view in browser": signs a digest id, never an address (view_url)
-PURPOSES = (UNSUBSCRIBE, MANAGE, FEED, CONFIRM, VIEW)
+PURPOSES = (UNSUBSCRIBE, MANAGE, FEED, CONFIRM)
 CONFIRM_MAX_AGE = 3 * 24 * 3600  # seconds a double opt-in link stays valid
 
 
@@ -108,6 +107,11 @@ def confirm_url(base_url: str, secret: str, email: str) -> str:
     return f"{_base(base_url)}/confirm/{sign(secret, CONFIRM, email)}"
 
 
+# ----------------------------------------------------------------------------- view
+
+VIEW = "view"  # "view in browser": signs a digest id, never an address
+
+
 def view_url(base_url: str, secret: str, digest_id: str) -> str:
     """A digest's "view in browser" link: its web copy at /view/<token>. The token signs
     the digest id (models.digest_id: the day and a hash), never the address; it does not
@@ -115,8 +119,16 @@ def view_url(base_url: str, secret: str, digest_id: str) -> str:
     return f"{_base(base_url)}/view/{sign_digest(secret, digest_id)}"
 
 
-@lru_cache(maxsize=16)
 def _view_signer(secret: str) -> Signer:
+    if not secret:
+        raise TokenError(
+            "token secret is empty: set the environment variable named by [web] secret_env"
+        )
+    return _signer(secret)
+
+
+@lru_cache(maxsize=16)
+def _signer(secret: str) -> Signer:
     # A plain HMAC signature (no JSON, no timestamp): every digest of a run gets one, and
     # this costs ~5 us where the timed serializer costs ~30 us (bench/compute.py's budget).
     return Signer(secret, salt=f"digest-{VIEW}")
@@ -124,17 +136,16 @@ def _view_signer(secret: str) -> Signer:
 
 def sign_digest(secret: str, digest_id: str) -> str:
     """`<digest id>.<signature>`: URL-safe, as digest ids are (day, '-', hex)."""
-    _check(secret, VIEW)
     return _view_signer(secret).sign(digest_id).decode("ascii")
 
 
 def verify_digest(secret: str, token: str) -> str:
     """The digest id inside a view token, or TokenError (forged, altered, other purpose)."""
-    _check(secret, VIEW)
+    signer = _view_signer(secret)
     if not isinstance(token, str) or not token or len(token) > 200 or not token.isascii():
         raise TokenError("invalid link: malformed token")
     try:
-        did = _view_signer(secret).unsign(token).decode("ascii")
+        did = signer.unsign(token).decode("ascii")
     except BadSignature as e:
         raise TokenError("invalid link: the token is forged, altered or for another purpose") from e
     except (ValueError, TypeError, UnicodeError) as e:
