@@ -86,6 +86,8 @@ def test_view_in_browser_from_a_received_mail(tmp_path, browser):
         shot = tmp_path / "view.png"
         page.screenshot(path=str(shot), full_page=False)
         keep_screenshot(shot, "view-in-browser.png")
+        page.set_viewport_size({"width": 375, "height": 740})  # readable on a phone
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
 
 
 def test_papers_pages_on_a_phone_and_a_desktop(tmp_path, browser):
