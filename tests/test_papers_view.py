@@ -15,8 +15,19 @@ from websupport import make_site, paper
 
 from digest import tokens
 from digest.errors import TokenError
-from digest.models import MATCH, SENT, TRENDING, DeliveryRecord, RunReport, digest_id
+from digest.models import (
+    MATCH,
+    SENT,
+    TRENDING,
+    DeliveryRecord,
+    Digest,
+    Pick,
+    RunReport,
+    Subscriber,
+    digest_id,
+)
 from digest.pipeline import run_daily
+from digest.render import Renderer
 from digest.web.view import record_picks
 
 NOW = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
@@ -143,3 +154,21 @@ def test_every_mailed_digest_links_to_its_own_copy(tmp_path):
             mailed = sections_in(html)
             assert mailed and sections_in(r.text) == mailed
         assert len(urls) == 2  # per digest
+
+
+def test_the_renderer_puts_the_view_link_first_and_strips_the_web_copy():
+    p = paper("2601.00001", "Speech recognition on device", "Speech recognition, small.")
+    sub = Subscriber(email="ada@example.org", keywords=("speech recognition",))
+    d = Digest(sub, DAY, (Pick(p.id, 80.0, ("speech recognition",), MATCH),))
+    links = tokens.links("https://x.org", "s" * 32, sub.email)
+    url = tokens.view_url("https://x.org", "s" * 32, d.id)
+    r = Renderer()
+    mail = r.render(d, {p.id: p}, links, view_url=url)
+    assert mail.html.count(url) == 1 and mail.html.index(url) < mail.html.index("data-paper-id")
+    assert mail.text.startswith(f"View in browser: {url}\n")
+    plain = r.render(d, {p.id: p}, links)  # preview, send-test: no record, no link
+    assert "View in browser" not in plain.html and "View in browser" not in plain.text
+    copy = r.render(d, {p.id: p}, links, web_copy=True)
+    assert sub.email not in copy.html and links.unsubscribe_url not in copy.html
+    assert links.manage_url not in copy.html and "web copy" in copy.html
+    assert sections_in(copy.html) == sections_in(mail.html) == [(p.id, MATCH)]
