@@ -185,6 +185,13 @@ def test_private_deployments_serve_no_papers(site):
             assert r.status_code == 404 and "not public" in r.text
 
 
+def test_the_front_page_links_to_the_papers_unless_private(site):
+    with site.client() as c:
+        assert 'href="/papers"' in c.get("/").text
+        site.ctx.cfg = replace(site.ctx.cfg, web=replace(site.ctx.cfg.web, public_papers=False))
+        assert 'href="/papers"' not in c.get("/").text
+
+
 def test_no_papers_yet(tmp_path):
     with make_site(tmp_path, now=NOW) as s, s.client() as c:
         r = c.get("/papers")
