@@ -153,6 +153,9 @@ def test_day_pages_carry_cache_headers_and_answer_304(site):
         etag = first.headers["etag"]
         again = c.get("/papers/2026-01-06", headers={"If-None-Match": etag})
         assert again.status_code == 304 and again.content == b""
+        assert c.get("/papers/2026-01-06", headers={"If-None-Match": "*"}).status_code == 304
+        other = c.get("/papers/2026-01-06", headers={"If-None-Match": 'W/"x", "y"'})
+        assert other.status_code == 200
         assert again.headers["etag"] == etag
         # The CSP of the 304 is the 200's: a revalidated page keeps its stylesheet.
         assert again.headers["content-security-policy"] == first.headers["content-security-policy"]

@@ -324,7 +324,8 @@ def respond(
         cookie = new_cookie_value()
     etag = page_tag(ctx, cookie, (day, q, latest, tuple(days), papers, status))
     style = _styles.get(ctx)
-    if style is not None and status == 200 and not fresh and etag in _if_none_match(request):
+    tags = _if_none_match(request)
+    if style is not None and status == 200 and not fresh and (etag in tags or "*" in tags):
         return Response(status_code=304, headers=_headers(etag, style))
     body = render_day(ctx, day, q, days=days, papers=papers, latest=latest)
     style = _styles[ctx] = style_source(body)
