@@ -9,12 +9,15 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websupport import RELAXED, make_site, paper
 
-from digest.config import Limit
+from digest.config import Config, Limit
 from digest.models import MATCH, TRENDING, Subscriber
 from digest.rank import rank
-from digest.web.papers import Q_MAX, neighbours, parse_day, popular_first
+from digest.rank.exclusions import excluded
+from digest.web.papers import Q_MAX, neighbours, parse_day, popular_first, search
 
 NOW = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
 TODAY, YESTERDAY, EARLIER = date(2026, 1, 6), date(2026, 1, 5), date(2026, 1, 2)
@@ -266,3 +269,56 @@ def test_a_revalidated_search_is_not_ranked_again(site, monkeypatch):
             "/papers", params={"q": "world model"}, headers={"If-None-Match": first.headers["etag"]}
         )
         assert other.status_code == 200 and calls == [1, 1]  # another search, another page
+
+
+WORDS = ["speech", "recognition", "survey", "surveys", "world", "model", "models", "diffusion",
+         "agent", "retrieval", "the", "of", "LLM", "video"]  # fmt: skip
+
+
+@st.composite
+def days_papers(draw):
+    n = draw(st.integers(min_value=0, max_value=12))
+    out = []
+    for i in range(n):
+        title = " ".join(draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=5)))
+        abstract = " ".join(draw(st.lists(st.sampled_from(WORDS), min_size=0, max_size=12)))
+        up = draw(st.one_of(st.none(), st.integers(min_value=0, max_value=60)))
+        out.append(paper(f"2601.{i:05d}", title, abstract or title, upvotes=up))
+    return out
+
+
+class _Ctx:  # what `search` reads of a WebContext: the config
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    day=days_papers(),
+    terms=st.lists(
+        st.sampled_from(["speech recognition", "world model", "-survey", "-video", "agent"]),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ),
+)
+def test_a_search_splits_the_day_between_matches_others_and_exclusions(day, terms):
+    """Every paper of the day is shown once, in one section, unless an exclusion removes
+    it; the others keep the day page's order; an exclusion always excludes."""
+    cfg = replace(Config(), ranking=replace(Config().ranking, semantic=False))
+    found = search(_Ctx(cfg), day, tuple(terms))
+    shown = [c.paper.id for c in found.matches] + [c.paper.id for c in found.others]
+    assert len(shown) == len(set(shown))
+    assert len(shown) + found.excluded == len(day)
+    excludes = [t[1:] for t in terms if t.startswith("-")]
+    for p in day:
+        gone = excluded(excludes, p.title) or excluded(excludes, p.abstract)
+        assert (p.id not in shown) == gone, (p, excludes)
+    assert all(c.section == MATCH and c.matched for c in found.matches)
+    assert all(c.section == TRENDING and not c.matched for c in found.others)
+    others = {c.paper.id for c in found.others}
+    assert [c.paper.id for c in found.others] == [
+        p.id for p in popular_first(day) if p.id in others
+    ]
+    if not [t for t in terms if not t.startswith("-")]:
+        assert found.matches == ()
