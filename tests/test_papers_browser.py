@@ -88,6 +88,7 @@ def test_a_search_with_an_exclusion_without_javascript(tmp_path, browser):
         fill(site.store)
         ctx, page, _ = phone_page(browser)
         page.goto(site.url + "/papers/2026-01-06")
+        assert page.get_attribute("#q", "maxlength") == str(papers.Q_MAX)
         page.fill("#q", '"speech recognition", -survey')
         page.click("#search-btn")
         page.wait_for_selector("#matches")
