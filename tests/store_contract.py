@@ -352,8 +352,9 @@ def test_first_seen_kept_across_days_and_relisting(backend: Backend, store: Stor
     assert s.record_seen([paper("p1")], D0 + timedelta(days=2)) == {"p1": D0}
     assert [p.id for p in s.recent_papers(d1)] == ["p3"]
     assert [p.id for p in s.recent_papers(D0)] == ["p1", "p2", "p3"]
-    assert s.seen_days(D0) == {D0: 2, d1: 1}  # by first-seen day, re-listings included
-    assert s.seen_days(d1) == {d1: 1}
+    # by first-seen day, re-listings included
+    assert s.seen_days(D0) == {D0: ("p1", "p2"), d1: ("p3",)}
+    assert s.seen_days(d1) == {d1: ("p3",)}
     assert s.seen_days(D0 + timedelta(days=5)) == {}
     assert s.get_papers(["p2", "nope"])["p2"].upvotes == 40  # the latest details win
     full = paper("p9", authors=("A", "B"), listed_on=D0, ai_keywords=("k",), sources=("arxiv",))
@@ -521,9 +522,9 @@ def test_prune_keeps_within_retention(backend: Backend, store: Store) -> None:
     # the papers page's days: only days whose papers' details are still kept (p12 went;
     # p50, listed again today, is kept under its first-seen day; p70 was forgotten, so new)
     assert store.seen_days(D0) == {
-        today - timedelta(days=50): 1,
-        today - timedelta(days=9): 1,
-        today: 2,
+        today - timedelta(days=50): ("p50",),
+        today - timedelta(days=9): ("p9",),
+        today: ("p0", "p70"),
     }
 
 

@@ -241,10 +241,10 @@ class Store(Protocol):
         """Papers first seen on or after `since` whose details are still kept, oldest first."""
         ...
 
-    def seen_days(self, since: date) -> dict[date, int]:
+    def seen_days(self, since: date) -> dict[date, tuple[str, ...]]:
         """Read-only: each day on or after `since` on which papers whose details are still
-        kept were first seen, with their number, oldest day first (the papers page's days;
-        a day's papers are `recent_papers(day)` first seen that day)."""
+        kept were first seen, with those papers' ids (sorted), oldest day first: the papers
+        pages' days, and a day's papers by `get_papers(ids)` (decoding only that day's)."""
         ...
 
     def get_papers(self, ids: Iterable[str]) -> dict[str, Paper]: ...

@@ -206,13 +206,13 @@ class History:
         )
         return [p for _, pid in ids if (p := self.paper(pid)) is not None]
 
-    def seen_days(self, since: date) -> dict[date, int]:
+    def seen_days(self, since: date) -> dict[date, tuple[str, ...]]:
         lo = since.toordinal()
-        counts: dict[int, int] = {}
+        ids: dict[int, list[str]] = {}
         for pid, o in self._seen.items():
             if o >= lo and pid in self._paper_day:
-                counts[o] = counts.get(o, 0) + 1
-        return {date.fromordinal(o): counts[o] for o in sorted(counts)}
+                ids.setdefault(o, []).append(pid)
+        return {date.fromordinal(o): tuple(sorted(ids[o])) for o in sorted(ids)}
 
     # ------------------------------------------------------------------ delivery records
 

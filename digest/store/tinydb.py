@@ -246,7 +246,7 @@ class TinyStore:
         with self._days() as h:
             return h.recent_papers(since)
 
-    def seen_days(self, since: date) -> dict[date, int]:
+    def seen_days(self, since: date) -> dict[date, tuple[str, ...]]:
         with self._days() as h:
             return h.seen_days(since)
 

@@ -195,11 +195,13 @@ def kept_days(ctx: WebContext) -> tuple[date, ...]:
 
 
 def day_papers(ctx: WebContext, day: date) -> tuple[Paper, ...]:
-    """The papers first seen on `day` whose details are kept."""
+    """The papers first seen on `day` whose details are kept, by id. Only that day's
+    papers are decoded, however old the day (recent_papers(day) would decode every paper
+    seen since)."""
     with ctx.lock:
-        recent = ctx.store.recent_papers(day)
-        first = ctx.store.first_seen(p.id for p in recent)
-    return tuple(p for p in recent if first.get(p.id) == day)
+        ids = ctx.store.seen_days(day).get(day, ())
+        found = ctx.store.get_papers(ids)
+    return tuple(found[pid] for pid in ids if pid in found)
 
 
 # ----------------------------------------------------------------------------- rendering
