@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -97,8 +98,15 @@ def popularity(papers: Sequence[Paper]) -> np.ndarray:
 
 
 def build_index(papers: Sequence[Paper], *, k1: float = K1) -> DocIndex:
-    """Analyse every paper once and build the BM25F matrices."""
-    papers = sorted(papers, key=lambda p: p.id)
+    """Analyse every paper once and build the BM25F matrices.
+
+    The last few indexes are kept (a DocIndex is never modified): the web service ranks
+    the same day's papers for every search of the papers page and every preview."""
+    return _build_index(tuple(sorted(papers, key=lambda p: p.id)), k1)
+
+
+@lru_cache(maxsize=4)
+def _build_index(papers: tuple[Paper, ...], k1: float) -> DocIndex:
     vocab: dict[str, int] = {}
     n = len(papers)
     per_field: dict[str, tuple[list[int], list[int]]] = {f.name: ([], []) for f in FIELDS}
