@@ -31,7 +31,7 @@ import logging
 import re
 import secrets
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from urllib.parse import urlencode
@@ -187,19 +187,22 @@ def search(ctx: WebContext, papers: Sequence[Paper], terms: tuple[str, ...]) -> 
 # ----------------------------------------------------------------------------- the store
 
 
-def kept_days(ctx: WebContext) -> tuple[date, ...]:
-    """The days whose new papers the store still keeps, oldest first. Read afresh each
-    time (one pass over the seen ids, no paper decoded): a page never lags behind a run."""
-    with ctx.lock:
-        return tuple(sorted(ctx.store.seen_days(date.min)))
+Kept = Mapping[date, tuple[str, ...]]  # day -> ids of the papers first seen that day
 
 
-def day_papers(ctx: WebContext, day: date) -> tuple[Paper, ...]:
-    """The papers first seen on `day` whose details are kept, by id. Only that day's
-    papers are decoded, however old the day (recent_papers(day) would decode every paper
-    seen since)."""
+def kept_days(ctx: WebContext) -> Kept:
+    """The days whose new papers the store still keeps, oldest first, with their ids.
+    Read afresh for every page (one pass over the seen ids, no paper decoded): a page
+    never lags behind a run."""
     with ctx.lock:
-        ids = ctx.store.seen_days(day).get(day, ())
+        return dict(sorted(ctx.store.seen_days(date.min).items()))
+
+
+def day_papers(ctx: WebContext, day: date, kept: Kept | None = None) -> tuple[Paper, ...]:
+    """The papers first seen on `day` whose details are kept. Only that day's papers are
+    decoded, however old the day (recent_papers(day) would decode every paper since)."""
+    with ctx.lock:
+        ids = (kept if kept is not None else ctx.store.seen_days(day)).get(day, ())
         found = ctx.store.get_papers(ids)
     return tuple(found[pid] for pid in ids if pid in found)
 
@@ -242,7 +245,7 @@ def render_day(
     an error above the day's papers (`query_error` says so first, for the status). The
     form tokens default to placeholders, filled in per browser by `respond`."""
     if days is None:
-        days = kept_days(ctx)
+        days = tuple(kept_days(ctx))
     if papers is None:
         papers = day_papers(ctx, day) if day is not None else ()
     q = q.strip()
@@ -311,14 +314,15 @@ def respond(
     request: Request,
     day: date | None,
     q: str,
-    days: Sequence[date],
+    kept: Kept,
     *,
     latest: bool = False,
 ) -> Response:
     """A day's page for this browser (runs in the thread pool: it reads the store and may
     rank): 304 when the browser's copy (If-None-Match) is still this page, else the page
     with its form tokens filled in; ETag, Cache-Control and the hash CSP either way."""
-    papers = day_papers(ctx, day) if day is not None else ()
+    days = tuple(kept)
+    papers = day_papers(ctx, day, kept) if day is not None else ()
     status = 400 if query_error(q) else 200
     cookie = request.cookies.get(CSRF_COOKIE, "")
     fresh = not (20 <= len(cookie) <= 100)
@@ -414,8 +418,9 @@ async def papers_latest(request: Request) -> Response:
         return q
 
     def build() -> Response:
-        days = kept_days(ctx)
-        return respond(ctx, request, days[-1] if days else None, q, days, latest=True)
+        kept = kept_days(ctx)
+        newest = max(kept) if kept else None
+        return respond(ctx, request, newest, q, kept, latest=True)
 
     return await run_in_threadpool(build)
 
@@ -439,8 +444,9 @@ async def papers_day(request: Request) -> Response:
     q = _check_query(ctx, request)
     if isinstance(q, Response):
         return q
-    days = await run_in_threadpool(kept_days, ctx)
-    if day not in days:
+    kept = await run_in_threadpool(kept_days, ctx)
+    days = tuple(kept)
+    if day not in kept:
         oldest = ctx.now().date() - timedelta(days=ctx.cfg.store.history_days)
         return _missing(
             ctx,
@@ -449,7 +455,7 @@ async def papers_day(request: Request) -> Response:
             "No papers for this day",
             _why_missing(day, days, oldest, ctx.cfg.store.history_days),
         )
-    return await run_in_threadpool(respond, ctx, request, day, q, days)
+    return await run_in_threadpool(respond, ctx, request, day, q, kept)
 
 
 def _printable(raw: str, limit: int = 40) -> str:
