@@ -18,7 +18,8 @@ computed before rendering) and `Cache-Control: private`; a matching If-None-Matc
 without ranking or rendering anything. Since a revalidated page
 keeps its body while a 304 replaces its headers, the page's <style> is allowed by its
 hash, not by a per-response nonce. Searching is rate-limited per client like the live
-preview (the same limiter) and length-limited (Q_MAX, 414 above it).
+preview (the same store-kept limit, `ctx.hit("preview", ...)`) and length-limited (Q_MAX,
+414 above it).
 
 `[web] public_papers = false` turns the pages off (404).
 """
@@ -42,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from digest.errors import InputError
+from digest.errors import InputError, StoreError
 from digest.models import ACTIVE, MATCH, TRENDING, Paper, Subscriber
 from digest.rank.features import popularity
 from digest.rank.why import why_sentence
@@ -383,7 +384,7 @@ def _missing(ctx: WebContext, request: Request, status: int, title: str, message
     return ctx.page(request, "web/papers_error.html", status, title=title, message=message)
 
 
-def _check_query(ctx: WebContext, request: Request) -> str | Response:
+async def _check_query(ctx: WebContext, request: Request) -> str | Response:
     """The search keywords, or the page that refuses them (too long, too many)."""
     q = request.query_params.get("q", "")
     if len(q) > Q_MAX:
@@ -396,7 +397,12 @@ def _check_query(ctx: WebContext, request: Request) -> str | Response:
             "Shorten it and try again.",
         )
     if q.strip():
-        wait = ctx.limit_preview.hit(ctx.client_ip(request))
+        try:
+            wait = await ctx.db(ctx.hit, "preview", ctx.client_ip(request))
+        except StoreError:
+            return ctx.error(
+                request, 503, "Search unavailable", "Searching is not possible right now."
+            )
         if wait is not None:
             return ctx.error(
                 request,
@@ -413,7 +419,7 @@ async def papers_latest(request: Request) -> Response:
     ctx = ctx_of(request)
     if not ctx.cfg.web.public_papers:
         return _not_public(ctx, request)
-    q = _check_query(ctx, request)
+    q = await _check_query(ctx, request)
     if isinstance(q, Response):
         return q
 
@@ -441,7 +447,7 @@ async def papers_day(request: Request) -> Response:
             f"“{_printable(raw)}” is not a day: a day's papers are at /papers/YYYY-MM-DD, "
             "e.g. /papers/2026-03-10.",
         )
-    q = _check_query(ctx, request)
+    q = await _check_query(ctx, request)
     if isinstance(q, Response):
         return q
     kept = await run_in_threadpool(kept_days, ctx)
