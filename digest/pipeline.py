@@ -446,7 +446,8 @@ def build_all(
             yield d, None
             continue
         lk = links(cfg.web.base_url, secret, d.subscriber.id)  # opaque id, never the address
-        rendered = renderer.render(d, papers, lk, view_url=view_url(cfg.web.base_url, secret, d.id))
+        view = view_url(cfg.web.base_url, secret, d.subscriber.id, d.day)
+        rendered = renderer.render(d, papers, lk, view_url=view)
         try:
             yield (
                 d,

@@ -46,15 +46,28 @@ def sections_in(page: str) -> list[tuple[str, str]]:
 
 
 def test_view_tokens_name_a_digest_never_an_address():
-    did = digest_id("ada@example.org", DAY)
-    url = tokens.view_url("https://papers.example.org/", "s" * 32, did)
-    assert url.startswith("https://papers.example.org/view/") and "ada" not in url
-    assert tokens.verify_digest("s" * 32, url.rsplit("/", 1)[1]) == did
-    for bad in ("", "x" * 2000, "not-a-token", tokens.sign("s" * 32, tokens.MANAGE, "a@b.org")):
+    sid = "Zr3x_9QwErTyUiOp-AsDfG"  # a Subscriber.id: 128 random bits, URL-safe
+    url = tokens.view_url("https://papers.example.org/", "s" * 32, sid, DAY)
+    assert url.startswith("https://papers.example.org/view/")
+    token = url.rsplit("/", 1)[1]
+    assert digest_id("ada@example.org", DAY) not in token  # not even the address's hash
+    assert tokens.verify_view("s" * 32, token) == (sid, DAY)
+    other_day = tokens.sign_view("s" * 32, sid, DAY - timedelta(days=1))
+    assert other_day != token and tokens.verify_view("s" * 32, other_day)[1] != DAY
+    for bad in (
+        "",
+        "x" * 2000,
+        "not-a-token",
+        tokens.sign("s" * 32, tokens.MANAGE, sid),
+        token[:-2] + ("AA" if not token.endswith("AA") else "BB"),  # altered signature
+        token.replace(DAY.isoformat(), "2026-01-07", 1),  # altered day
+    ):
         with pytest.raises(TokenError):
-            tokens.verify_digest("s" * 32, bad)
+            tokens.verify_view("s" * 32, bad)
     with pytest.raises(TokenError):  # another site's secret
-        tokens.verify_digest("t" * 32, url.rsplit("/", 1)[1])
+        tokens.verify_view("t" * 32, token)
+    with pytest.raises(TokenError):  # a subscriber the store never gave an id
+        tokens.view_url("https://papers.example.org/", "s" * 32, "", DAY)
 
 
 def test_record_picks_keep_the_mailed_order_and_sections():
@@ -103,8 +116,11 @@ def test_the_web_copy_shows_the_record_and_refuses_bad_links(tmp_path):
                 DeliveryRecord(digest_id("b@example.org", DAY), "b@example.org", DAY, "failed")
             )
         secret = site.ctx.secret
+        sid = site.store.get_subscriber(email).id
+        site.add("b@example.org", keywords=())
+        bob = site.store.get_subscriber("b@example.org").id
         with site.client() as c:
-            r = c.get(f"/view/{tokens.sign_digest(secret, rec.digest_id)}")
+            r = c.get(f"/view/{tokens.sign_view(secret, sid, DAY)}")
             assert r.status_code == 200
             assert sections_in(r.text) == [("2601.00001", MATCH), ("2601.00003", TRENDING)]
             assert "matched: speech recognition" in r.text
@@ -114,22 +130,19 @@ def test_the_web_copy_shows_the_record_and_refuses_bad_links(tmp_path):
             assert "script-src" not in r.headers["content-security-policy"]
             assert r.headers["cache-control"] == "private, no-store"
             bad = [
-                (
-                    "/view/"
-                    + tokens.sign_digest("another-secret-entirely-32-bytes!", rec.digest_id),
-                    400,
-                ),
-                ("/view/" + tokens.sign(secret, tokens.MANAGE, email), 400),
+                ("/view/" + tokens.sign_view("another-secret-entirely-32-bytes!", sid, DAY), 400),
+                ("/view/" + tokens.sign(secret, tokens.MANAGE, sid), 400),
                 ("/view/garbage", 400),
-                ("/view/" + tokens.sign_digest(secret, digest_id(email, DAY - timedelta(1))), 404),
-                ("/view/" + tokens.sign_digest(secret, digest_id("b@example.org", DAY)), 404),
+                ("/view/" + tokens.sign_view(secret, sid, DAY - timedelta(1)), 404),  # no digest
+                ("/view/" + tokens.sign_view(secret, bob, DAY), 404),  # not sent (failed)
+                ("/view/" + tokens.sign_view(secret, "unknown-subscriber-id1", DAY), 404),
             ]
             for path, status in bad:
                 got = c.get(path)
                 assert got.status_code == status, path
                 assert "Traceback" not in got.text and "<h1>" in got.text
             site.store.remove_subscriber(email)
-            gone = c.get(f"/view/{tokens.sign_digest(secret, rec.digest_id)}")
+            gone = c.get(f"/view/{tokens.sign_view(secret, sid, DAY)}")
             assert gone.status_code == 404
 
 
@@ -160,8 +173,8 @@ def test_the_renderer_puts_the_view_link_first_and_strips_the_web_copy():
     p = paper("2601.00001", "Speech recognition on device", "Speech recognition, small.")
     sub = Subscriber(email="ada@example.org", keywords=("speech recognition",))
     d = Digest(sub, DAY, (Pick(p.id, 80.0, ("speech recognition",), MATCH),))
-    links = tokens.links("https://x.org", "s" * 32, sub.email)
-    url = tokens.view_url("https://x.org", "s" * 32, d.id)
+    links = tokens.links("https://x.org", "s" * 32, "sid-of-ada-0123456789")
+    url = tokens.view_url("https://x.org", "s" * 32, "sid-of-ada-0123456789", DAY)
     r = Renderer()
     mail = r.render(d, {p.id: p}, links, view_url=url)
     assert mail.html.count(url) == 1 and mail.html.index(url) < mail.html.index("data-paper-id")

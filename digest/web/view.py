@@ -1,12 +1,13 @@
 """I/O edge: "view in browser", the web copy of one mailed digest (GET /view/{token}).
 
-Every digest mail links to its own copy: `tokens.view_url` signs the digest's id (its day
-and a hash; never the address), so the link is opaque, per digest, and cannot be forged
-or turned into another digest's. The page re-renders the digest from its delivery record
-(the papers in the order mailed, each in its section with the terms it matched, and the
-why sentence) with the mail's own Renderer and templates, so it shows what was mailed,
-including whatever the mail's cards carry; only the footer differs: the web copy names
-nobody and has no unsubscribe or manage link (a forwarded link must not expose them).
+Every digest mail links to its own copy: `tokens.view_url` signs the subscriber's random
+id and the digest's day (never the address, nor the digest id, which hashes it), so the
+link is opaque, per digest, and cannot be forged or turned into another digest's. The
+page re-renders the digest from its delivery record (the papers in the order mailed, each
+in its section with the terms it matched, and the why sentence) with the mail's own
+Renderer and templates, so it shows what was mailed, including whatever the mail's cards
+carry; only the footer differs: the web copy names nobody and has no unsubscribe or
+manage link (a forwarded link must not expose them).
 
 It is there while the store keeps the record ([store] history_days) and the subscriber
 exists; a digest that was not sent (failed, deferred, empty) has no copy.
@@ -23,7 +24,17 @@ from starlette.responses import HTMLResponse, Response
 
 from digest import tokens
 from digest.errors import TokenError
-from digest.models import MATCH, SENT, TRENDING, DeliveryRecord, Digest, Paper, Pick, Subscriber
+from digest.models import (
+    MATCH,
+    SENT,
+    TRENDING,
+    DeliveryRecord,
+    Digest,
+    Paper,
+    Pick,
+    Subscriber,
+    digest_id,
+)
 from digest.render import Renderer
 from digest.tokens import Links
 from digest.web.app import WebContext, ctx_of
@@ -75,16 +86,16 @@ async def view_digest(request: Request) -> Response:
     """GET /view/{token}: the digest as it was mailed, or a plain 400/404 page."""
     ctx = ctx_of(request)
     try:
-        did = tokens.verify_digest(ctx.secret, request.path_params["token"])
+        sid, day = tokens.verify_view(ctx.secret, request.path_params["token"])
     except TokenError as e:
         return ctx.error(request, 400, "Invalid link", f"This link does not work ({e}).")
 
     def load() -> tuple[DeliveryRecord, Subscriber, dict[str, Paper]] | None:
-        rec = ctx.store.get_digest(did)
-        if rec is None or rec.state != SENT:
-            return None
-        sub = ctx.store.get_subscriber(rec.email)
+        sub = ctx.store.get_subscriber_by_id(sid)
         if sub is None:
+            return None
+        rec = ctx.store.get_digest(digest_id(sub.email, day))
+        if rec is None or rec.state != SENT:
             return None
         return rec, sub, ctx.store.get_papers(rec.paper_ids)
 
