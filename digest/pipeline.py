@@ -59,7 +59,7 @@ from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
 from digest.store.base import due_subscribers
 from digest.subscribers import make_subscriber
-from digest.tokens import links, rate_links
+from digest.tokens import links, rate_links, view_url
 
 Clock = Callable[[], datetime]
 
@@ -462,7 +462,8 @@ def build_all(
             continue
         lk = links(cfg.web.base_url, secret, d.subscriber.id)  # opaque id, never the address
         rate = rate_links(cfg.web.base_url, secret, d.subscriber.id)  # h7: rating links
-        rendered = renderer.render(d, papers, lk, rate)
+        view = view_url(cfg.web.base_url, secret, d.subscriber.id, d.day)
+        rendered = renderer.render(d, papers, lk, rate, view_url=view)
         try:
             yield (
                 d,

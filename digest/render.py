@@ -397,11 +397,18 @@ class Renderer:
         papers: Mapping[str, Paper],
         links: Links,
         rate_url: RateUrl | None = None,
+        *,
+        view_url: str = "",
+        web_copy: bool = False,
     ) -> Rendered:
         """Subject, text and HTML of `digest`. Picks whose paper is not in `papers` are
         skipped (the store forgot it); zero picks renders the "nothing new" message.
         `rate_url(paper id, up)`: the subscriber's rating links, put in every card (none
-        when None, e.g. a subscriber not stored yet)."""
+        when None, e.g. a subscriber not stored yet). `view_url`: the digest's "view in
+        browser" link, shown at the top. `web_copy`: the web copy of a mailed digest
+        (digest/web/papers.py): no address, no personal links (no rating links either)."""
+        if web_copy:
+            rate_url = None
         matches: list[tuple[Pick, Paper]] = []
         hot: list[tuple[Pick, Paper]] = []
         for pick in digest.picks:
@@ -422,6 +429,8 @@ class Renderer:
             "keywords": keywords,
             "email": digest.subscriber.email,
             "links": links,
+            "view_url": view_url,
+            "web_copy": web_copy,
             "top_title": (shorten(top.title, SUBJECT_TITLE_CHARS) or top.id) if top else "",
         }
         subject = _WS.sub(" ", self._subject.render(ctx)).strip()

@@ -397,7 +397,7 @@ def make_app(
     """The ASGI app. `store`/`sender` default to the configured ones; `now` is the pages'
     clock (tests pass a fixed day so the preview sees the fixture papers), `mail_clock`
     the store's (limits, nonces, the mail queue; default: wall time)."""
-    from digest.web import feed, lifecycle, pages, ratings
+    from digest.web import feed, lifecycle, pages, papers, ratings, view
 
     own_store = store is None
     store = store if store is not None else open_store(cfg.store)
@@ -428,6 +428,9 @@ def make_app(
         Route("/feed/{token}.atom", feed.atom_feed, methods=["GET"]),
         Route("/rate/{token}", ratings.rate, methods=["GET", "POST"]),  # More / Less like this
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/papers", papers.papers_latest, methods=["GET"]),
+        Route("/papers/{day}", papers.papers_day, methods=["GET"]),
+        Route("/view/{token}", view.view_digest, methods=["GET"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: _http_error,
