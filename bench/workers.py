@@ -23,6 +23,7 @@ Results: bench/results/workers.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -34,28 +35,20 @@ from typing import Any
 from _common import (
     E2E_DAY,
     HF_DIR,
+    PG_URL_ENV,
     ROOT,
     HFServer,
+    PgDatabases,
     SmtpSink,
     load_day,
     make_subscribers,
     save,
     table,
+    use_postgresql,
     write_config,
 )
 
 TARGET = 2.5
-URL_ENV = "DIGEST_BENCH_DATABASE_URL"
-
-
-def pg_config(folder: Path, hf_url: str, smtp_port: int, connections: int) -> Path:
-    """bench/_common.write_config with the store on PostgreSQL ([store] backend)."""
-    path = write_config(folder, hf_url=hf_url, smtp_port=smtp_port, connections=connections)
-    text = path.read_text(encoding="utf-8").replace(
-        "[store]\n", f'[store]\nbackend = "postgresql"\nurl_env = "{URL_ENV}"\n', 1
-    )
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def run_workers(config: Path, k: int, env: dict[str, str]) -> float:
@@ -85,11 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     n = args.subscribers or (600 if args.quick else 3000)
     rounds = args.rounds or (1 if args.quick else 2)
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    import os
-
-    import pgserver  # the tests' server helper: initdb + postgres as an unprivileged user
-
     from digest.config import load_config
     from digest.store import open_store
 
@@ -98,16 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         f"delay {args.relay_delay_ms:g} ms; {args.connections} connection(s) per worker",
         flush=True,
     )
-    srv = pgserver.server()
+    pg = PgDatabases()
     day_items = load_day(HF_DIR / f"{E2E_DAY.isoformat()}.json")
     with (
         tempfile.TemporaryDirectory(prefix="digest-bench-workers-") as tmp,
         HFServer({E2E_DAY.isoformat(): day_items}) as hf,
         SmtpSink(delay_ms=args.relay_delay_ms) as sink,
     ):
-        config = pg_config(Path(tmp), hf.base_url, sink.port, args.connections)
-        srv.admin("CREATE DATABASE bench_seeded")
-        os.environ[URL_ENV] = srv.url("bench_seeded")
+        config = write_config(
+            Path(tmp), hf_url=hf.base_url, smtp_port=sink.port, connections=args.connections
+        )
+        use_postgresql(config)
+        pg.use("bench_seeded")
         cfg = load_config(config)
         store = open_store(cfg.store)  # creates the schema
         try:
@@ -118,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = iter(range(10_000))
 
         def fresh_env() -> dict[str, str]:
-            name = f"bench_run_{next(runs)}"
-            srv.admin(f"CREATE DATABASE {name} TEMPLATE bench_seeded")
-            return {**os.environ, URL_ENV: srv.url(name)}
+            url = pg.use(f"bench_run_{next(runs)}", like="bench_seeded")
+            return {**os.environ, PG_URL_ENV: url}
 
         def timed(k: int) -> tuple[float, int]:
             env = fresh_env()
