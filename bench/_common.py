@@ -306,11 +306,12 @@ def folder_bytes(folder: Path) -> int:
 PG_URL_ENV = "DIGEST_BENCH_DATABASE_URL"  # [store] url_env of the benchmarks' configs
 
 
-def use_postgresql(config: Path) -> None:
+def use_postgresql(config: Path, claim_batch: int | None = None) -> None:
     """Rewrite a write_config() file so its store is PostgreSQL ([store] backend), the URL
-    read from PG_URL_ENV (set it with PgDatabases.use)."""
+    read from PG_URL_ENV (set it with PgDatabases.use); `claim_batch`: [store] claim_batch."""
+    extra = f"claim_batch = {claim_batch}\n" if claim_batch else ""
     text = config.read_text(encoding="utf-8").replace(
-        "[store]\n", f'[store]\nbackend = "postgresql"\nurl_env = "{PG_URL_ENV}"\n', 1
+        "[store]\n", f'[store]\nbackend = "postgresql"\nurl_env = "{PG_URL_ENV}"\n{extra}', 1
     )
     config.write_text(text, encoding="utf-8")
 

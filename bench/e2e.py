@@ -2,7 +2,7 @@
 
     python bench/e2e.py [--quick] [--sizes 1000,10000] [--rounds 3] [--profile]
                         [--relay-delay-ms 20] [--connections 8] [--no-pipelining]
-                        [--backend postgresql]
+                        [--backend postgresql [--claim-batch N]]
 
 For each N: N synthetic subscribers (real paper vocabulary, bench/_common.py) in a fresh
 TinyDB store; the recorded HF day 2026-03-10 served by a local HTTP server; a counting
@@ -69,6 +69,7 @@ from _common import (
 TARGET = 0.80
 PG_TARGET = 0.70  # the target for the PostgreSQL store (on loopback)
 PG: PgDatabases | None = None  # --backend postgresql: the server and its databases
+CLAIM_BATCH: list[int] = []  # --claim-batch: [store] claim_batch of the bot (PostgreSQL)
 LAST_SPAN: list[float] = []  # time.time() at the bot's spawn and exit
 
 
@@ -210,7 +211,7 @@ def one_size(
         from digest.config import load_config
 
         if PG is not None:
-            use_postgresql(config)
+            use_postgresql(config, CLAIM_BATCH[0] if CLAIM_BATCH else None)
             PG.use("seeded")
         cfg = load_config(config)
         t0 = time.perf_counter()
@@ -308,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the store of the bot and the floor's preparation (postgresql: a real server "
         "started like the tests do; every bot run on a fresh copy of the seeded database)",
     )
+    ap.add_argument(
+        "--claim-batch", type=int, default=0, help="PostgreSQL: the bot's [store] claim_batch"
+    )
     args = ap.parse_args(argv)
+    if args.claim_batch:
+        CLAIM_BATCH.append(args.claim_batch)
     global PG
     if args.backend == "postgresql":
         PG = PgDatabases()
@@ -362,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if not pipelining:
         name += "-nopipelining"
     if PG is not None:
-        name += "-postgresql"
+        name += "-postgresql" + (f"-batch{args.claim_batch}" if args.claim_batch else "")
     save(
         name,
         {
