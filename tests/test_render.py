@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from digest.errors import ConfigError
 from digest.models import MATCH, TRENDING, Digest, Paper, Pick, Subscriber
+from digest.rank.why import why_sentence
 from digest.render import (
     GMAIL_CLIP_BYTES,
     SUMMARY_CHARS,
@@ -501,3 +502,20 @@ def test_sample_day_is_said_in_the_subject_and_first_lines() -> None:
     plain = Renderer().render(digest_for(SAMPLE_PICKS), papers_sample(), LINKS)
     assert "sample" not in plain.subject.lower()
     assert "SAMPLE DATA" not in plain.text and "Sample data" not in plain.html
+
+
+def test_why_prefers_the_abstract_sentence_over_the_summary_already_shown() -> None:
+    # The card shows the AI summary; quoting its sentence again adds nothing, so on a tie
+    # (same terms, same words) the abstract's sentence is quoted.
+    paper = Paper(
+        id="2601.00001",
+        title="T",
+        abstract="We propose a method. Speech recognition improves by 10% on LibriSpeech.",
+        ai_summary="A new speech recognition method.",
+        listed_on=date(2026, 1, 14),
+    )
+    why = why_sentence(paper, ["speech recognition"])
+    assert why is not None and why.sentence.startswith("Speech recognition improves")
+    # ...but a summary sentence that covers more of the terms still wins.
+    why = why_sentence(paper, ["speech recognition", "method"])
+    assert why is not None and why.sentence == "A new speech recognition method."

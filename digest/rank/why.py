@@ -5,7 +5,8 @@ The words are compared the way the ranker compares them (digest/rank/normalize.p
 folded, stemmed, stopwords skipped), so "Pretrained" in a sentence lights up for the
 keyword "pre-training", and an abbreviation from the curated table counts for its long
 form ("ASR" for "speech recognition"). The best sentence covers the most terms, then the
-most term words; ties go to the AI summary, then to the earlier sentence. Long sentences
+most term words; ties go to the abstract (the card already shows the AI summary, so its
+sentence would only repeat it), then to the earlier sentence. Long sentences
 are cut around the first highlight.
 """
 
@@ -118,7 +119,7 @@ def why_sentence(paper: Paper, terms: Sequence[str], limit: int = WHY_CHARS) -> 
     def rank(si: int) -> tuple[int, int, int, int]:
         covered = sum(1 for t in wanted if t and t <= found[si])
         source, n, _ = sents[si]
-        return (covered, len(found[si]), -source, -n)
+        return (covered, len(found[si]), source, -n)
 
     best = max(found, key=rank)
     sentence = sents[best][2]
