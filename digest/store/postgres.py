@@ -88,6 +88,17 @@ REC = Codec(DeliveryRecord, exclude=_KEYED)  # detail, sections, matched and lat
 GATHERED = Codec(Gathered)
 LOCK_GATHER = 0x6469_6765  # advisory lock namespace ("dige") for a day's gather
 LOCK_MIGRATE = 0x6469_676D
+LOCK_WORKER = 0x6469_6777  # held by each live worker (its liveness), keyed by hashtext(worker)
+# The workers whose liveness lock is held (by a session that is still connected): a claim
+# of such a worker is never taken over, however late it is to renew its lease.
+ALIVE = (
+    "(SELECT l.objid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+    f"AND l.classid = {LOCK_WORKER}::bigint::oid AND l.objsubid = 2)"
+)
+
+
+def _alive(worker_col: str) -> str:
+    return f"((hashtext({worker_col})::bigint & 4294967295)::oid IN (SELECT objid FROM alive))"
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -254,8 +265,11 @@ class PgStore:
                 f"{run.held} due subscriber(s) left to other workers (claimed under a lease; "
                 "if their worker died, the next run serves them once the lease ends)"
             )
-        with self._tx() as cur:
-            cur.execute("DELETE FROM claims WHERE worker = %s", (run.worker,))
+        try:
+            with self._tx() as cur:
+                cur.execute("DELETE FROM claims WHERE worker = %s", (run.worker,))
+        finally:
+            run.release()
         report, day = run.report, run.day
         if report.dry_run:
             return
@@ -866,6 +880,7 @@ class PgRun:
         self._started = store._clock()
         self._renewed = time.monotonic()
         self.held = 0  # due subscribers other workers held at the last claim
+        self._alive: psycopg.Connection[Any] | None = None  # holds our liveness lock
 
     # -- the day's papers, once
 
@@ -904,9 +919,32 @@ class PgRun:
 
     # -- subscribers, a leased batch at a time
 
+    def _live(self) -> None:
+        """Hold this worker's liveness lock (its own session) before its first claim:
+        while it is held, nobody takes our claims over, even past their lease (a slow
+        worker is not a dead one); it goes when the process dies (SIGKILL: the server
+        drops the session) or the run ends."""
+        if self._alive is None:
+            conn = self.store._connect()
+            try:
+                conn.execute(
+                    "SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_WORKER, self.worker)
+                )
+            except psycopg.Error as e:
+                conn.close()
+                raise StoreError(f"{self.store.where}: {_one_line(e)}") from e
+            self._alive = conn
+
+    def release(self) -> None:
+        if self._alive is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._alive.close()
+            self._alive = None
+
     def claim(self, only: Callable[[Subscriber], bool] | None = None) -> list[Subscriber]:
         store = self.store
         batch = store.cfg.claim_batch
+        self._live()
         self._count_done(only)
         args: dict[str, Any] = {
             "active": ACTIVE,
@@ -923,7 +961,9 @@ class PgRun:
             with store._tx() as cur:
                 # due, and not claimed by this run (a deferred one waits for the next)
                 rows = cur.execute(
-                    "SELECT s.email_lc, s.data, coalesce(c.lease_until > now(), false) "
+                    f"WITH alive AS MATERIALIZED {ALIVE} "
+                    "SELECT s.email_lc, s.data, "
+                    f"coalesce(c.lease_until > now() OR {_alive('c.worker')}, false) "
                     "FROM subscribers s LEFT JOIN claims c "
                     "ON c.day = %(day)s AND c.email_lc = s.email_lc "
                     "WHERE s.status = %(active)s AND s.email_lc > %(after)s "
@@ -962,12 +1002,14 @@ class PgRun:
                 taken = {
                     r[0]
                     for r in cur.execute(
+                        f"WITH alive AS MATERIALIZED {ALIVE} "
                         "INSERT INTO claims (day, email_lc, worker, lease_until) "
                         "SELECT %(day)s, k, %(me)s, now() + make_interval(secs => %(lease)s) "
                         "FROM unnest(%(keys)s::text[]) AS k "
                         "ON CONFLICT (day, email_lc) DO UPDATE SET worker = EXCLUDED.worker, "
                         "lease_until = EXCLUDED.lease_until "
-                        "WHERE claims.lease_until <= now() RETURNING email_lc",
+                        "WHERE claims.lease_until <= now() "
+                        f"AND NOT {_alive('claims.worker')} RETURNING email_lc",
                         dict(args, keys=locked),
                     ).fetchall()
                 }
