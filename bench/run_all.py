@@ -35,6 +35,7 @@ PLAN: list[tuple[str, list[str], list[str] | None]] = [
     ("memory", [], ["--quick"]),
     ("history", [], ["--quick"]),
     ("store_writes", [], ["--quick"]),
+    ("web_subscribe", [], ["--quick"]),  # a real `digest web`, before/after durability
     ("rank_speed", [], ["--runs", "1"]),
     ("rank_quality", [], None),
     ("digest_quality", [], ["--fast"]),  # what is mailed: the real `digest run`, 41 days

@@ -254,7 +254,10 @@ def _seeds(cfg: Config, c: _Checks) -> None:
             bad += 1
             c.problem(f"{where}: [subscribers #{i}] {e}")
     if not bad:
-        c.info(f"seeded subscribers: {len(cfg.subscribers)}")
+        c.info(
+            f"seeded subscribers: {len(cfg.subscribers)} (each applied once, by the first "
+            "run that sees it; then `digest subscribers` and the web own it)"
+        )
 
 
 def _connect(cfg: Config, sender: Sender | None, c: _Checks) -> None:
@@ -309,7 +312,9 @@ def sample_message(
     if not d.picks:
         (d,) = plan_lazily(cfg, day, gathered, [_probe_subscriber(cfg, sub.email)], {})
     d = Digest(sub, day, d.picks)
-    lk = links(cfg.web.base_url, secret, sub.email)
+    # Links carry the subscriber's opaque id; an address the store does not know has none,
+    # and its sample's links lead to the "no subscription" page.
+    lk = links(cfg.web.base_url, secret, sub.id or "not-subscribed")
     rendered = renderer.render(d, {p.id: p for p in papers}, lk)
     msg = build_message(
         rendered,

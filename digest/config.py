@@ -122,7 +122,17 @@ def _category(v: str) -> str:
 
 
 def _proxies(v: str) -> str:
-    return v.strip() or "127.0.0.1"
+    """Comma-separated IP addresses or CIDR ranges ("*": any, for a proxy-only network)."""
+    import ipaddress
+
+    items = [x.strip() for x in v.split(",") if x.strip()]
+    for x in items:
+        if x != "*":
+            try:
+                ipaddress.ip_network(x, strict=False)
+            except ValueError:
+                raise ValueError(f"{x!r} is not an IP address or network") from None
+    return ",".join(items)
 
 
 def _keywords(v: str | list[Any]) -> str:
@@ -250,8 +260,16 @@ class WebConfig:
     min_fill_seconds: float = opt(2.0, lo=0.0, hi=600.0)  # a form sent faster is a bot
     max_body: int = opt(16 * 1024, lo=1024, hi=10 * 1024 * 1024)  # bigger bodies get 413
     preview_days: int = opt(7, lo=1, hi=60)  # how far back the live preview looks
-    # reverse proxies trusted for X-Forwarded-For
-    forwarded_allow_ips: str = opt("127.0.0.1", check=_proxies)
+    # reverse proxies whose X-Forwarded-For/-Proto are believed (comma-separated
+    # addresses or CIDR ranges); none by default: the client address is the peer's
+    trusted_proxies: str = opt("", check=_proxies)
+    forwarded_allow_ips: str = opt("", check=_proxies)  # the older name of trusted_proxies
+    manage_days: int = opt(45, lo=1, hi=3650)  # how long a mailed manage link works
+    # idle-connection guards: open connections at most (lowered to fit the file limit),
+    # seconds a client may take to send a request's headers, then its body
+    max_connections: int = opt(800, lo=10, hi=100_000)
+    header_timeout: float = opt(10.0, lo=1.0, hi=300.0)
+    body_timeout: float = opt(20.0, lo=1.0, hi=600.0)
 
 
 @dataclass(frozen=True)

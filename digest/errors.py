@@ -68,3 +68,7 @@ class PermanentDeliveryError(DeliveryError):
 
 class TokenError(DigestError):
     pass
+
+
+class TokenExpired(TokenError):
+    """A genuine link, older than its purpose allows (digest.tokens)."""

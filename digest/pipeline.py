@@ -14,6 +14,7 @@ most one message per connection ([smtp] connections), re-sent with the same Mess
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from digest.errors import (
     DeliveryError,
     InputError,
     PermanentDeliveryError,
+    StoreError,
 )
 from digest.mail import make_sender
 from digest.mail.base import Job, Sender
@@ -123,14 +125,21 @@ def run_daily(
     return report
 
 
-def seed_subscribers(cfg: Config, store: Store, now: Clock) -> None:
-    """Add the config file's [[subscribers]] that the store does not know yet.
-    Never overwrites: changes made later from the CLI or the web win."""
+SEEDS_META = "seeds"  # store meta: JSON list of the seed addresses applied (lower case)
+
+
+def seed_subscribers(cfg: Config, store: Store, now: Clock) -> int:
+    """Apply the config file's [[subscribers]] seeds, each once: the first run that sees
+    a seed adds it (unless the store knows the address already) and remembers its address
+    in the store (meta "seeds"). From then on the CLI and the web own that subscriber:
+    removing it sticks and editing the seed in the file changes nothing. Returns how many
+    subscribers were added."""
     if not cfg.subscribers:
-        return
-    known = {s.email for s in store.subscribers()}
+        return 0
+    applied = applied_seeds(store)
+    known = {s.email.lower() for s in store.subscribers()}
     stamp = now().isoformat(timespec="seconds")
-    new = []
+    new, fresh = [], []
     for seed in cfg.subscribers:
         sub = make_subscriber(
             seed.email,
@@ -140,11 +149,33 @@ def seed_subscribers(cfg: Config, store: Store, now: Clock) -> None:
             created=stamp,
             default_max=cfg.ranking.default_max_papers,
         )
-        if sub.email not in known:
+        key = sub.email.lower()
+        if key in applied:
+            continue
+        applied.add(key)
+        fresh.append(key)
+        if key not in known:
             new.append(sub)
-            known.add(sub.email)
+            known.add(key)
     if new:
         store.put_subscribers(new)
+    if fresh:  # after the subscribers: a crash between the two re-applies nothing twice
+        store.set_meta(SEEDS_META, json.dumps(sorted(applied)))
+    return len(new)
+
+
+def applied_seeds(store: Store) -> set[str]:
+    """The seed addresses applied before (lower case)."""
+    raw = store.get_meta(SEEDS_META)
+    if not raw:
+        return set()
+    try:
+        value = json.loads(raw)
+    except ValueError as e:
+        raise StoreError(f"store meta {SEEDS_META!r} is not a JSON list: {e}") from e
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise StoreError(f"store meta {SEEDS_META!r} is not a list of addresses")
+    return {x.lower() for x in value}
 
 
 def gather(cfg: Config, day: date, store: Store, report: RunReport, *, write: bool) -> Gathered:
@@ -414,7 +445,7 @@ def build_all(
         if not d.picks and not cfg.schedule.send_empty:
             yield d, None
             continue
-        lk = links(cfg.web.base_url, secret, d.subscriber.email)
+        lk = links(cfg.web.base_url, secret, d.subscriber.id)  # opaque id, never the address
         rendered = renderer.render(d, papers, lk)
         try:
             yield (
@@ -458,7 +489,7 @@ def preview(cfg: Config, email: str, day: date, out: Path) -> tuple[int, list[st
         gathered = gather(cfg, day, store, report, write=False)
         (digest,) = plan(cfg, day, store, gathered, [sub])
         renderer = Renderer(site_name=cfg.site_name, sample_day=gathered.sample_day)
-        lk = links(cfg.web.base_url, cfg.secret() or store.secret(), email)
+        lk = links(cfg.web.base_url, cfg.secret() or store.secret(), sub.id)
         html = renderer.render(digest, {p.id: p for p in gathered.papers}, lk).html
     finally:
         store.close()

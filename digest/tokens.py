@@ -1,76 +1,138 @@
-"""Pure: no I/O. Signed, URL-safe tokens that carry a subscriber's address in mail links.
+"""Pure: no I/O. Signed, URL-safe, opaque tokens for the links in mails.
 
-A token is `itsdangerous.URLSafeTimedSerializer(secret, salt=purpose)` applied to the
-e-mail address, so a token made for one purpose ("unsubscribe") is rejected for another
-("confirm"), an altered token fails its HMAC, and `max_age` bounds how old it may be.
+A token is `itsdangerous.URLSafeTimedSerializer(secret, salt=SALTS[purpose])` applied to a
+small value: a subscriber's random id (`Subscriber.id`, 128 random bits), never the
+address, so a token reveals nothing about who it belongs to. A token made for one purpose
+is rejected for another, an altered token fails its HMAC, and `max_age` bounds its age.
 
-    sign(secret, purpose, email) -> token
-    verify(secret, purpose, token, max_age=None) -> email      (raises TokenError)
-    links(base_url, secret, email) -> Links                   (the footer links of a digest)
-    confirm_url(base_url, secret, email) -> str               (double opt-in, expires)
+    sign(secret, purpose, value) -> token          value: a str or a tuple of str/int
+    verify(secret, purpose, token, max_age=None, now=None) -> value   (raises TokenError)
+    verify_id(secret, purpose, token, max_age=None) -> subscriber id
+    links(base_url, secret, sid) -> Links          (the footer links of a digest)
+    confirm_url(base_url, secret, sid, keywords, max_papers, revive=False) -> str
+    read_confirm(secret, token, now=None) -> ConfirmRequest  (double opt-in, expires)
+    legacy_address(secret, purpose, token) -> str | None   (tokens of older mails)
 
-Purposes "unsubscribe", "manage" and "feed" never expire (a link in a year-old mail must
-still unsubscribe: RFC 8058 expects the List-Unsubscribe URL to keep working); "confirm"
-expires after CONFIRM_MAX_AGE seconds.
+Lifetimes (the caller passes max_age): "unsubscribe" and "feed" never expire (a link in a
+year-old mail must still unsubscribe: RFC 8058), "manage" expires after `[web]
+manage_days` (every mail carries a fresh one), "confirm" after CONFIRM_MAX_AGE. The
+confirmation token also carries the settings that were asked for (keywords, max), so a
+request changes nothing stored until its link is clicked.
+
+Adding a purpose is one line in SALTS (bump a salt's version to void its old tokens).
+
+Old-format tokens (before 0.2: the address itself, salt = the purpose name) are refused
+everywhere except the one-click unsubscribe, which keeps working for mails already sent
+(`legacy_address`).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from itsdangerous import BadSignature, BadTimeSignature, SignatureExpired, URLSafeTimedSerializer
 
-from digest.errors import TokenError
+from digest.errors import TokenError, TokenExpired
 
 UNSUBSCRIBE = "unsubscribe"
 MANAGE = "manage"
 FEED = "feed"
 CONFIRM = "confirm"
-PURPOSES = (UNSUBSCRIBE, MANAGE, FEED, CONFIRM)
+SALTS = {
+    UNSUBSCRIBE: "unsubscribe.v2",
+    MANAGE: "manage.v2",
+    FEED: "feed.v2",
+    CONFIRM: "confirm.v2",
+}
+PURPOSES = tuple(SALTS)
 CONFIRM_MAX_AGE = 3 * 24 * 3600  # seconds a double opt-in link stays valid
+MANAGE_DAYS = 45  # default of [web] manage_days: how long a manage link works
+Value = str | tuple[str | int, ...]
 
 
 @lru_cache(maxsize=64)
-def _serializer(secret: str, purpose: str) -> URLSafeTimedSerializer:
+def _serializer(secret: str, salt: str) -> URLSafeTimedSerializer:
     # Building a serializer derives keys per call; a run signs ~3 tokens per subscriber
-    # (10k+ per run), so keep one per (secret, purpose).
-    return URLSafeTimedSerializer(secret, salt=purpose)
+    # (10k+ per run), so keep one per (secret, salt).
+    return URLSafeTimedSerializer(secret, salt=salt)
 
 
-def _check(secret: str, purpose: str) -> None:
+def _salt(secret: str, purpose: str) -> str:
     if not secret:
         raise TokenError(
             "token secret is empty: set the environment variable named by [web] secret_env"
         )
-    if purpose not in PURPOSES:
+    salt = SALTS.get(purpose)
+    if salt is None:
         raise TokenError(f"unknown token purpose {purpose!r}")
+    return salt
 
 
-def sign(secret: str, purpose: str, email: str) -> str:
-    """A URL-safe token binding `email` to `purpose`, signed with `secret`."""
-    _check(secret, purpose)
-    token = _serializer(secret, purpose).dumps(email)
+def sign(secret: str, purpose: str, value: Value) -> str:
+    """A URL-safe token binding `value` to `purpose`, signed with `secret`."""
+    if not value:
+        raise TokenError("nothing to sign: the subscriber has no id yet")
+    token = _serializer(secret, _salt(secret, purpose)).dumps(value)
     return token if isinstance(token, str) else token.decode("ascii")
 
 
-def verify(secret: str, purpose: str, token: str, max_age: int | None = None) -> str:
-    """The e-mail address inside `token`, or TokenError if it is forged, altered,
-    made for another purpose or older than `max_age` seconds."""
-    _check(secret, purpose)
+def _loads(
+    secret: str, salt: str, token: str, max_age: int | None, now: float | None = None
+) -> Any:
     if not isinstance(token, str) or not token or len(token) > 1000:
         raise TokenError("invalid link: malformed token")
     try:
-        email = _serializer(secret, purpose).loads(token, max_age=max_age)
-    except SignatureExpired as e:
-        raise TokenError("link expired: request a new one") from e
+        value, stamp = _serializer(secret, salt).loads(token, return_timestamp=True)
+    except SignatureExpired as e:  # pragma: no cover - no max_age is passed to itsdangerous
+        raise TokenExpired("link expired") from e
     except (BadTimeSignature, BadSignature) as e:
         raise TokenError("invalid link: the token is forged, altered or for another purpose") from e
     except (ValueError, TypeError, UnicodeError) as e:  # garbage that is not even base64
         raise TokenError("invalid link: malformed token") from e
-    if not isinstance(email, str) or "@" not in email:
-        raise TokenError("invalid link: the token does not hold an address")
-    return email
+    # The age against an injectable clock (`now`, seconds since the epoch), so callers
+    # and tests decide what "now" is.
+    if max_age is not None:
+        age = (time.time() if now is None else now) - stamp.timestamp()
+        if age > max_age:
+            raise TokenExpired("link expired")
+    return value
+
+
+def verify(
+    secret: str, purpose: str, token: str, max_age: int | None = None, now: float | None = None
+) -> Value:
+    """The value inside `token`, or TokenError if it is forged, altered, made for another
+    purpose or older than `max_age` seconds at `now` (default: the current time)."""
+    value = _loads(secret, _salt(secret, purpose), token, max_age, now)
+    if isinstance(value, list) and all(isinstance(x, str | int) for x in value):
+        return tuple(value)
+    if isinstance(value, str) and value:
+        return value
+    raise TokenError("invalid link: the token holds nothing usable")
+
+
+def verify_id(
+    secret: str, purpose: str, token: str, max_age: int | None = None, now: float | None = None
+) -> str:
+    """The subscriber id inside a link's token (see `verify`)."""
+    value = verify(secret, purpose, token, max_age, now)
+    if not isinstance(value, str) or "@" in value:
+        raise TokenError("invalid link: the token does not hold a subscriber id")
+    return value
+
+
+def legacy_address(secret: str, purpose: str, token: str) -> str | None:
+    """The address inside an old-format token (salt = the purpose's name, value = the
+    address), or None when `token` is not one."""
+    _salt(secret, purpose)
+    try:
+        value = _loads(secret, purpose, token, None)
+    except TokenError:
+        return None
+    return value if isinstance(value, str) and "@" in value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +148,55 @@ def _base(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def links(base_url: str, secret: str, email: str) -> Links:
-    """Unsubscribe (GET: confirm page, POST: RFC 8058 one-click), manage and feed links."""
+def links(base_url: str, secret: str, sid: str) -> Links:
+    """Unsubscribe (GET: confirm page, POST: RFC 8058 one-click), manage and feed links
+    of the subscriber with id `sid`."""
     b = _base(base_url)
     return Links(
-        unsubscribe_url=f"{b}/unsubscribe/{sign(secret, UNSUBSCRIBE, email)}",
-        manage_url=f"{b}/manage/{sign(secret, MANAGE, email)}",
-        feed_url=f"{b}/feed/{sign(secret, FEED, email)}.atom",
+        unsubscribe_url=f"{b}/unsubscribe/{sign(secret, UNSUBSCRIBE, sid)}",
+        manage_url=f"{b}/manage/{sign(secret, MANAGE, sid)}",
+        feed_url=f"{b}/feed/{sign(secret, FEED, sid)}.atom",
     )
 
 
-def confirm_url(base_url: str, secret: str, email: str) -> str:
-    """The double opt-in link; verify it with `max_age=CONFIRM_MAX_AGE`."""
-    return f"{_base(base_url)}/confirm/{sign(secret, CONFIRM, email)}"
+@dataclass(frozen=True, slots=True)
+class ConfirmRequest:
+    """What a confirmation link asks for: this subscriber, with these settings. `revive`:
+    the link was mailed to an unsubscribed address that asked to come back, so it may
+    re-activate it (a link mailed while pending never can: its owner left since)."""
+
+    sid: str
+    keywords: tuple[str, ...]
+    max_papers: int
+    revive: bool = False
+
+
+def confirm_url(
+    base_url: str,
+    secret: str,
+    sid: str,
+    keywords: tuple[str, ...],
+    max_papers: int,
+    *,
+    revive: bool = False,
+) -> str:
+    """The double opt-in link; read it with `read_confirm`."""
+    token = sign(secret, CONFIRM, (sid, max_papers, int(revive), *keywords))
+    return f"{_base(base_url)}/confirm/{token}"
+
+
+def read_confirm(
+    secret: str, token: str, max_age: int = CONFIRM_MAX_AGE, now: float | None = None
+) -> ConfirmRequest:
+    value = verify(secret, CONFIRM, token, max_age, now)
+    if (
+        not isinstance(value, tuple)
+        or len(value) < 3
+        or not isinstance(value[0], str)
+        or "@" in value[0]
+        or not isinstance(value[1], int)
+        or value[2] not in (0, 1)
+        or not all(isinstance(k, str) for k in value[3:])
+    ):
+        raise TokenError("invalid link: the token does not hold a subscription request")
+    return ConfirmRequest(value[0], tuple(str(k) for k in value[3:]), value[1], value[2] == 1)

@@ -45,16 +45,21 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn serving `app` on 127.0.0.1:`port` in a daemon thread."""
 
-    def __init__(self, app: Any, port: int | None = None):
+    def __init__(self, app: Any, port: int | None = None, **options: Any):
+        """`options`: more uvicorn settings (websupport passes the service's own,
+        digest.web.server.uvicorn_options)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
+            **{
+                "host": "127.0.0.1",
+                "port": self.port,
+                "log_level": "warning",
+                "lifespan": "on",
+                "access_log": False,
+                **options,
+            },
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-web", daemon=True)

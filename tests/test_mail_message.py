@@ -263,7 +263,7 @@ def test_golden_message(monkeypatch: pytest.MonkeyPatch) -> None:
         date(2026, 1, 14),
         (Pick(p.id, 1.0, ("continual pretraining",)),),
     )
-    lk = links("https://digest.example.org", "s3cret", "reader@example.org")
+    lk = links("https://digest.example.org", "s3cret", "Wq3n0xv7Tt2lq8mP4rYk1A")  # the sub's id
     r = Renderer().render(d, {p.id: p}, lk)
     out = build_message(
         r,

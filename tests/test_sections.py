@@ -17,7 +17,6 @@ import pytest
 from httpfixture import FixtureServer
 from smtpserver import SmtpServer
 
-from digest import tokens
 from digest.cli import main
 from digest.config import Config, DigestConfig, SmtpConfig, StoreConfig
 from digest.models import (
@@ -182,7 +181,7 @@ def test_manage_page_sets_trending_and_no_match(tmp_path) -> None:
 
     with make_site(tmp_path) as site:
         site.add("m@example.org", keywords=("agents",))
-        url = tokens.links(site.url, site.ctx.secret, "m@example.org").manage_url
+        url = site.links("m@example.org").manage_url
         with site.client() as c:
             csrf = site.form(c, url)["csrf"]
 
@@ -195,7 +194,10 @@ def test_manage_page_sets_trending_and_no_match(tmp_path) -> None:
             s = site.store.get_subscriber("m@example.org")
             assert (s.trending, s.no_match) == (0, "skip")
             assert '<option value="skip" selected>' in r.text
-            for bad, message in (({"trending": "x"}, "trending"), ({"no_match": "?"}, "no match")):
+            for bad, message in (
+                ({"trending": "x"}, "trending papers"),
+                ({"no_match": "?"}, "no-match choice"),
+            ):
                 r = save(**bad)
                 assert r.status_code == 400 and message in r.text
             assert save(trending="", no_match="send").status_code == 200

@@ -24,7 +24,6 @@ from browser import chromium, link_in
 from httpfixture import FixtureServer
 from websupport import RELAXED, make_site
 
-from digest import tokens
 from digest.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED
 from digest.pipeline import run_daily
 
@@ -130,7 +129,7 @@ def test_pages_work_without_javascript_on_a_phone(tmp_path, browser):
         site.drain()
         assert site.status("nojs@example.org") == PENDING
 
-        manage = tokens.links(site.url, site.ctx.secret, "phone@example.org").manage_url
+        manage = site.links("phone@example.org").manage_url
         page.goto(manage)
         page.click("#pause-btn")
         page.wait_for_selector("#notice")
@@ -141,7 +140,7 @@ def test_pages_work_without_javascript_on_a_phone(tmp_path, browser):
         page.wait_for_selector("text=Saved")
         assert site.store.get_subscriber("phone@example.org").keywords == ("agents", "planning")
 
-        unsubscribe = tokens.links(site.url, site.ctx.secret, "phone@example.org").unsubscribe_url
+        unsubscribe = site.links("phone@example.org").unsubscribe_url
         page.goto(unsubscribe)
         assert site.status("phone@example.org") == PAUSED  # the GET changed nothing
         page.click("#unsubscribe-btn")

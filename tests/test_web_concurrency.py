@@ -72,6 +72,7 @@ def test_concurrent_requests_during_a_send_run_lose_nothing(tmp_path):
             for i in range(N_SUBS)
         ]
         site.store.put_subscribers(subs)
+        sids = [site.sub(s.email).id for s in subs]  # links carry the stored opaque ids
         config = write_config(tmp_path / "digest.toml", site, fx)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("DIGEST_SECRET", None)
@@ -102,14 +103,17 @@ def test_concurrent_requests_during_a_send_run_lose_nothing(tmp_path):
             with site.client() as c:
                 page = c.get("/")
                 cookie = c.cookies[CSRF_COOKIE]
-                csrf, started = hidden(page.text, "csrf"), hidden(page.text, "t")
+                csrf = hidden(page.text, "csrf")
             browser_like = {"Cookie": f"{CSRF_COOKIE}={cookie}"}
             secret = site.ctx.secret
 
             def manage_url(i: int) -> str:
-                return tokens.links(site.url, secret, subs[i].email).manage_url
+                return tokens.links(site.url, secret, sids[i]).manage_url
 
             def new(i: int) -> httpx.Response:
+                # a form token is single-use: each subscribe gets its own form
+                form = httpx.get(site.url + "/", headers=browser_like, timeout=60)
+                started = hidden(form.text, "t")
                 return httpx.post(
                     site.url + "/",
                     headers=browser_like,
@@ -146,7 +150,7 @@ def test_concurrent_requests_during_a_send_run_lose_nothing(tmp_path):
                 )
 
             def unsubscribe(i: int) -> httpx.Response:
-                url = tokens.links(site.url, secret, subs[i].email).unsubscribe_url
+                url = tokens.links(site.url, secret, sids[i]).unsubscribe_url
                 return httpx.post(url, data={"List-Unsubscribe": "One-Click"}, timeout=60)
 
             jobs = (

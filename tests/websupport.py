@@ -4,7 +4,7 @@ server, the app under uvicorn) built in one call.
     with make_site(tmp_path) as site:
         with site.client() as c:
             r = site.subscribe(c, "ada@example.org", "reasoning")
-        site.drain()                       # the background mail/store queue
+        site.drain()                       # the mail worker empties the store's queue
         msg = site.inbox.wait_for("ada@example.org")[0]
 """
 
@@ -25,6 +25,7 @@ from digest.models import ACTIVE, Paper, Subscriber
 from digest.store import Store, open_store
 from digest.web.app import WebContext, make_app
 from digest.web.security import Limit
+from digest.web.server import uvicorn_options
 from digest.web.settings import WebSettings
 
 SECRET = "test-secret-for-web-links"
@@ -95,7 +96,8 @@ class Site:
         return client.post("/", data=data)
 
     def drain(self) -> None:
-        self.ctx.jobs.join()
+        """Wait until the mail worker found nothing due in the store's queue."""
+        assert self.ctx.mailer.drain(60), "the mail worker did not empty the queue"
 
     def add(
         self,
@@ -106,7 +108,18 @@ class Site:
     ) -> Subscriber:
         sub = Subscriber(email=email, keywords=keywords, max_papers=max_papers, status=status)
         self.store.put_subscribers([sub])
-        return sub
+        return self.sub(email)  # as stored: with its opaque id
+
+    def sub(self, email: str) -> Subscriber:
+        found = self.store.get_subscriber(email)
+        assert found is not None, email
+        return found
+
+    def links(self, email: str) -> Any:
+        """The footer links a digest to `email` carries (its tokens sign the id)."""
+        from digest import tokens
+
+        return tokens.links(self.url, self.ctx.secret, self.sub(email).id)
 
     def status(self, email: str) -> str | None:
         sub = self.store.get_subscriber(email)
@@ -125,7 +138,7 @@ def make_site(
         store = open_store(cfg.store)
         try:
             app = make_app(cfg, store=store, now=lambda: now, settings=settings)
-            with LiveServer(app, port) as srv:
+            with LiveServer(app, port, **uvicorn_options(settings)) as srv:
                 yield Site(srv.url, cfg, store, inbox, app.state.web)
         finally:
             store.close()

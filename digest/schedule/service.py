@@ -337,15 +337,16 @@ def start_web(cfg: Config, store: Store) -> WebThread:
         raise DigestError(f"--web: the web service is not available ({e})") from e
     settings = WebSettings.from_config(cfg.web)
     app = make_app(cfg, store=store, settings=settings)
-    # The same uvicorn settings as `digest web` (behind a reverse proxy, no Server header).
+    from digest.web.server import uvicorn_options
+
+    # The same uvicorn settings as `digest web` (idle-connection guards, trusted proxies
+    # only as configured, no Server header, no access log).
     config = uvicorn.Config(
         app,
         host=cfg.web.host,
         port=cfg.web.port,
         log_level="warning",
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        server_header=False,
+        **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     # Not the main thread: uvicorn installs no signal handlers; serve() stops it.

@@ -11,6 +11,7 @@ CSP nonce. Handlers live in `pages.py` (subscribe, preview, confirm), `lifecycle
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
@@ -31,13 +32,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
-from digest.errors import ConfigError
+from digest.errors import ConfigError, StoreError
 from digest.mail.base import Sender
 from digest.models import Paper
 from digest.render import default_templates_dir
 from digest.store import Store, open_store
-from digest.web.mails import JobQueue, make_send
-from digest.web.security import CSRF_COOKIE, FormGuard, SlidingWindow, new_cookie_value
+from digest.store.base import QueueStats
+from digest.web.mailqueue import MailWorker, RetryPolicy
+from digest.web.security import CSRF_COOKIE, FormGuard, new_cookie_value
 from digest.web.settings import WebSettings
 
 log = logging.getLogger("digest.web")
@@ -52,7 +54,8 @@ def _utcnow() -> datetime:
 
 class WebContext:
     """Everything the handlers share: config, store (behind one lock), templates, the
-    form guard, rate limiters and the background job queue."""
+    form guard and the mail worker. Rate limits and form nonces live in the store
+    (shared by processes, kept across restarts)."""
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class WebContext:
         now: Clock,
         settings: WebSettings,
         templates_dir: Path | None = None,
+        mail_clock: Clock | None = None,
     ):
         # The renderer's folder ($DIGEST_TEMPLATES, else the package's digest.templates): the
         # pages share the digest's stylesheet, templates/_style.css.
@@ -80,16 +84,29 @@ class WebContext:
         # One lock around every store call: the handlers run in a thread pool and the
         # store's inter-process lock does not promise thread safety inside one process.
         self.lock = threading.Lock()
-        self.limit_ip = SlidingWindow(settings.rate_ip)
-        self.limit_email = SlidingWindow(settings.rate_email)
-        self.limit_preview = SlidingWindow(settings.rate_preview)
-        self.jobs = JobQueue()
+        # Wall time for what the store times (limits, nonces, the queue's due and lease
+        # times); `now` (the pages' "today") may be a test's fixed day.
+        self.clock: Clock = mail_clock or _utcnow
+        # Seconds since the epoch for link ages (manage, confirm); tests move it on.
+        self.token_clock: Callable[[], float] = time.time
         if sender is not None:
-            self.send = make_send(lambda: sender)
+            factory: Callable[[], Sender] = lambda: sender  # noqa: E731
         else:
             from digest.mail import make_sender
 
-            self.send = make_send(lambda: make_sender(cfg))
+            factory = lambda: make_sender(cfg)  # noqa: E731
+        self.mailer = MailWorker(
+            store,
+            self.lock,
+            factory,
+            self.clock,
+            policy=RetryPolicy(
+                first=settings.mail_retry_seconds,
+                longest=settings.mail_retry_max,
+                max_attempts=settings.mail_tries,
+            ),
+            lease=settings.mail_lease_seconds,
+        )
         self.env = Environment(
             loader=FileSystemLoader(str(templates_dir)),
             autoescape=select_autoescape(["html", "xml"], default_for_string=True),
@@ -160,9 +177,19 @@ class WebContext:
         return self.page(request, "web/error.html", status, headers, title=title, message=message)
 
     def client_ip(self, request: Request) -> str:
-        # uvicorn's --proxy-headers (with --forwarded-allow-ips naming the reverse proxy)
-        # already put the real client address here; see `serve`.
+        # X-Forwarded-For counts only from [web] trusted_proxies: uvicorn's proxy headers
+        # are on only then (see `uvicorn_options`) and put the real client address here.
         return request.client.host if request.client else "unknown"
+
+    def hit(self, kind: str, key: str) -> float | None:
+        """Count one `kind` event ("ip", "email", "preview") for `key` in the store's
+        limits (under the lock): None if allowed, else the seconds to wait."""
+        limit = {
+            "ip": self.settings.rate_ip,
+            "email": self.settings.rate_email,
+            "preview": self.settings.rate_preview,
+        }[kind]
+        return self.store.hit_limit(f"web-{kind}:{key}", limit, self.clock())
 
 
 def nonce_of(request: Request) -> str:
@@ -217,7 +244,17 @@ class SecurityMiddleware:
 
         if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
             body = await self._read_capped(scope, receive)
-            if body is None:
+            if body == 408:
+                resp = self.ctx.error(
+                    Request(scope),
+                    408,
+                    "Too slow",
+                    "The form took too long to arrive. Nothing was changed: send it again.",
+                    headers={"connection": "close"},
+                )
+                await resp(scope, receive, send_with_headers)
+                return
+            if not isinstance(body, bytes):
                 request = Request(scope)
                 kb = self.ctx.settings.max_body // 1024
                 resp = self.ctx.error(
@@ -241,8 +278,9 @@ class SecurityMiddleware:
             return
         await self.app(scope, receive, send_with_headers)
 
-    async def _read_capped(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None when it is (or says it will be) over the cap."""
+    async def _read_capped(self, scope: Scope, receive: Receive) -> bytes | int | None:
+        """The whole body, None when it is (or says it will be) over the cap, 408 when
+        it does not arrive within [web] body_timeout."""
         cap = self.ctx.settings.max_body
         for k, v in scope.get("headers", []):
             if k == b"content-length":
@@ -253,7 +291,11 @@ class SecurityMiddleware:
                     return None
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:  # a body that trickles in holds a connection: bounded in time too
+                async with asyncio.timeout(self.ctx.settings.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                return 408
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
@@ -267,17 +309,44 @@ class SecurityMiddleware:
 
 
 async def healthz(request: Request) -> Response:
+    """200 "ok" when the store reads and writes; the mail queue's state on the next
+    line (waiting, due, oldest waiting message's age, given up). 503 when the store
+    cannot be read or written: a subscribe would be refused then too."""
     ctx = ctx_of(request)
 
-    def probe() -> None:  # both files: subscribers and history (each re-read if changed)
+    def probe() -> QueueStats:  # both files: subscribers and history (each re-read if changed)
+        now = ctx.clock()
         ctx.store.get_subscriber("healthz@healthz.invalid")
         ctx.store.runs(1)
+        ctx.store.set_meta("web.healthz", now.isoformat(timespec="seconds"))  # a real write
+        return ctx.store.queue_stats(now)
 
     try:
-        await ctx.db(probe)
+        stats = await ctx.db(probe)
     except Exception as e:  # noqa: BLE001 - any failure means "not healthy"
-        return PlainTextResponse(f"store unreadable: {type(e).__name__}", status_code=503)
-    return PlainTextResponse("ok")
+        log.warning("healthz: store not usable: %s", e)
+        return PlainTextResponse(f"store not writable: {type(e).__name__}\n", status_code=503)
+    age = 0 if stats.oldest is None else max(0, int((ctx.clock() - stats.oldest).total_seconds()))
+    return PlainTextResponse(
+        f"ok\nmail queue: {stats.waiting} waiting, {stats.due} due, oldest {age} s, "
+        f"{stats.failed} given up\n"
+    )
+
+
+async def store_unavailable(ctx: WebContext, request: Request, e: Exception) -> Response:
+    """The 503 page for a request whose store write failed: nothing was accepted."""
+    if isinstance(e, StoreError):
+        log.error("web: store write failed: %s", e)
+    else:  # not the store's one-line error: a bug, keep its traceback
+        log.error("web: request not stored", exc_info=e)
+    return ctx.error(
+        request,
+        503,
+        "Temporarily unavailable",
+        "We could not save your request, so nothing was changed and no mail will come. "
+        "Please try again in a few minutes.",
+        headers={"Retry-After": "120"},
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -317,22 +386,29 @@ def make_app(
     now: Clock | None = None,
     *,
     settings: WebSettings | None = None,
+    mail_clock: Clock | None = None,
 ) -> Starlette:
-    """The ASGI app. `store`/`sender` default to the configured ones; `now` is the clock
-    (tests pass a fixed day so the preview sees the fixture papers)."""
+    """The ASGI app. `store`/`sender` default to the configured ones; `now` is the pages'
+    clock (tests pass a fixed day so the preview sees the fixture papers), `mail_clock`
+    the store's (limits, nonces, the mail queue; default: wall time)."""
     from digest.web import feed, lifecycle, pages
 
     own_store = store is None
     store = store if store is not None else open_store(cfg.store)
     ctx = WebContext(
-        cfg, store, sender, now or _utcnow, settings or WebSettings.from_config(cfg.web)
+        cfg,
+        store,
+        sender,
+        now or _utcnow,
+        settings or WebSettings.from_config(cfg.web),
+        mail_clock=mail_clock,
     )
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        ctx.mailer.start()  # mail queued before a restart goes out now
         yield
-        await run_in_threadpool(ctx.jobs.join)
-        ctx.jobs.close()
+        await run_in_threadpool(ctx.mailer.stop)
         if own_store:
             store.close()
 
@@ -340,7 +416,7 @@ def make_app(
         Route("/", pages.subscribe_form, methods=["GET"]),
         Route("/", pages.subscribe_post, methods=["POST"]),
         Route("/preview", pages.preview_fragment, methods=["GET"]),
-        Route("/confirm/{token}", pages.confirm, methods=["GET", "POST"]),
+        Route("/confirm/{token}", lifecycle.confirm, methods=["GET", "POST"]),
         Route("/unsubscribe/{token}", lifecycle.unsubscribe, methods=["GET", "POST"]),
         Route("/manage/{token}", lifecycle.manage, methods=["GET", "POST"]),
         Route("/feed/{token}.atom", feed.atom_feed, methods=["GET"]),
@@ -360,24 +436,12 @@ def make_app(
     return app
 
 
-def uvicorn_options(settings: WebSettings) -> dict[str, Any]:
-    """uvicorn settings every host of the app should use (`serve`, `digest serve --web`).
-
-    Behind a reverse proxy, uvicorn trusts X-Forwarded-For/-Proto only from the listed
-    addresses, so the rate limiter sees the real client, not the proxy."""
-    # No access log: every lifecycle URL carries a subscriber's token (a manage token lets
-    # its holder change the subscription), so paths must not land in log files.
-    return {
-        "proxy_headers": True,
-        "forwarded_allow_ips": settings.forwarded_allow_ips,
-        "server_header": False,
-        "access_log": False,
-    }
-
-
 def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None:
-    """Run the web service under uvicorn until interrupted."""
+    """Run the web service under uvicorn until interrupted (digest/web/server.py: the
+    idle-connection guards)."""
     import uvicorn
+
+    from digest.web.server import uvicorn_options
 
     settings = WebSettings.from_config(cfg.web)
     app = make_app(cfg, settings=settings)

@@ -27,7 +27,7 @@ from digest import tokens
 from digest.models import MATCH, SENT, TRENDING, Paper
 from digest.rank.why import why_sentence
 from digest.web.app import ctx_of
-from digest.web.pages import check_token
+from digest.web.lifecycle import subscriber_of
 
 ATOM = "http://www.w3.org/2005/Atom"
 HISTORY_LIMIT = 60  # digests looked back over
@@ -133,28 +133,22 @@ def _parallel(value: Any, n: int) -> list[Any]:
 async def atom_feed(request: Request) -> Response:
     ctx = ctx_of(request)
     token = request.path_params["token"]
-    email = check_token(ctx, request, tokens.FEED, token)
-    if isinstance(email, Response):
-        return email
+    found = await subscriber_of(ctx, request, tokens.FEED, token)  # never expires
+    if isinstance(found, Response):
+        return found
+    email = found.email
 
-    def load() -> tuple[list[dict[str, Any]], dict[str, Paper]] | None:
-        if ctx.store.get_subscriber(email) is None:
-            return None
+    def load() -> tuple[list[dict[str, Any]], dict[str, Paper]]:
         history = ctx.store.history(email, limit=HISTORY_LIMIT)
         ids = {pid for r in history if r.state == SENT for pid in r.paper_ids}
         return [r.to_dict() for r in history], ctx.store.get_papers(ids)
 
-    loaded = await ctx.db(load)
-    if loaded is None:
-        return ctx.error(
-            request, 404, "No subscription", "There is no subscription for this address."
-        )
-    records, papers = loaded
+    records, papers = await ctx.db(load)
     body = build_atom(
         site_name=ctx.cfg.site_name,
-        feed_url=f"{ctx.base_url}/feed/{token}.atom",
+        feed_url=f"{ctx.base_url}/feed/{token}.atom",  # opaque: the token holds a random id
         home_url=f"{ctx.base_url}/",
-        email=email,
+        email=found.id,  # only hashed into the feed's id; never the address (guessable)
         records=records,
         papers=papers,
     )

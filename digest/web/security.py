@@ -6,8 +6,8 @@
   (OWASP CSRF cheat sheet, "signed double-submit cookie").
 - Bot check without a third party: a honeypot field a human never sees, and a signed
   "form shown at" timestamp: a form posted faster than a human can type is refused.
-- Rate limits: an in-memory sliding window per key. It is per process: run one web
-  process (or put a shared limiter in the reverse proxy) when that matters.
+- Rate limits of the service live in the store (`Store.hit_limit`: shared by processes,
+  kept across restarts); `SlidingWindow` is an in-memory one for callers without a store.
 """
 
 from __future__ import annotations
@@ -79,11 +79,13 @@ class FormGuard:
 
     # --- minimum fill time
     def started_token(self) -> str:
-        return str(self._started.dumps(round(self._clock(), 3)))
+        """A signed [shown-at, random nonce]: the nonce makes the form single-use."""
+        return str(self._started.dumps([round(self._clock(), 3), secrets.token_urlsafe(12)]))
 
-    def check_started(self, value: str | None, min_seconds: float) -> None:
-        """Raise BotSuspected if the form came back sooner than `min_seconds` after it was
-        shown (or the timestamp is missing or forged)."""
+    def check_started(self, value: str | None, min_seconds: float) -> str:
+        """The form's nonce (for the store's `use_nonce`). Raise BotSuspected if the form
+        came back sooner than `min_seconds` after it was shown (or the timestamp is
+        missing or forged)."""
         if not value or len(value) > 200:
             raise BotSuspected("the form is incomplete: reload the page and try again")
         try:
@@ -92,12 +94,18 @@ class FormGuard:
             raise BotSuspected("the form has expired: reload the page and try again") from e
         except (BadSignature, ValueError, TypeError, UnicodeError) as e:
             raise BotSuspected("the form is invalid: reload the page and try again") from e
-        if not isinstance(shown, int | float):
+        if (
+            not isinstance(shown, list)
+            or len(shown) != 2
+            or not isinstance(shown[0], int | float)
+            or not isinstance(shown[1], str)
+        ):
             raise BotSuspected("the form is invalid: reload the page and try again")
-        if self._clock() - float(shown) < min_seconds:
+        if self._clock() - float(shown[0]) < min_seconds:
             raise BotSuspected(
                 "that was faster than a person can type: please check the form and send it again"
             )
+        return shown[1]
 
 
 class SlidingWindow:
