@@ -126,14 +126,20 @@ def test_crontab_line_runs_the_daily_job_once_and_overlaps_exit_75(tmp_path: Pat
         to = sorted(parseaddr(m.message["To"])[1] for m in smtp.messages)
         assert to == READERS  # every subscriber, once
 
-        # The secret came from the env file through `set -a; . file`: links verify with it.
+        # The secret came from the env file through `set -a; . file`: links verify with it
+        # and carry each subscriber's opaque id (never the address).
+        store = open_store(load_config(config).store)
+        try:
+            ids = {s.email: s.id for s in store.subscribers()}
+        finally:
+            store.close()
         for m in smtp.messages:
             header = m.message["List-Unsubscribe"]
             assert header, "digest mails carry List-Unsubscribe (RFC 8058)"
             url = re.search(r"<(http[^>]+)>", header)
             assert url is not None
             token = url.group(1).rstrip("/").rsplit("/", 1)[1]
-            assert verify(SECRET, "unsubscribe", token) == parseaddr(m.message["To"])[1]
+            assert verify(SECRET, "unsubscribe", token) == ids[parseaddr(m.message["To"])[1]]
 
         # The same day again: nothing new is owed, nothing is mailed twice.
         second = run(command, env, tmp_path)
