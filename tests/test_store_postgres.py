@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pgserver
@@ -16,11 +17,12 @@ from test_store_cli import dump, fill
 from digest.cli import main
 from digest.config import StoreConfig, load_config
 from digest.errors import StoreError
-from digest.models import Subscriber
+from digest.models import RunReport, Subscriber
 from digest.store import open_store
 from digest.store.postgres import PgStore, migrations
 
 ENV = "DIGEST_TEST_PG_URL"
+DAY = date(2026, 1, 5)
 
 
 @pytest.fixture
@@ -134,3 +136,16 @@ def test_a_tinydb_store_moves_to_postgresql_with_export_and_import(
     assert main(["--config", str(back), "store", "import", str(again)]) == 0
     assert dump(back) == dump(src)
     assert load_config(dst).store.backend == "postgresql"
+
+
+def test_a_dry_run_claims_nothing(url: str) -> None:
+    cfg = StoreConfig(backend="postgresql", url_env=ENV)
+    s = PgStore(cfg)
+    s.put_subscribers([Subscriber(f"u{i}@x.org") for i in range(5)])
+    with s.run(DAY, RunReport(day=DAY, dry_run=True)) as dry:
+        assert len(dry.claim()) == 5 and dry.claim() == []  # each due subscriber once
+        other = PgStore(cfg)
+        with other.run(DAY, RunReport(day=DAY)) as real:
+            assert len(real.claim()) == 5  # the dry run held none of them
+        other.close()
+    s.close()

@@ -74,6 +74,7 @@ from digest.store.base import (
     StoredSecret,
     Updater,
     UsedNonce,
+    due_subscribers,
     new_subscriber_id,
 )
 from digest.store.fields import Codec
@@ -943,6 +944,8 @@ class PgRun:
 
     def claim(self, only: Callable[[Subscriber], bool] | None = None) -> list[Subscriber]:
         store = self.store
+        if self.report.dry_run:  # claims nothing: real workers must not wait for a dry run
+            return self._dry_claim(only)
         batch = store.cfg.claim_batch
         self._live()
         self._count_done(only)
@@ -1020,6 +1023,18 @@ class PgRun:
         self._renewed = time.monotonic()
         got.sort(key=lambda s: s.email)
         return got
+
+    def _dry_claim(self, only: Callable[[Subscriber], bool] | None) -> list[Subscriber]:
+        """A dry run sees every due subscriber once, like a TinyDB run, claiming none."""
+        store = self.store
+        todo, done = due_subscribers(
+            store.subscribers(), store.digests_for_day(self.day), only, skip=self._claimed
+        )
+        new_done = {e.lower() for e in done} - self._done
+        self.report.already_done += len(new_done)
+        self._done |= new_done
+        self._claimed |= {s.email.lower() for s in todo}
+        return todo
 
     def _count_done(self, only: Callable[[Subscriber], bool] | None) -> None:
         """Count the subscribers whose digest was already done when this run began."""
