@@ -40,6 +40,7 @@ PLAN: list[tuple[str, list[str], list[str] | None]] = [
     ("rank_quality", [], None),
     ("digest_quality", [], ["--fast"]),  # what is mailed: the real `digest run`, 41 days
     ("render_mail", [], ["--subscribers", "1000", "--smtp", "500"]),
+    ("papers_page", [], ["--quick"]),  # the web's papers page, a 50-paper day (< 50 ms)
 ]
 
 

@@ -270,6 +270,8 @@ class WebConfig:
     max_connections: int = opt(800, lo=10, hi=100_000)
     header_timeout: float = opt(10.0, lo=1.0, hi=300.0)
     body_timeout: float = opt(20.0, lo=1.0, hi=600.0)
+    # serve /papers (the day's trending papers, searchable) to anyone; false: 404 there
+    public_papers: bool = opt(True)
 
 
 @dataclass(frozen=True)

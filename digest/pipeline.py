@@ -59,7 +59,7 @@ from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
 from digest.store.base import due_subscribers
 from digest.subscribers import make_subscriber
-from digest.tokens import links
+from digest.tokens import links, view_url
 
 Clock = Callable[[], datetime]
 
@@ -446,7 +446,8 @@ def build_all(
             yield d, None
             continue
         lk = links(cfg.web.base_url, secret, d.subscriber.id)  # opaque id, never the address
-        rendered = renderer.render(d, papers, lk)
+        view = view_url(cfg.web.base_url, secret, d.subscriber.id, d.day)
+        rendered = renderer.render(d, papers, lk, view_url=view)
         try:
             yield (
                 d,

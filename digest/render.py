@@ -376,9 +376,19 @@ class Renderer:
 
     # ------------------------------------------------------------------ per subscriber
 
-    def render(self, digest: Digest, papers: Mapping[str, Paper], links: Links) -> Rendered:
+    def render(
+        self,
+        digest: Digest,
+        papers: Mapping[str, Paper],
+        links: Links,
+        *,
+        view_url: str = "",
+        web_copy: bool = False,
+    ) -> Rendered:
         """Subject, text and HTML of `digest`. Picks whose paper is not in `papers` are
-        skipped (the store forgot it); zero picks renders the "nothing new" message."""
+        skipped (the store forgot it); zero picks renders the "nothing new" message.
+        `view_url`: the digest's "view in browser" link, shown at the top. `web_copy`: the
+        web copy of a mailed digest (digest/web/papers.py): no address, no personal links."""
         matches: list[tuple[Pick, Paper]] = []
         hot: list[tuple[Pick, Paper]] = []
         for pick in digest.picks:
@@ -399,6 +409,8 @@ class Renderer:
             "keywords": keywords,
             "email": digest.subscriber.email,
             "links": links,
+            "view_url": view_url,
+            "web_copy": web_copy,
             "top_title": (shorten(top.title, SUBJECT_TITLE_CHARS) or top.id) if top else "",
         }
         subject = _WS.sub(" ", self._subject.render(ctx)).strip()

@@ -30,10 +30,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from itsdangerous import BadSignature, BadTimeSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import (
+    BadSignature,
+    BadTimeSignature,
+    SignatureExpired,
+    Signer,
+    URLSafeTimedSerializer,
+)
 
 from digest.errors import TokenError, TokenExpired
 
@@ -200,3 +207,60 @@ def read_confirm(
     ):
         raise TokenError("invalid link: the token does not hold a subscription request")
     return ConfirmRequest(value[0], tuple(str(k) for k in value[3:]), value[1], value[2] == 1)
+
+
+# ----------------------------------------------------------------------------- view
+
+VIEW = "view"  # "view in browser": signs a subscriber's random id and a day, never an address
+
+
+def view_url(base_url: str, secret: str, sid: str, day: date) -> str:
+    """A digest's "view in browser" link: its web copy at /view/<token>. The token signs
+    the subscriber's random id (`Subscriber.id`) and the digest's day, never the address
+    (nor the digest id, which hashes it); it does not expire (the store keeps the digest
+    for [store] history_days)."""
+    return f"{_base(base_url)}/view/{sign_view(secret, sid, day)}"
+
+
+def _view_signer(secret: str) -> Signer:
+    if not secret:
+        raise TokenError(
+            "token secret is empty: set the environment variable named by [web] secret_env"
+        )
+    return _signer(secret)
+
+
+@lru_cache(maxsize=16)
+def _signer(secret: str) -> Signer:
+    # A plain HMAC signature (no JSON, no timestamp): every digest of a run gets one, and
+    # this costs ~5 us where the timed serializer costs ~30 us (bench/compute.py's budget).
+    return Signer(secret, salt=f"digest-{VIEW}.v2")
+
+
+def sign_view(secret: str, sid: str, day: date) -> str:
+    """`<YYYY-MM-DD>.<subscriber id>.<signature>`: URL-safe (ids are token_urlsafe)."""
+    if not sid or "." in sid:
+        raise TokenError("view link: the subscriber has no stored id")
+    return _view_signer(secret).sign(f"{day.isoformat()}.{sid}").decode("ascii")
+
+
+def verify_view(secret: str, token: str) -> tuple[str, date]:
+    """(subscriber id, day) inside a view token, or TokenError (forged, altered, other
+    purpose, malformed)."""
+    signer = _view_signer(secret)
+    if not isinstance(token, str) or not token or len(token) > 200 or not token.isascii():
+        raise TokenError("invalid link: malformed token")
+    try:
+        value = signer.unsign(token).decode("ascii")
+    except BadSignature as e:
+        raise TokenError("invalid link: the token is forged, altered or for another purpose") from e
+    except (ValueError, TypeError, UnicodeError) as e:
+        raise TokenError("invalid link: malformed token") from e
+    day_s, _, sid = value.partition(".")
+    try:
+        day = date.fromisoformat(day_s) if len(day_s) == 10 else None
+    except ValueError:
+        day = None
+    if day is None or not sid:
+        raise TokenError("invalid link: the token does not name a digest")
+    return sid, day

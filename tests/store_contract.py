@@ -381,6 +381,10 @@ def test_first_seen_kept_across_days_and_relisting(backend: Backend, store: Stor
     assert s.record_seen([paper("p1")], D0 + timedelta(days=2)) == {"p1": D0}
     assert [p.id for p in s.recent_papers(d1)] == ["p3"]
     assert [p.id for p in s.recent_papers(D0)] == ["p1", "p2", "p3"]
+    # by first-seen day, re-listings included
+    assert s.seen_days(D0) == {D0: ("p1", "p2"), d1: ("p3",)}
+    assert s.seen_days(d1) == {d1: ("p3",)}
+    assert s.seen_days(D0 + timedelta(days=5)) == {}
     assert s.get_papers(["p2", "nope"])["p2"].upvotes == 40  # the latest details win
     full = paper("p9", authors=("A", "B"), listed_on=D0, ai_keywords=("k",), sources=("arxiv",))
     s.record_seen([full], D0)
@@ -544,6 +548,13 @@ def test_prune_keeps_within_retention(backend: Backend, store: Store) -> None:
     assert store.delivered_since(D0) == {"a@x.org": {"p9", "p0"}}
     assert [r.day for r in store.runs()] == [today, today - timedelta(days=9)]
     assert backend.open().delivered_since(D0) == {"a@x.org": {"p9", "p0"}}
+    # the papers page's days: only days whose papers' details are still kept (p12 went;
+    # p50, listed again today, is kept under its first-seen day; p70 was forgotten, so new)
+    assert store.seen_days(D0) == {
+        today - timedelta(days=50): ("p50",),
+        today - timedelta(days=9): ("p9",),
+        today: ("p0", "p70"),
+    }
 
 
 def test_pending_subscriptions_expire(backend: Backend) -> None:

@@ -36,10 +36,7 @@ def term_hits(terms: Sequence[str], texts: Sequence[str]) -> np.ndarray:
     out = np.zeros((len(terms), len(texts)), dtype=bool)
     if not texts:
         return out
-    joined = _SEP.join(texts).translate(_ASCII_LOWER)
-    starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
-    ends = starts + np.array([len(t) for t in texts])
-    exotic = [i for i, t in enumerate(texts) if not t.isascii() and _exotic().search(t)]
+    joined, starts, ends, exotic = _prepared(tuple(texts))
     for ti, term in enumerate(terms):
         pat = exclusion_pattern(term)
         if not term.isascii():
@@ -56,6 +53,19 @@ def term_hits(terms: Sequence[str], texts: Sequence[str]) -> np.ndarray:
             if pat.search(texts[doc]):
                 out[ti, doc] = True
     return out
+
+
+@lru_cache(maxsize=4)
+def _prepared(texts: tuple[str, ...]) -> tuple[str, np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The joined, ASCII-lower-cased texts and each text's span in it, and the papers with
+    exotic case-folding characters. Kept for the last few paper sets: the web service
+    checks the same day's papers for every search (str.translate of ~50 abstracts is
+    milliseconds)."""
+    joined = _SEP.join(texts).translate(_ASCII_LOWER)
+    starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
+    ends = starts + np.array([len(t) for t in texts])
+    exotic = tuple(i for i, t in enumerate(texts) if not t.isascii() and _exotic().search(t))
+    return joined, starts, ends, exotic
 
 
 # Non-ASCII characters whose case mappings include an ASCII letter or digit (e.g. the

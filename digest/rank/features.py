@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
 
 from digest.models import Paper
-from digest.rank.normalize import analyse
+from digest.rank.normalize import analyse_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +98,15 @@ def popularity(papers: Sequence[Paper]) -> np.ndarray:
 
 
 def build_index(papers: Sequence[Paper], *, k1: float = K1) -> DocIndex:
-    """Analyse every paper once and build the BM25F matrices."""
-    papers = sorted(papers, key=lambda p: p.id)
+    """Analyse every paper once and build the BM25F matrices.
+
+    The last few indexes are kept (a DocIndex is never modified): the web service ranks
+    the same day's papers for every search of the papers page and every preview."""
+    return _build_index(tuple(sorted(papers, key=lambda p: p.id)), k1)
+
+
+@lru_cache(maxsize=4)
+def _build_index(papers: tuple[Paper, ...], k1: float) -> DocIndex:
     vocab: dict[str, int] = {}
     n = len(papers)
     per_field: dict[str, tuple[list[int], list[int]]] = {f.name: ([], []) for f in FIELDS}
@@ -106,7 +114,7 @@ def build_index(papers: Sequence[Paper], *, k1: float = K1) -> DocIndex:
     for i, p in enumerate(papers):
         texts = field_texts(p)
         for f in FIELDS:
-            a = analyse(texts[f.name])
+            a = analyse_field(texts[f.name])
             rows, cols = per_field[f.name]
             feats = a.unigrams + a.bigrams
             cols.extend([vocab.setdefault(t, len(vocab)) for t in feats])

@@ -241,6 +241,12 @@ class Store(Protocol):
         """Papers first seen on or after `since` whose details are still kept, oldest first."""
         ...
 
+    def seen_days(self, since: date) -> dict[date, tuple[str, ...]]:
+        """Read-only: each day on or after `since` on which papers whose details are still
+        kept were first seen, with those papers' ids (sorted), oldest day first: the papers
+        pages' days, and a day's papers by `get_papers(ids)` (decoding only that day's)."""
+        ...
+
     def get_papers(self, ids: Iterable[str]) -> dict[str, Paper]: ...
 
     # --- delivery records (written through Run.record)

@@ -206,6 +206,14 @@ class History:
         )
         return [p for _, pid in ids if (p := self.paper(pid)) is not None]
 
+    def seen_days(self, since: date) -> dict[date, tuple[str, ...]]:
+        lo = since.toordinal()
+        ids: dict[int, list[str]] = {}
+        for pid, o in self._seen.items():
+            if o >= lo and pid in self._paper_day:
+                ids.setdefault(o, []).append(pid)
+        return {date.fromordinal(o): tuple(sorted(ids[o])) for o in sorted(ids)}
+
     # ------------------------------------------------------------------ delivery records
 
     def record(self, r: DeliveryRecord, at: int) -> None:

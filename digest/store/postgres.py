@@ -450,6 +450,18 @@ class PgStore:
             ).fetchall()
         return [self._paper(str(r[0]), r[1]) for r in rows]
 
+    # (added by the twin session B while merging main: Store.seen_days of h8's papers pages)
+    def seen_days(self, since: date) -> dict[date, tuple[str, ...]]:
+        with self._tx() as cur:
+            rows = cur.execute(
+                "SELECT first_seen, id FROM seen WHERE first_seen >= %s AND paper IS NOT NULL",
+                (since,),
+            ).fetchall()
+        days: dict[date, list[str]] = {}
+        for day, pid in rows:
+            days.setdefault(day, []).append(str(pid))
+        return {d: tuple(sorted(days[d])) for d in sorted(days)}
+
     def get_papers(self, ids: Iterable[str]) -> dict[str, Paper]:
         ids = list(ids)
         if not ids:

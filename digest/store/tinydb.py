@@ -246,6 +246,10 @@ class TinyStore:
         with self._days() as h:
             return h.recent_papers(since)
 
+    def seen_days(self, since: date) -> dict[date, tuple[str, ...]]:
+        with self._days() as h:
+            return h.seen_days(since)
+
     def get_papers(self, ids: Iterable[str]) -> dict[str, Paper]:
         with self._days() as h:
             return {pid: p for pid in ids if (p := h.paper(pid)) is not None}

@@ -391,7 +391,7 @@ def make_app(
     """The ASGI app. `store`/`sender` default to the configured ones; `now` is the pages'
     clock (tests pass a fixed day so the preview sees the fixture papers), `mail_clock`
     the store's (limits, nonces, the mail queue; default: wall time)."""
-    from digest.web import feed, lifecycle, pages
+    from digest.web import feed, lifecycle, pages, papers, view
 
     own_store = store is None
     store = store if store is not None else open_store(cfg.store)
@@ -421,6 +421,9 @@ def make_app(
         Route("/manage/{token}", lifecycle.manage, methods=["GET", "POST"]),
         Route("/feed/{token}.atom", feed.atom_feed, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/papers", papers.papers_latest, methods=["GET"]),
+        Route("/papers/{day}", papers.papers_day, methods=["GET"]),
+        Route("/view/{token}", view.view_digest, methods=["GET"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: _http_error,

@@ -190,6 +190,7 @@ def subscribe_page(
         error=error,
         honeypot=HONEYPOT_FIELD,
         default_max=ctx.cfg.ranking.default_max_papers,
+        papers_public=ctx.cfg.web.public_papers,  # a link to /papers (digest/web/papers.py)
         **extra,
     )
 
