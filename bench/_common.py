@@ -299,3 +299,46 @@ def seed_store(cfg: Any, subs: Sequence[Any]) -> None:
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+# ----------------------------------------------------------------- PostgreSQL backend
+
+PG_URL_ENV = "DIGEST_BENCH_DATABASE_URL"  # [store] url_env of the benchmarks' configs
+
+
+def use_postgresql(config: Path, claim_batch: int | None = None) -> None:
+    """Rewrite a write_config() file so its store is PostgreSQL ([store] backend), the URL
+    read from PG_URL_ENV (set it with PgDatabases.use); `claim_batch`: [store] claim_batch."""
+    extra = f"claim_batch = {claim_batch}\n" if claim_batch else ""
+    text = config.read_text(encoding="utf-8").replace(
+        "[store]\n", f'[store]\nbackend = "postgresql"\nurl_env = "{PG_URL_ENV}"\n{extra}', 1
+    )
+    config.write_text(text, encoding="utf-8")
+
+
+class PgDatabases:
+    """A real PostgreSQL server for a benchmark (tests/pgserver.py: initdb into a temporary
+    folder, unix socket only, as an unprivileged user), and cheap copies of one seeded
+    database: `use(name)` makes PG_URL_ENV point at `name` (created empty, or as a copy of
+    the database `like` with CREATE DATABASE ... TEMPLATE), for this process and children."""
+
+    def __init__(self) -> None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        import pgserver  # the tests' helper
+
+        self.server = pgserver.server()
+
+    def use(self, name: str, like: str | None = None) -> str:
+        self.server.admin(f"DROP DATABASE IF EXISTS {name}")
+        self.server.admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {like}" if like else ""))
+        url = str(self.server.url(name))
+        os.environ[PG_URL_ENV] = url
+        return url
+
+    def size(self, name: str) -> int:
+        """Bytes the database takes on disk (pg_database_size)."""
+        import psycopg
+
+        with psycopg.connect(str(self.server.url(name))) as conn:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        return int(row[0]) if row else 0

@@ -1,6 +1,6 @@
 """I/O edge: benchmark, a year of history: does the store stay small and a run stay fast?
 
-    python bench/history.py [--quick] [--days 365] [--subscribers 1000]
+    python bench/history.py [--quick] [--days 365] [--subscribers 1000] [--backend postgresql]
 
 1,000 synthetic subscribers; run k = 1..365 is one `run_daily` (in-process) on the k-th
 listing weekday: first the 22 recorded weekdays of 2026-01 (fixtures/hf_daily_papers/
@@ -37,12 +37,14 @@ from typing import Any
 from _common import (
     HF_DIR,
     HFServer,
+    PgDatabases,
     folder_bytes,
     load_day,
     make_subscribers,
     save,
     seed_store,
     table,
+    use_postgresql,
     write_config,
 )
 
@@ -107,7 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="60 days")
     ap.add_argument("--days", type=int, default=None)
     ap.add_argument("--subscribers", type=int, default=1000)
+    ap.add_argument(
+        "--backend",
+        choices=("tinydb", "postgresql"),
+        default="tinydb",
+        help="postgresql: a real server started like the tests do (store bytes: the "
+        "database's size, pg_database_size)",
+    )
     args = ap.parse_args(argv)
+    pg = PgDatabases() if args.backend == "postgresql" else None
     total = args.days or (60 if args.quick else 365)
 
     from digest.config import load_config
@@ -125,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="digest-bench-history-") as tmp, HFServer() as hf:
         folder = Path(tmp)
-        cfg = load_config(write_config(folder, hf_url=hf.base_url, fsync=False))
+        config = write_config(folder, hf_url=hf.base_url, fsync=False)
+        if pg is not None:
+            use_postgresql(config)
+            pg.use("history")
+        cfg = load_config(config)
         seed_store(cfg, make_subscribers(args.subscribers))
         data = Path(cfg.store.path)
         t_all = time.perf_counter()
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     "day": iso,
                     "seconds": round(secs, 4),
                     "cpu_seconds": round(cpu, 4),
-                    "store_bytes": folder_bytes(data),
+                    "store_bytes": folder_bytes(data) if pg is None else pg.size("history"),
                     "new_papers": report.new_papers,
                     "sent": report.sent,
                     "empty": report.empty,
@@ -203,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     save(
-        "history",
+        "history" if pg is None else "history-postgresql",
         {
+            "store_backend": args.backend,
             "target": "last run within 1.1x of run 10 (medians of 9 runs); store < 10 MB",
             "subscribers": args.subscribers,
             "runs": total,

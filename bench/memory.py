@@ -33,12 +33,14 @@ from _common import (
     HF_DIR,
     ROOT,
     HFServer,
+    PgDatabases,
     folder_bytes,
     load_day,
     make_subscribers,
     save,
     seed_store,
     table,
+    use_postgresql,
     write_config,
 )
 
@@ -91,6 +93,9 @@ def child(config: str) -> int:
     return 0
 
 
+PG: PgDatabases | None = None  # --backend postgresql
+
+
 def one_size(n: int) -> dict[str, Any]:
     items = load_day(HF_DIR / f"{E2E_DAY.isoformat()}.json")
     with (
@@ -98,13 +103,16 @@ def one_size(n: int) -> dict[str, Any]:
         HFServer({E2E_DAY.isoformat(): items}) as hf,
     ):
         config = write_config(Path(tmp), hf_url=hf.base_url, fsync=False)
+        if PG is not None:
+            use_postgresql(config)
+            PG.use(f"memory_{n}")
         from digest.config import load_config
 
         cfg = load_config(config)
         t0 = time.perf_counter()
         seed_store(cfg, make_subscribers(n))
         seeded = time.perf_counter() - t0
-        store_bytes = folder_bytes(Path(cfg.store.path))
+        store_bytes = folder_bytes(Path(cfg.store.path)) if PG is None else PG.size(f"memory_{n}")
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--child", str(config)],
             cwd=ROOT,
@@ -137,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="10,000 only")
     ap.add_argument("--sizes", default=None)
     ap.add_argument("--child", metavar="CONFIG", help=argparse.SUPPRESS)
+    ap.add_argument("--backend", choices=("tinydb", "postgresql"), default="tinydb")
     args = ap.parse_args(argv)
     if args.child:
         return child(args.child)
+    global PG
+    if args.backend == "postgresql":
+        PG = PgDatabases()
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
@@ -164,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     save(
-        "memory",
+        "memory" if PG is None else "memory-postgresql",
         {
+            "store_backend": args.backend,
             "target": f"peak RSS <= {TARGET_MB:.0f} MB at 10,000 subscribers",
             "sender": "in-process counter",
             "fsync": False,

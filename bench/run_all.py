@@ -31,6 +31,8 @@ PLAN: list[tuple[str, list[str], list[str] | None]] = [
         ["--sizes", "10000", "--rounds", "1", "--relay-delay-ms", "20", "--connections", "8"],
         ["--quick", "--relay-delay-ms", "20", "--connections", "8"],
     ),
+    # 1 vs 3 `digest run` workers sharing a day on PostgreSQL through a 20 ms relay
+    ("workers", [], ["--quick"]),
     ("memory", [], ["--quick"]),
     ("history", [], ["--quick"]),
     ("store_writes", [], ["--quick"]),

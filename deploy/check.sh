@@ -84,6 +84,9 @@ check systemd-security "systemd-analyze security: exposure at most 2.5 of 10" \
 check hadolint "deploy/docker/Dockerfile" hadolint deploy/docker/Dockerfile
 check compose "deploy/docker/compose.yaml vs deploy/schemas/compose-spec.json" \
   check-jsonschema --schemafile deploy/schemas/compose-spec.json deploy/docker/compose.yaml
+check compose-postgres "deploy/docker/compose.postgres.yaml vs deploy/schemas/compose-spec.json" \
+  check-jsonschema --schemafile deploy/schemas/compose-spec.json \
+  deploy/docker/compose.postgres.yaml
 for k8s in 1.27.0 1.37.0; do
   check "k8s-$k8s" "deploy/k8s/*.yaml, strict Kubernetes $k8s schemas" \
     quiet kubernetes-validate --strict --quiet -k "$k8s" deploy/k8s/*.yaml

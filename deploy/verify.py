@@ -14,6 +14,9 @@ check each file's own syntax. This checks the recipes against the product and ea
                listens on all interfaces, on the port that is published and health-checked;
                the Dockerfile copies existing files, enough for `pip install .` (which
                puts the templates inside the package).
+  (scaled)     the PostgreSQL recipes (compose.postgres.yaml, k8s/scale.yaml): the database
+               URL's variable reaches every digest container (from a Secret in Kubernetes),
+               no store volume, several workers and web replicas.
   cli          every `digest ...` command line in the recipes parses with digest's own
                argument parser (the commands and flags exist).
 
@@ -163,10 +166,12 @@ def example_configs() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rel in ("docker/digest.toml", "systemd/digest.toml", "github/digest.toml"):
         out[rel] = _load_config(DEPLOY / rel)
+    out["docker/digest.postgres.toml"] = _load_config(DEPLOY / "docker" / "digest.postgres.toml")
     with tempfile.TemporaryDirectory() as tmp:
-        p = Path(tmp) / "digest.toml"
-        p.write_text(configmap_toml(DEPLOY / "k8s" / "cronjob.yaml"), encoding="utf-8")
-        out["k8s/cronjob.yaml ConfigMap"] = _load_config(p)
+        for name in ("cronjob.yaml", "scale.yaml"):
+            p = Path(tmp) / "digest.toml"
+            p.write_text(configmap_toml(DEPLOY / "k8s" / name), encoding="utf-8")
+            out[f"k8s/{name} ConfigMap"] = _load_config(p)
     return out
 
 
@@ -191,6 +196,8 @@ def check_configs() -> list[str]:
 
 def _needed_env(cfg: Any) -> set[str]:
     names = {cfg.web.secret_env}
+    if cfg.store.backend == "postgresql":
+        names.add(cfg.store.url_env)  # the database URL (with its password)
     if cfg.smtp.host:
         names |= {cfg.smtp.username_env, cfg.smtp.password_env}
     return {n for n in names if n}
@@ -299,6 +306,8 @@ def check_wiring() -> list[str]:
                         f"not [web] port {cfg.web.port}"
                     )
 
+    errors += _check_scaled_out(cfgs)
+
     # systemd (and cron, same config): env file provides the names, store is writable.
     cfg = cfgs["systemd/digest.toml"]
     env_file = (DEPLOY / "systemd" / "digest.env.example").read_text(encoding="utf-8")
@@ -325,6 +334,74 @@ def check_wiring() -> list[str]:
     return errors
 
 
+def _check_scaled_out(cfgs: dict[str, Any]) -> list[str]:
+    """The PostgreSQL recipes (compose.postgres.yaml, k8s/scale.yaml): the store is the
+    database named by [store] url_env, which every digest container gets (in Kubernetes
+    from a Secret: the URL holds the password); config mounted at DIGEST_CONFIG; several
+    workers and web replicas."""
+    errors: list[str] = []
+    compose = _yaml_docs(DEPLOY / "docker" / "compose.postgres.yaml")[0]
+    cfg = cfgs["docker/digest.postgres.toml"]
+    if cfg.store.backend != "postgresql":
+        errors.append("docker/digest.postgres.toml: [store] backend is not postgresql")
+    if "postgres" not in compose["services"]:
+        errors.append("compose.postgres.yaml: no postgres service")
+    for name, svc in compose["services"].items():
+        if "build" not in svc:
+            continue
+        env = svc.get("environment", {})
+        for var in sorted(_needed_env(cfg) - set(env)):
+            errors.append(f"compose.postgres.yaml: service {name} does not pass {var}")
+        url = str(env.get(cfg.store.url_env, ""))
+        if "@postgres:" not in url:
+            errors.append(
+                f"compose.postgres.yaml: service {name}: {cfg.store.url_env} "
+                "does not point at the postgres service"
+            )
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes", [])}
+        if mounts.get(env.get("DIGEST_CONFIG", "")) != "./digest.postgres.toml":
+            errors.append(
+                f"compose.postgres.yaml: service {name}: DIGEST_CONFIG is not "
+                "the mounted digest.postgres.toml"
+            )
+        if "postgres" not in svc.get("depends_on", {}):
+            errors.append(f"compose.postgres.yaml: service {name} does not wait for postgres")
+    if compose["services"].get("web", {}).get("deploy", {}).get("replicas", 1) < 2:
+        errors.append("compose.postgres.yaml: web has fewer than 2 replicas")
+
+    cfg = cfgs["k8s/scale.yaml ConfigMap"]
+    if cfg.store.backend != "postgresql":
+        errors.append("k8s/scale.yaml ConfigMap: [store] backend is not postgresql")
+    kinds = set()
+    for kind, pod, c in _k8s_containers(DEPLOY / "k8s" / "scale.yaml"):
+        kinds.add(kind)
+        env = {e["name"]: e for e in c.get("env", [])}
+        for var in sorted(_needed_env(cfg) - set(env)):
+            errors.append(f"scale.yaml: {kind} does not set {var}")
+        for var in sorted(_needed_env(cfg) & set(env)):
+            if "secretKeyRef" not in env[var].get("valueFrom", {}):
+                errors.append(f"scale.yaml: {kind}: {var} is not read from a Secret")
+        vols = {v["name"]: v for v in pod.get("volumes", [])}
+        mounts = {m["mountPath"]: vols.get(m["name"], {}) for m in c.get("volumeMounts", [])}
+        conf = env.get("DIGEST_CONFIG", {}).get("value", "")
+        if "configMap" not in mounts.get(str(Path(conf).parent), {}):
+            errors.append(f"scale.yaml: {kind}: DIGEST_CONFIG {conf!r} is not in the ConfigMap")
+        if any("persistentVolumeClaim" in v for v in vols.values()):
+            errors.append(f"scale.yaml: {kind}: mounts a PVC; the store is the database")
+    docs = {d["kind"]: d for d in _yaml_docs(DEPLOY / "k8s" / "scale.yaml")}
+    job = docs.get("CronJob", {}).get("spec", {}).get("jobTemplate", {}).get("spec", {})
+    if job.get("parallelism", 1) < 2:
+        errors.append("scale.yaml: the worker Job has parallelism below 2")
+    if docs.get("Deployment", {}).get("spec", {}).get("replicas", 1) < 2:
+        errors.append("scale.yaml: the web Deployment has fewer than 2 replicas")
+    if {"CronJob", "Deployment"} - kinds:
+        errors.append("scale.yaml: needs a worker CronJob and a web Deployment")
+    secret = _yaml_docs(DEPLOY / "k8s" / "secret.example.yaml")[0]
+    if "database-url" not in secret.get("stringData", {}):
+        errors.append("secret.example.yaml: no database-url key (scale.yaml reads it)")
+    return errors
+
+
 # --------------------------------------------------------------------------- cli
 
 
@@ -345,11 +422,12 @@ def recipe_commands() -> dict[str, list[str]]:
     for line in (DEPLOY / "docker" / "Dockerfile").read_text(encoding="utf-8").splitlines():
         if line.startswith("CMD "):
             out["docker/Dockerfile CMD"] = json.loads(line[4:])
-    compose = _yaml_docs(DEPLOY / "docker" / "compose.yaml")[0]
-    for name, svc in compose["services"].items():
-        if "build" in svc:
-            out[f"docker/compose.yaml {name}"] = list(svc["command"])
-    for fname in ("cronjob.yaml", "serve.yaml"):
+    for cname in ("compose.yaml", "compose.postgres.yaml"):
+        compose = _yaml_docs(DEPLOY / "docker" / cname)[0]
+        for name, svc in compose["services"].items():
+            if "build" in svc:
+                out[f"docker/{cname} {name}"] = list(svc["command"])
+    for fname in ("cronjob.yaml", "serve.yaml", "scale.yaml"):
         for kind, _pod, c in _k8s_containers(DEPLOY / "k8s" / fname):
             out[f"k8s/{fname} {kind}"] = list(c["args"])
     wf = _yaml_docs(ROOT / ".github" / "workflows" / "digest.yml")[0]

@@ -95,7 +95,10 @@ def cmd_check_config(
     print(f"checking {where}", file=out)
     c = _Checks(out, err)
     _sources(cfg, c)
-    _folder("store", cfg.store.path, c)
+    if cfg.store.backend == "postgresql":
+        _postgres(cfg, c, connect=getattr(args, "connect", False))
+    else:
+        _folder("store", cfg.store.path, c)
     sender = _mail(cfg, c)
     _secret(cfg, c)
     _templates(cfg, c)
@@ -126,6 +129,29 @@ def _sources(cfg: Config, c: _Checks) -> None:
             "offline fallback: on: without any network a run mails the bundled sample day, "
             'marked "sample data" (for trying digest out only)'
         )
+
+
+def _postgres(cfg: Config, c: _Checks, *, connect: bool) -> None:
+    """The PostgreSQL store: its URL variable is set; with --connect, the database answers
+    and its schema is current (migrations applied when behind, as every command does)."""
+    name = cfg.store.url_env
+    if not os.environ.get(name):
+        c.problem(f'[store] backend = "postgresql": the environment variable {name} is not set')
+        return
+    if not connect:
+        c.info(f"store: postgresql (URL in ${name}; --connect to reach it)")
+        return
+    from digest.errors import StoreError
+    from digest.store.postgres import PgStore
+
+    try:
+        store = PgStore(cfg.store)
+        try:
+            c.info(f"store: {store.where}, schema version {store.schema_version()}")
+        finally:
+            store.close()
+    except StoreError as e:
+        c.problem(f"store: {e}")
 
 
 def _folder(what: str, path: Path, c: _Checks) -> bool:

@@ -214,6 +214,13 @@ class StoreConfig:
     history_days: int = opt(30, lo=7, hi=3650)  # digest records and paper details are kept
     fsync: bool = opt(True)
     pending_days: int = opt(7, lo=1, hi=365)  # an unconfirmed (pending) subscription expires
+    backend: str = opt("tinydb", choices=("tinydb", "postgresql"))  # where it all lives
+    url_env: str = opt("DIGEST_DATABASE_URL", check=_env_name)  # env var with the PostgreSQL URL
+    # PostgreSQL: `digest run` workers claim due subscribers `claim_batch` at a time, each
+    # claim leased for `claim_lease_seconds` (renewed while the worker makes progress): a
+    # killed worker's unsent subscribers go to another worker when the lease ends.
+    claim_lease_seconds: float = opt(300.0, lo=1.0, hi=86_400.0)
+    claim_batch: int = opt(500, lo=1, hi=100_000)
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,36 @@ def tinydb(tmp: Path) -> Iterator[Backend]:
     yield Backend("tinydb", cfg, config)
 
 
-FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Backend]]] = {"tinydb": tinydb}
+@contextmanager
+def postgresql(tmp: Path) -> Iterator[Backend]:
+    """A fresh database on the test process's real PostgreSQL server (tests/pgserver.py);
+    skipped where PostgreSQL is not installed (a failure under CI)."""
+    import pgserver
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    with pgserver.database() as url:
+        name = "DIGEST_TEST_DB_" + url.split("?")[0].split("/")[-1].upper()  # one per database
+        os.environ[name] = url  # (open_store reads it; a second backend has its own)
+        cfg = StoreConfig(
+            path=tmp / "data",
+            retention_days=60,
+            history_days=10,
+            fsync=False,
+            backend="postgresql",
+            url_env=name,
+        )
+        config = tmp / "store.toml"
+        config.write_text(store_config_toml(cfg), encoding="utf-8")
+        try:
+            yield Backend("postgresql", cfg, config, env={name: url})
+        finally:
+            os.environ.pop(name, None)
+
+
+FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Backend]]] = {
+    "tinydb": tinydb,
+    "postgresql": postgresql,
+}
 
 
 @pytest.fixture(params=sorted(FACTORIES))

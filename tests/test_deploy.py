@@ -40,6 +40,7 @@ CHECKS = (
     "systemd-security",
     "hadolint",
     "compose",
+    "compose-postgres",
     "k8s-1.27.0",
     "k8s-1.37.0",
     "actionlint",
@@ -369,6 +370,8 @@ def test_example_configs_load_and_wiring_holds() -> None:
         "systemd/digest.toml",
         "github/digest.toml",
         "k8s/cronjob.yaml ConfigMap",
+        "docker/digest.postgres.toml",
+        "k8s/scale.yaml ConfigMap",
     }
     assert verify.check_wiring() == []
     # The workflow checks the digest-state branch out at <repository>/.state.
@@ -382,7 +385,12 @@ def test_recipe_command_lines_parse_with_the_cli() -> None:
     commands = verify.recipe_commands()
     assert commands["systemd/digest.service"] == ["serve", "--web"]
     assert commands["cron/crontab"][0] == "run"
-    assert len(commands) == 10
+    # the scaled-out recipes (PostgreSQL): workers run the day, web replicas serve pages
+    assert commands["docker/compose.postgres.yaml worker"][0] == "run"
+    assert commands["docker/compose.postgres.yaml web"] == ["web"]
+    assert commands["k8s/scale.yaml CronJob"][0] == "run"
+    assert commands["k8s/scale.yaml Deployment"] == ["web"]
+    assert len(commands) == 14
     assert verify.check_cli() == []
 
 
@@ -404,6 +412,12 @@ def test_verifier_catches_broken_wiring(tmp_path: Path) -> None:
         toml.read_text(encoding="utf-8").replace('host = "0.0.0.0"', 'host = "127.0.0.1"'),
         encoding="utf-8",
     )
+    scale = tmp_path / "deploy" / "k8s" / "scale.yaml"
+    text = scale.read_text(encoding="utf-8")
+    cut = text.rindex("            - name: DIGEST_DATABASE_URL")  # the web Deployment's
+    end = text.index("key: database-url\n", cut) + len("key: database-url\n")
+    text = (text[:cut] + text[end:]).replace("replicas: 3", "replicas: 1")
+    scale.write_text(text, encoding="utf-8")
     unit = tmp_path / "deploy" / "systemd" / "digest.service"
     unit.write_text(
         unit.read_text(encoding="utf-8").replace("serve --web", "serve --webb"), encoding="utf-8"
@@ -421,6 +435,8 @@ def test_verifier_catches_broken_wiring(tmp_path: Path) -> None:
     assert "serve.yaml: Deployment: store /data/store is not on the PVC" in proc.stdout
     assert "docker/digest.toml: [web] host '127.0.0.1' is unreachable" in proc.stdout
     assert "systemd/digest.service: `digest serve --webb` does not parse" in proc.stdout
+    assert "scale.yaml: Deployment does not set DIGEST_DATABASE_URL" in proc.stdout
+    assert "scale.yaml: the web Deployment has fewer than 2 replicas" in proc.stdout
 
 
 @pytest.mark.parametrize("smtp", [True, False])

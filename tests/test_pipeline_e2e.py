@@ -90,8 +90,39 @@ def world(tmp_path):
         yield cfg, smtp
 
 
-def test_month_replay_never_sends_a_paper_twice_and_reruns_send_nothing(world):
+@pytest.fixture(params=["tinydb", "postgresql"])
+def any_world(request, world, tmp_path):
+    """`world` on each store backend (tests/store_contract.py FACTORIES: PostgreSQL is a
+    real server, tests/pgserver.py), with a 1 s claim lease on PostgreSQL."""
+    from store_contract import FACTORIES
+
     cfg, smtp = world
+    with FACTORIES[request.param](tmp_path / "store") as b:
+        store = replace(b.cfg, fsync=False, claim_lease_seconds=1.0)
+        yield replace(cfg, store=store), smtp
+
+
+def _leases_ended(cfg: Config) -> None:
+    """PostgreSQL: wait until no claim of the day is under a live lease (a killed worker's
+    claims hold its unsent subscribers until then); the database's clock decides."""
+    if cfg.store.backend != "postgresql":
+        return
+    import psycopg
+
+    with psycopg.connect(os.environ[cfg.store.url_env], autocommit=True) as c:
+        for _ in range(600):
+            row = c.execute(
+                "SELECT extract(epoch FROM max(lease_until) - now()) FROM claims"
+            ).fetchone()
+            left = row[0] if row else None
+            if left is None or left <= 0:
+                return
+            c.execute("SELECT pg_sleep(%s)", (float(left) + 0.01,))  # until the lease ends
+    raise AssertionError("claims stayed leased")
+
+
+def test_month_replay_never_sends_a_paper_twice_and_reruns_send_nothing(any_world):
+    cfg, smtp = any_world
     store = open_store(cfg.store)
     store.put_subscribers(subscribers())
     store.close()
@@ -290,9 +321,7 @@ offline_fallback = false
 [sources.huggingface]
 base_url = "{cfg.sources.huggingface.base_url}"
 lookback_days = 3
-[store]
-path = "{cfg.store.path}"
-fsync = true
+{_store_section(cfg)}
 [smtp]
 host = "{smtp.host}"
 port = {smtp.port}
@@ -303,9 +332,17 @@ connections = {CONNECTIONS}
     return f
 
 
+def _store_section(cfg: Config) -> str:
+    from store_contract import store_config_toml
+
+    return store_config_toml(replace(cfg.store, fsync=True))
+
+
 @pytest.mark.parametrize("kill_at", [1, 57])
-def test_sigkill_mid_send_then_rerun_gives_everyone_exactly_one_digest(world, tmp_path, kill_at):
-    cfg, smtp = world
+def test_sigkill_mid_send_then_rerun_gives_everyone_exactly_one_digest(
+    any_world, tmp_path, kill_at
+):
+    cfg, smtp = any_world
     n = 120
     store = open_store(cfg.store)
     store.put_subscribers(
@@ -343,6 +380,7 @@ def test_sigkill_mid_send_then_rerun_gives_everyone_exactly_one_digest(world, tm
     first = len(smtp.messages)
     assert kill_at <= first < n
 
+    _leases_ended(cfg)  # PostgreSQL: the killed worker's claims end with their lease
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert "sent" in rerun.stdout

@@ -1,6 +1,6 @@
 """I/O edge: where everything the product remembers lives.
 
-`open_store(cfg)` returns the configured backend (TinyDB, the embedded default). The
+`open_store(cfg)` returns the configured backend (TinyDB, the embedded default, or PostgreSQL). The
 pipeline, the web service and the CLI only see the `Store` protocol in `digest.store.base`.
 """
 
@@ -15,6 +15,10 @@ from digest.store.base import Change, Run, Store
 
 def open_store(cfg: StoreConfig, *, clock: Callable[[], float] = time.time) -> Store:
     """`clock` (epoch seconds) stamps delivery records and drives retention (tests)."""
+    if cfg.backend == "postgresql":
+        from digest.store.postgres import PgStore
+
+        return PgStore(cfg, clock=clock)
     from digest.store.tinydb import TinyStore
 
     return TinyStore(cfg, clock=clock)

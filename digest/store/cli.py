@@ -2,6 +2,7 @@
 
     digest store export FILE            everything the store holds, as JSON lines ("-": stdout)
     digest store import FILE [--replace]   into an empty store (or replacing its content)
+    digest store migrate                create or upgrade the PostgreSQL schema
 
 The export is the backup of the TinyDB store and how a store moves to another backend.
 It holds subscriber addresses and the token-signing secret: the file is created 0600.
@@ -43,6 +44,29 @@ def register(subparsers: Any) -> None:
         help="replace the content of a store that is not empty (e.g. restore a backup)",
     )
     im.set_defaults(func=cmd_import)
+    mg = ss.add_parser(
+        "migrate",
+        help="create or upgrade the database schema (PostgreSQL; every command also "
+        "applies what is missing at start)",
+    )
+    mg.set_defaults(func=cmd_migrate)
+
+
+def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
+    if cfg.store.backend != "postgresql":
+        print(f"nothing to migrate: the TinyDB store ({cfg.store.path}) has no schema")
+        return 0
+    from digest.store.postgres import PgStore, migrations
+
+    store = PgStore(cfg.store)  # applies what is missing, or refuses a newer database
+    try:
+        version = store.schema_version()
+    finally:
+        store.close()
+    done = ", ".join(str(v) for v in store.applied)
+    what = f"applied migration(s) {done}" if done else "already up to date"
+    print(f"{store.where}: schema version {version} of {len(migrations())} ({what})")
+    return 0
 
 
 def cmd_export(cfg: Config, args: argparse.Namespace) -> int:
@@ -90,5 +114,6 @@ def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
         n = store.import_items(items, replace=args.replace)
     finally:
         store.close()
-    print(f"imported {n} records into {cfg.store.path}")
+    where = getattr(store, "where", cfg.store.path)
+    print(f"imported {n} records into {where}")
     return 0
