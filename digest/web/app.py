@@ -156,15 +156,7 @@ class WebContext:
         )
         resp = HTMLResponse(html, status_code=status, headers=dict(headers or {}))
         if fresh:
-            resp.set_cookie(
-                CSRF_COOKIE,
-                cookie,
-                max_age=30 * 24 * 3600,
-                httponly=True,
-                secure=self.https,
-                samesite="lax",
-                path="/",
-            )
+            set_csrf_cookie(resp, cookie, self.https)
         return resp
 
     def error(
@@ -191,6 +183,19 @@ class WebContext:
             "preview": self.settings.rate_preview,
         }[kind]
         return self.store.hit_limit(f"web-{kind}:{key}", limit, self.clock())
+
+
+def set_csrf_cookie(resp: Response, cookie: str, https: bool) -> None:
+    """The form guard's cookie on `resp` (a page that issues a fresh one)."""
+    resp.set_cookie(
+        CSRF_COOKIE,
+        cookie,
+        max_age=30 * 24 * 3600,
+        httponly=True,
+        secure=https,
+        samesite="lax",
+        path="/",
+    )
 
 
 def nonce_of(request: Request) -> str:

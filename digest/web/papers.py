@@ -49,7 +49,7 @@ from digest.rank.features import popularity
 from digest.rank.why import why_sentence
 from digest.render import SUMMARY_CHARS, TITLE_CHARS, day_label, safe_url, short_authors, shorten
 from digest.subscribers import parse_keywords
-from digest.web.app import WebContext, ctx_of
+from digest.web.app import WebContext, ctx_of, set_csrf_cookie
 from digest.web.lifecycle import _quote
 from digest.web.security import CSRF_COOKIE, HONEYPOT_FIELD, new_cookie_value
 
@@ -341,15 +341,7 @@ def respond(
     )
     resp = HTMLResponse(html, status_code=status, headers=_headers(etag, style))
     if fresh:
-        resp.set_cookie(
-            CSRF_COOKIE,
-            cookie,
-            max_age=30 * 24 * 3600,
-            httponly=True,
-            secure=ctx.https,
-            samesite="lax",
-            path="/",
-        )
+        set_csrf_cookie(resp, cookie, ctx.https)
     return resp
 
 
