@@ -20,12 +20,14 @@ import platform
 import random
 import subprocess
 import sys
+import tarfile
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -342,3 +344,17 @@ class PgDatabases:
         with psycopg.connect(str(self.server.url(name))) as conn:
             row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         return int(row[0]) if row else 0
+
+
+def baseline_tree(rev: str, into: Path, paths: Sequence[str] = ("digest",)) -> Path | None:
+    """`paths` of git revision `rev`, unpacked under `into` (None, said on stderr: no git)."""
+    try:
+        raw = subprocess.run(
+            ["git", "archive", rev, *paths], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"no baseline: git archive {rev} failed ({e})", file=sys.stderr)
+        return None
+    with tarfile.open(fileobj=BytesIO(raw)) as tar:
+        tar.extractall(into, filter="data")
+    return into

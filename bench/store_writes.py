@@ -22,13 +22,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, save, table
+from _common import ROOT, baseline_tree, save, table
 
 BEFORE = r"""
 import json, sys, time
@@ -122,20 +120,6 @@ print(json.dumps({"times": times, "record_cpu": cpu, "amortised": amortised,
                   "amortised_writes": m, "folds": folds, "worst": worst, "fold": fold,
                   "journal_bytes": journal, "base_bytes": base.stat().st_size}))
 """
-
-
-def baseline_tree(rev: str, into: Path) -> Path | None:
-    """The `digest` package of git revision `rev`, unpacked under `into` (None: no git)."""
-    try:
-        raw = subprocess.run(
-            ["git", "archive", rev, "digest"], cwd=ROOT, capture_output=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        print(f"no baseline: git archive {rev} failed ({e})", file=sys.stderr)
-        return None
-    with tarfile.open(fileobj=BytesIO(raw)) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def child(code: str, path: Path, folder: Path, n: int, w: int) -> dict[str, Any]:

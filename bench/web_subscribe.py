@@ -22,15 +22,13 @@ import re
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import ROOT, SECRET, SmtpSink, save, table
+from _common import ROOT, SECRET, SmtpSink, baseline_tree, save, table
 
 FIELD = re.compile(r'name="(csrf|t)" value="([^"]*)"')
 
@@ -41,22 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def baseline_tree(rev: str, into: Path) -> Path | None:
-    try:
-        raw = subprocess.run(
-            ["git", "archive", rev, "digest", "templates"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        print(f"no baseline: git archive {rev} failed ({e})", file=sys.stderr)
-        return None
-    with tarfile.open(fileobj=BytesIO(raw)) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def measure(tree: Path, folder: Path, n: int, smtp_port: int, sink: SmtpSink) -> dict[str, Any]:
@@ -138,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     n = 40 if args.quick else args.requests
     out: dict[str, Any] = {"requests": n, "baseline": args.baseline}
     with tempfile.TemporaryDirectory() as tmp, SmtpSink() as sink:
-        base = baseline_tree(args.baseline, Path(tmp) / "before")
+        base = baseline_tree(args.baseline, Path(tmp) / "before", ("digest", "templates"))
         runs = [("after", ROOT)] + ([("before", base)] if base is not None else [])
         for name, tree in runs:
             folder = Path(tmp) / f"run-{name}"
