@@ -61,6 +61,10 @@ SALTS = {
 }
 PURPOSES = tuple(SALTS)
 CONFIRM_MAX_AGE = 3 * 24 * 3600  # seconds a double opt-in link stays valid
+# A confirmation link carries the settings asked for: up to 1,000 characters of keywords
+# (non-Latin ones take six bytes each in the token's JSON) and 100 example ids. Browsers,
+# mail clients and uvicorn (16 KiB) all take URLs of this size.
+MAX_TOKEN_CHARS = 8000
 MANAGE_DAYS = 45  # default of [web] manage_days: how long a manage link works
 Value = str | tuple[str | int, ...]
 
@@ -94,7 +98,7 @@ def sign(secret: str, purpose: str, value: Value) -> str:
 def _loads(
     secret: str, salt: str, token: str, max_age: int | None, now: float | None = None
 ) -> Any:
-    if not isinstance(token, str) or not token or len(token) > 1000:
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise TokenError("invalid link: malformed token")
     try:
         value, stamp = _serializer(secret, salt).loads(token, return_timestamp=True)
@@ -175,12 +179,21 @@ def links(base_url: str, secret: str, sid: str) -> Links:
 class ConfirmRequest:
     """What a confirmation link asks for: this subscriber, with these settings. `revive`:
     the link was mailed to an unsubscribed address that asked to come back, so it may
-    re-activate it (a link mailed while pending never can: its owner left since)."""
+    re-activate it (a link mailed while pending never can: its owner left since).
+    `examples`: the arXiv ids of the example papers asked for (resolved when the link is
+    clicked); None: the request said nothing about them (what is stored is kept)."""
 
     sid: str
     keywords: tuple[str, ...]
     max_papers: int
     revive: bool = False
+    examples: tuple[str, ...] | None = None
+
+
+# The third field of a confirmation token: revive (0/1) in the first format, which had
+# keywords only; 2/3 (revive + EXAMPLES_FLAG) in the second, whose fourth field is the
+# number of keywords, followed by the keywords and then the example ids.
+EXAMPLES_FLAG = 2
 
 
 def confirm_url(
@@ -191,27 +204,44 @@ def confirm_url(
     max_papers: int,
     *,
     revive: bool = False,
+    examples: tuple[str, ...] | None = None,
 ) -> str:
     """The double opt-in link; read it with `read_confirm`."""
-    token = sign(secret, CONFIRM, (sid, max_papers, int(revive), *keywords))
-    return f"{_base(base_url)}/confirm/{token}"
+    if examples is None:
+        value: tuple[str | int, ...] = (sid, max_papers, int(revive), *keywords)
+    else:
+        flag = int(revive) + EXAMPLES_FLAG
+        value = (sid, max_papers, flag, len(keywords), *keywords, *examples)
+    return f"{_base(base_url)}/confirm/{sign(secret, CONFIRM, value)}"
 
 
 def read_confirm(
     secret: str, token: str, max_age: int = CONFIRM_MAX_AGE, now: float | None = None
 ) -> ConfirmRequest:
     value = verify(secret, CONFIRM, token, max_age, now)
+    bad = TokenError("invalid link: the token does not hold a subscription request")
     if (
         not isinstance(value, tuple)
         or len(value) < 3
         or not isinstance(value[0], str)
         or "@" in value[0]
         or not isinstance(value[1], int)
-        or value[2] not in (0, 1)
-        or not all(isinstance(k, str) for k in value[3:])
+        or value[2] not in (0, 1, EXAMPLES_FLAG, EXAMPLES_FLAG + 1)
     ):
-        raise TokenError("invalid link: the token does not hold a subscription request")
-    return ConfirmRequest(value[0], tuple(str(k) for k in value[3:]), value[1], value[2] == 1)
+        raise bad
+    sid, max_papers, flag = value[0], value[1], int(value[2])
+    rest = value[3:]
+    examples: tuple[str, ...] | None = None
+    if flag >= EXAMPLES_FLAG:
+        if not rest or not isinstance(rest[0], int) or not 0 <= rest[0] <= len(rest) - 1:
+            raise bad
+        n, rest = rest[0], rest[1:]
+        examples = tuple(str(x) for x in rest[n:])
+        rest = rest[:n]
+    if not all(isinstance(k, str) for k in (*rest, *(examples or ()))):
+        raise bad
+    keywords = tuple(str(k) for k in rest)
+    return ConfirmRequest(sid, keywords, max_papers, flag % EXAMPLES_FLAG == 1, examples)
 
 
 # ----------------------------------------------------------------------------- view

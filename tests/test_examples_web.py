@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from browser import text_of
 from test_examples import IDS, IdListServer
 from websupport import make_site
 
@@ -132,3 +133,79 @@ def test_a_reader_by_example_only_gets_for_you_with_why(tmp_path) -> None:
         assert mine, "no For you section"
         assert "one of your examples" in html
         assert not {p.id for p in video} & set(mine)  # the examples themselves never come back
+
+
+def test_subscribe_with_example_papers_only_resolves_them_when_confirmed(tmp_path, arxiv) -> None:
+    """The front page's papers field: checked when sent, carried by the confirmation link,
+    looked up (the store, else arXiv) only when the link is clicked; keywords optional.
+    A paper found nowhere does not stop the subscription: the page names it."""
+    from browser import hidden
+    from test_web import link_in
+    from websupport import paper
+
+    from digest.models import ACTIVE, PENDING
+
+    email = "newbie@example.org"
+    known = paper("2601.02346", "A Paper The Store Knows")
+    with make_site(tmp_path, now=NOW) as site:
+        _site_with_arxiv(site, arxiv)
+        site.store.record_seen([known], known.listed_on)
+        refs = f"https://arxiv.org/abs/{known.id}v2, {IDS[0]} https://huggingface.co/papers/2607.99999"
+        with site.client() as c:
+            # A reference that is not one: the form says so, nothing is stored or mailed.
+            bad = site.subscribe(c, email, "", papers="2601.02346, nonsense")
+            assert bad.status_code == 400 and "Example papers: " in bad.text
+            assert "nonsense" in bad.text and site.store.get_subscriber(email) is None
+            r = site.subscribe(c, email, "", papers=refs)
+        assert r.status_code == 200 and "Check your inbox" in r.text
+        site.drain()
+        pending = site.sub(email)
+        assert pending.status == PENDING and pending.examples == () and pending.keywords == ()
+        assert arxiv.queries == []  # an anonymous form never makes us ask arXiv
+        (msg,) = site.inbox.wait_for(email)
+        assert f"With 3 example papers: {known.id}, {IDS[0]}, 2607.99999" in text_of(msg)
+        url = link_in(msg, "confirm")
+        with site.client() as c:
+            page = c.get(url)
+            assert page.status_code == 200 and "papers like your examples" in page.text
+            assert f"{known.id}, {IDS[0]}, 2607.99999" in page.text
+            assert site.sub(email).examples == ()  # a GET changes nothing
+            done = c.post(url, data={"csrf": hidden(page.text, "csrf")})
+        assert done.status_code == 200 and "You are subscribed" in done.text
+        assert "With 2 example papers" in done.text
+        assert 'id="examples-missing"' in done.text and "2607.99999" in done.text
+        sub = site.sub(email)
+        assert sub.status == ACTIVE and sub.keywords == ()
+        assert [pid for pid, _ in sub.examples] == [known.id, IDS[0]]
+        assert sub.examples[0][1] == known.title and sub.examples[1][1]
+        # The store knew one paper: arXiv is asked for the other two only.
+        assert [set(q) for q in arxiv.queries] == [{IDS[0], "2607.99999"}]
+        # The paper from arXiv is kept in the store, as the manage page does.
+        assert IDS[0] in site.store.get_papers([IDS[0]])
+
+
+def test_a_returning_subscriber_keeps_its_examples_unless_the_form_names_new_ones(
+    tmp_path, arxiv
+) -> None:
+    from browser import hidden
+    from test_web import link_in
+
+    from digest.models import ACTIVE, UNSUBSCRIBED
+    from digest.rank.learn import with_examples
+
+    email = "back@example.org"
+    with make_site(tmp_path, now=NOW) as site:
+        _site_with_arxiv(site, arxiv)
+        sub = with_examples(site.add(email, status=UNSUBSCRIBED), [(IDS[1], "Kept")])
+        site.store.put_subscribers([sub])
+        for papers, want in (("", [IDS[1]]), (IDS[2], [IDS[2]])):
+            with site.client() as c:
+                assert site.subscribe(c, email, "agents", papers=papers).status_code == 200
+            site.drain()
+            url = link_in(site.inbox.wait_for(email)[-1], "confirm")
+            with site.client() as c:
+                page = c.get(url)
+                assert c.post(url, data={"csrf": hidden(page.text, "csrf")}).status_code == 200
+            back = site.sub(email)
+            assert back.status == ACTIVE and [p for p, _ in back.examples] == want
+            site.store.put_subscribers([replace(back, status=UNSUBSCRIBED)])

@@ -101,6 +101,42 @@ def test_confirm_token_carries_the_settings_asked_for_and_expires() -> None:
         tokens.read_confirm(SECRET, tokens.sign(SECRET, tokens.CONFIRM, SID))
 
 
+def test_confirm_token_carries_example_papers_and_reads_the_first_format() -> None:
+    ids = ("2601.02346", "2512.24601", "hep-th/9901001")
+    url = tokens.confirm_url("", SECRET, SID, ("agents", "-survey"), 7, examples=ids)
+    req = tokens.read_confirm(SECRET, url.rsplit("/", 1)[1])
+    assert req == tokens.ConfirmRequest(SID, ("agents", "-survey"), 7, False, ids)
+    back = tokens.confirm_url("", SECRET, SID, (), 3, revive=True, examples=ids)
+    req = tokens.read_confirm(SECRET, back.rsplit("/", 1)[1])
+    assert (req.keywords, req.revive, req.examples) == ((), True, ids)
+    # "No examples asked for" (keep what is stored) is not "none" (an empty list).
+    none = tokens.confirm_url("", SECRET, SID, ("a",), 3, examples=())
+    assert tokens.read_confirm(SECRET, none.rsplit("/", 1)[1]).examples == ()
+    # A link of the first format (keywords only) still confirms, and says nothing of examples.
+    first = tokens.sign(SECRET, tokens.CONFIRM, (SID, 5, 1, "agents", "rl"))
+    assert tokens.read_confirm(SECRET, first) == tokens.ConfirmRequest(
+        SID, ("agents", "rl"), 5, True, None
+    )
+    # A keyword count that does not fit the token is refused, not misread.
+    for broken in ((SID, 5, 2, 3, "a"), (SID, 5, 2, "a"), (SID, 5, 4, "a")):
+        with pytest.raises(TokenError, match="subscription request"):
+            tokens.read_confirm(SECRET, tokens.sign(SECRET, tokens.CONFIRM, broken))
+
+
+def test_the_longest_settings_fit_a_confirmation_link() -> None:
+    """30 terms of non-Latin script (1,000 characters, six bytes each in the token's JSON)
+    and 100 example ids: the link still reads back (it used to be refused as malformed)."""
+    import random
+
+    rnd = random.Random(7)
+    terms = tuple("".join(chr(rnd.randint(0x4E00, 0x9FFF)) for _ in range(32)) for _ in range(30))
+    ids = tuple(f"2601.{i:05d}" for i in range(100))
+    url = tokens.confirm_url("https://d.example.org", SECRET, SID, terms, 100, examples=ids)
+    req = tokens.read_confirm(SECRET, url.rsplit("/", 1)[1])
+    assert (req.keywords, req.examples) == (terms, ids)
+    assert len(url) < 8192
+
+
 def test_old_format_tokens_are_recognised_only_as_such() -> None:
     # Before opaque ids: the address itself, salt = the purpose's name.
     old = URLSafeTimedSerializer(SECRET, salt="unsubscribe").dumps("ann@example.org")

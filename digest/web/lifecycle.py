@@ -29,8 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from digest import tokens
-from digest.errors import InputError, StoreError, TokenError, TokenExpired
+from digest.errors import FetchError, InputError, StoreError, TokenError, TokenExpired
+from digest.examples import examples_of
 from digest.models import ACTIVE, PAUSED, PENDING, UNSUBSCRIBED, Subscriber
+from digest.rank.learn import with_examples
 from digest.store.base import Change
 from digest.subscribers import (
     check_hour,
@@ -173,6 +175,7 @@ async def confirm(request: Request) -> Response:
     if denied:
         return denied
     nonce = "confirm:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    examples, unresolved = await confirm_examples(ctx, sub, req)
 
     def activate() -> tuple[str, Subscriber | None]:
         """Under ctx.lock. A PENDING subscriber becomes ACTIVE with the settings the link
@@ -188,7 +191,8 @@ async def confirm(request: Request) -> Response:
                 return None
             if cur.status == PENDING or (cur.status == UNSUBSCRIBED and req.revive):
                 outcome = "activated"
-                return replace(cur, status=ACTIVE, keywords=req.keywords, max_papers=req.max_papers)
+                new = replace(cur, status=ACTIVE, keywords=req.keywords, max_papers=req.max_papers)
+                return new if examples is None else with_examples(new, examples)
             outcome = cur.status
             return None
 
@@ -232,7 +236,33 @@ async def confirm(request: Request) -> Response:
         links=lk,
         already=outcome != "activated",
         manage_days=ctx.settings.manage_days,
+        examples=len(stored.examples),
+        unresolved=unresolved if outcome == "activated" else "",
     )
+
+
+async def confirm_examples(
+    ctx: WebContext, sub: Subscriber, req: tokens.ConfirmRequest
+) -> tuple[list[tuple[str, str]] | None, str]:
+    """The example papers a confirmation link asks for, looked up now (the store, else
+    arXiv; digest/web/ratings.py), and what could not be found, in words for the page.
+    None: the link says nothing about examples, or the subscription is already on.
+    The subscription is confirmed whatever arXiv answers: a missing paper is named on the
+    page, to be added again from the manage page."""
+    if req.examples is None or sub.status in (ACTIVE, PAUSED):
+        return None, ""
+    try:
+        found, missing = await ratings.find_examples(ctx, req.examples)
+    except FetchError as e:
+        have = await ctx.db(ctx.store.get_papers, req.examples)
+        found = examples_of(req.examples, have)
+        missing = [pid for pid in req.examples if pid not in have]
+        why = f"arXiv could not be asked ({e})"
+    else:
+        why = "not found on arXiv"
+    if not missing:
+        return found, ""
+    return found, f"{why}: {', '.join(missing)}"
 
 
 def cancelled(ctx: WebContext, request: Request) -> Response:

@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, Response
 
 from digest import tokens
 from digest.errors import InputError, StoreError
+from digest.examples import parse_papers
 from digest.models import (
     ACTIVE,
     MATCH,
@@ -163,11 +164,12 @@ async def preview_fragment(request: Request) -> Response:
 
 def form_values(form: FormData | None = None) -> dict[str, str]:
     if form is None:
-        return {"email": "", "keywords": "", "max": ""}
+        return {"email": "", "keywords": "", "max": "", "papers": ""}
     return {
         "email": field(form, "email"),
         "keywords": field(form, "keywords"),
         "max": field(form, "max")[:20],
+        "papers": field(form, "papers")[:5000],
     }
 
 
@@ -222,13 +224,19 @@ async def subscribe_post(request: Request) -> Response:
         email = normalise_email(values["email"])
         keywords = parse_keywords(values["keywords"])
         max_papers = check_max(values["max"], ctx.cfg.ranking.default_max_papers)
+        # Only checked here: the ids travel in the confirmation link and are looked up
+        # (store, else arXiv) when it is clicked, so an anonymous form never makes this
+        # service ask arXiv (digest/web/lifecycle.py confirm).
+        examples = parse_papers(values["papers"]) or None
     except InputError as e:
         return subscribe_page(
             ctx, request, 400, values=values, started=started, error=plain_error(e)
         )
     ip = ctx.client_ip(request)
     try:
-        outcome = await ctx.db(accept_subscribe, ctx, ip, nonce, email, keywords, max_papers)
+        outcome = await ctx.db(
+            accept_subscribe, ctx, ip, nonce, email, keywords, max_papers, examples
+        )
     except Exception as e:  # noqa: BLE001 - nothing stored: say so, never "check your inbox"
         return await store_unavailable(ctx, request, e)
     if outcome == "reused":
@@ -259,6 +267,7 @@ def accept_subscribe(
     email: str,
     keywords: tuple[str, ...],
     max_papers: int,
+    examples: tuple[str, ...] | None = None,
 ) -> float | str:
     """Under ctx.lock: count the limits, use up the form, and store the request with its
     mail in one atomic write. Returns "stored", "reused" (the form was sent before) or
@@ -273,7 +282,9 @@ def accept_subscribe(
     if wait is not None:
         return wait
     ctx.store.update_subscriber(
-        email, lambda cur: subscribe_change(ctx, email, keywords, max_papers, cur), now=now
+        email,
+        lambda cur: subscribe_change(ctx, email, keywords, max_papers, cur, examples),
+        now=now,
     )
     return "stored"
 
@@ -284,6 +295,7 @@ def subscribe_change(
     keywords: tuple[str, ...],
     max_papers: int,
     existing: Subscriber | None,
+    examples: tuple[str, ...] | None = None,
 ) -> Change:
     """What a subscribe request does (runs inside update_subscriber, so no store call).
 
@@ -292,13 +304,23 @@ def subscribe_change(
       mailed;
     - pending or unsubscribed: nothing changes; a confirmation link carrying the settings
       asked for is mailed, and only clicking it applies them.
+    Example papers (`examples`, ids) are only carried by the link: a new subscriber is
+    stored without them until the click resolves them.
     The page answered is the same in every case."""
     now = ctx.now()
     if existing is not None and existing.status in (ACTIVE, PAUSED):
         return Change(None, (known_mail(ctx, existing),))
     if existing is not None and not (existing.status == PENDING and pending_expired(ctx, existing)):
         revive = existing.status == UNSUBSCRIBED  # only such a link may bring it back
-        mail = confirm_mail(ctx, existing.email, existing.id, keywords, max_papers, revive=revive)
+        mail = confirm_mail(
+            ctx,
+            existing.email,
+            existing.id,
+            keywords,
+            max_papers,
+            revive=revive,
+            examples=examples,
+        )
         return Change(None, (mail,))
     sid = existing.id if existing is not None and existing.id else new_subscriber_id()
     sub = Subscriber(
@@ -309,7 +331,7 @@ def subscribe_change(
         created=now.isoformat(timespec="seconds"),
         id=sid,
     )
-    return Change(sub, (confirm_mail(ctx, email, sid, keywords, max_papers),))
+    return Change(sub, (confirm_mail(ctx, email, sid, keywords, max_papers, examples=examples),))
 
 
 def pending_expired(ctx: WebContext, sub: Subscriber) -> bool:
@@ -355,6 +377,7 @@ def confirm_mail(
     max_papers: int,
     *,
     revive: bool = False,
+    examples: tuple[str, ...] | None = None,
 ) -> Any:
     return notice_mail(
         ctx,
@@ -362,9 +385,10 @@ def confirm_mail(
         email,
         f"Confirm your subscription to {ctx.cfg.site_name}",
         confirm_url=tokens.confirm_url(
-            ctx.base_url, ctx.secret, sid, keywords, max_papers, revive=revive
+            ctx.base_url, ctx.secret, sid, keywords, max_papers, revive=revive, examples=examples
         ),
         keywords=keywords,
+        examples=examples or (),
         max_papers=max_papers,
         days=tokens.CONFIRM_MAX_AGE // 86400,
     )
@@ -393,6 +417,7 @@ _FIELDS = {
     "email": "your e-mail address",
     "keywords": "your keywords",
     "max": "papers per digest",
+    "papers": "the example papers",
     "trending": "trending papers",
     "send hour": "the send hour",
     "time zone": "the time zone",
@@ -428,6 +453,8 @@ def plain_error(e: InputError) -> str:
     if name in ("max", "trending") and "whole number" in detail:
         rng = detail.split("from ", 1)[-1].split(",", 1)[0]
         return f"Please enter a whole number from {rng} for {_FIELDS[name]}."
+    if name == "papers":  # "'x' is not an arXiv id (...)", "120 given, at most 100"
+        return "Example papers: " + detail[:1].upper() + detail[1:] + "."
     if name == "send hour":
         return "Please enter the send hour as a whole hour from 0 to 23, or leave it empty."
     if name == "time zone":
