@@ -150,7 +150,9 @@ def test_subscribe_with_example_papers_only_resolves_them_when_confirmed(tmp_pat
     with make_site(tmp_path, now=NOW) as site:
         _site_with_arxiv(site, arxiv)
         site.store.record_seen([known], known.listed_on)
-        refs = f"https://arxiv.org/abs/{known.id}v2, {IDS[0]} https://huggingface.co/papers/2607.99999"
+        refs = (
+            f"https://arxiv.org/abs/{known.id}v2, {IDS[0]} https://huggingface.co/papers/2607.99999"
+        )
         with site.client() as c:
             # A reference that is not one: the form says so, nothing is stored or mailed.
             bad = site.subscribe(c, email, "", papers="2601.02346, nonsense")

@@ -183,3 +183,14 @@ def test_own_examples_and_rated_papers_never_come_back_to_their_reader() -> None
     sub = with_rating(with_examples(sub, [(NEAR.id, NEAR.title)]), FAR.id, UP, T, FAR.title)
     picks = rank(TODAY, [sub], known={p.id: p for p in TODAY})[sub.email]
     assert {p.paper_id for p in picks} == {ALSO_FAR.id}  # in either section
+
+
+def test_the_rated_shift_starts_at_zero_and_grows_to_its_cap() -> None:
+    """A first rating up counts like an example; the nearest of many liked papers counts
+    RATED_SHIFT less (it is close by chance alone)."""
+    from digest.rank.learn import FULL_SHIFT_AT, RATED_SHIFT, rated_shift
+
+    shifts = [rated_shift(n) for n in range(0, 60)]
+    assert shifts[0] == shifts[1] == 0.0
+    assert all(a <= b for a, b in zip(shifts, shifts[1:], strict=False))
+    assert 0 < shifts[2] < RATED_SHIFT and shifts[FULL_SHIFT_AT] == RATED_SHIFT == shifts[-1]

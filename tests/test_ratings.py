@@ -222,3 +222,29 @@ def test_rating_links_keep_100_papers_under_the_gmail_clip() -> None:
     # A typical digest (up to 30 papers) keeps them all, with their links.
     few = Renderer().render(digest_for(picks[:30]), {p.id: p for p in papers}, LINKS, make)
     assert len(cards(few.html)) == 30 and len(few.html.encode("utf-8")) < GMAIL_CLIP_BYTES
+
+
+def test_a_first_rating_up_changes_the_next_digest(tmp_path) -> None:
+    """Two readers with the same keyword get the same day-6 digest; one of them POSTs the
+    mail's "More like this" for its paper. Their next digests differ: the reader who rated
+    gets the paper's close neighbour (VINO, like NextFlow: unified visual generation), which
+    shares no keyword with them, with the why-line naming the rated paper; the other does
+    not. One rating is enough: it counts like an example (learn.rated_shift)."""
+    rater, other = "first@example.org", "same@example.org"
+    liked, neighbour = "2601.02204", "2601.02358"  # NextFlow, VINO (both listed on day 6)
+    with FixtureServer() as fx, make_site(tmp_path, now=NOW) as site:
+        run_cfg = fx.configure(site.cfg, lookback_days=2, categories=(), offline_fallback=False)
+        subs = [Subscriber(e, ("NextFlow",), max_papers=1, trending=0) for e in (rater, other)]
+        site.store.put_subscribers(subs)
+        assert run_daily(run_cfg, date(2026, 1, 6), progress=False).sent == 2
+        first = {e: cards(html_of(site.inbox.wait_for(e)[0])) for e in (rater, other)}
+        assert [(s, p) for s, p, _ in first[rater]] == [("match", liked)]
+        assert [p for _, p, _ in first[other]] == [liked]
+        assert httpx.post(first[rater][0][2]["up"], timeout=30).status_code == 200
+        assert run_daily(run_cfg, date(2026, 1, 7), progress=False).sent >= 1
+        mine = html_of(site.inbox.wait_for(rater)[-1])
+        assert ("match", neighbour) in [(s, p) for s, p, _ in cards(mine)]
+        assert "that you rated up" in htmllib.unescape(mine) and "NextFlow" in mine
+        theirs = site.inbox.wait_for(other)
+        if len(theirs) > 1:  # nothing for them on day 7 is fine too; never the neighbour
+            assert neighbour not in [p for _, p, _ in cards(html_of(theirs[-1]))]

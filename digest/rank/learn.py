@@ -34,6 +34,7 @@ MAX_EXAMPLES (digest/models.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -52,6 +53,7 @@ NEG_SPAN = 1.0  # ... and all of it this far beyond the closeness to anything li
 # up counts this many SDs less than closeness to an example (the max over many papers is
 # higher by chance alone).
 RATED_SHIFT = 2.0
+FULL_SHIFT_AT = 5  # ... once this many papers are rated up (fewer: less, see rated_shift)
 # What a paper squarely like a disliked one loses, in score points: a marginal match
 # (53-70, where most misses are) leaves "For you", a strong one (80+) stays.
 PEN_POINTS = 20.0
@@ -182,12 +184,13 @@ def _pair_max(
     subs: np.ndarray,
     seeds: np.ndarray,
     zs: sp.csr_matrix,
-    offset: float,
+    offset: float | np.ndarray,
     keep: np.ndarray | None = None,
 ) -> None:
     """out[s, col] = max(out[s, col], zs[seed, col] - offset) for every (s, seed) pair and
     every stored entry of the seed's row: a max over each subscriber's seeds that touches
     only the entries that can matter (the thresholds are exact, see learned_rows).
+    `offset`: one for all pairs, or one per pair.
     `keep`: only cells where it is True are updated (the others are not needed)."""
     m = out.shape[1]  # out and keep are C-contiguous: ravel() is a view
     indptr = zs.indptr.astype(np.int32)
@@ -203,10 +206,37 @@ def _pair_max(
         idx += np.arange(total, dtype=np.int32)
         cell = np.repeat(subs[lo : lo + step].astype(np.int64) * m, cnt)
         cell += zs.indices[idx]
+        per_pair = not isinstance(offset, float | int)
+        off = (
+            np.repeat(np.asarray(offset, dtype=np.float32)[lo : lo + step], cnt)
+            if per_pair
+            else np.full(1, offset, dtype=np.float32)
+        )
         if keep is not None:
             ok = keep.ravel()[cell]
             cell, idx = cell[ok], idx[ok]
-        np.maximum.at(out.ravel(), cell, zs.data[idx] - np.float32(offset))
+            if per_pair:
+                off = off[ok]
+        np.maximum.at(out.ravel(), cell, zs.data[idx] - off)
+
+
+def rated_shift(n_up: int) -> float:
+    """How many SDs closeness to a paper rated up counts less than closeness to an example,
+    for a reader with `n_up` papers rated up. The nearest of many liked papers is close by
+    chance alone, the nearest of one is not: the shift grows like the expected maximum of
+    n standard scores (~ sqrt(2 ln n)), from 0 for a first rating (which then counts like an
+    example, so it changes the next digest) to the full RATED_SHIFT from FULL_SHIFT_AT
+    papers rated up."""
+    if n_up <= 1:
+        return 0.0
+    return float(RATED_SHIFT * min(1.0, math.sqrt(math.log(n_up) / math.log(FULL_SHIFT_AT))))
+
+
+def rated_shifts(sd: Seeds) -> np.ndarray:
+    """rated_shift per model subscriber (float32)."""
+    return np.array(
+        [rated_shift(sum(k == RATED_UP for k in ks)) for ks in sd.kinds], dtype=np.float32
+    )
 
 
 def _pairs(sets: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +264,10 @@ def learned_rows(base: np.ndarray, z: np.ndarray, sd: Seeds) -> tuple[np.ndarray
             (k == RATED_UP for ks in sd.kinds for k in ks), dtype=bool, count=len(sub)
         )
         _pair_max(pos, sub[~rated], seed[~rated], _above(z, Z_FROM), 0.0)
-        _pair_max(pos, sub[rated], seed[rated], _above(z, Z_FROM + RATED_SHIFT), RATED_SHIFT)
+        shifts = rated_shifts(sd)  # per model subscriber
+        off = shifts[sub[rated]]
+        floor = Z_FROM + (float(off.min()) if len(off) else RATED_SHIFT)
+        _pair_max(pos, sub[rated], seed[rated], _above(z, floor), off)
         r, c = np.nonzero(pos > np.float32(Z_FROM))
         raw = (pos[r, c] - np.float32(Z_FROM)).astype(np.float64) * (CUT_RAW / (LIKE_Z - Z_FROM))
         learned = np.round(-np.expm1(raw / -2.0) * 100.0, 4)
@@ -266,6 +299,7 @@ def nearest_seed(z: np.ndarray, sd: Seeds, j: int, cols: Sequence[int]) -> list[
     if not sd.pos[j] or not len(cols):
         return [-1] * len(cols)
     seeds = np.asarray(sd.pos[j], dtype=np.int64)
-    shift = np.array([RATED_SHIFT * (k == RATED_UP) for k in sd.kinds[j]], dtype=np.float32)
+    up = rated_shift(sum(k == RATED_UP for k in sd.kinds[j]))
+    shift = np.array([up * (k == RATED_UP) for k in sd.kinds[j]], dtype=np.float32)
     block = z[seeds][:, list(cols)] - shift[:, None]
     return [int(v) for v in seeds[block.argmax(axis=0)]]
