@@ -126,6 +126,7 @@ def test_the_web_copy_shows_the_record_and_refuses_bad_links(tmp_path):
             assert "matched: speech recognition" in r.text
             assert email not in r.text  # the copy names nobody, has no personal links
             assert "/unsubscribe/" not in r.text and "/manage/" not in r.text
+            assert "data-rate=" not in r.text and "/rate/" not in r.text  # nor votes
             assert "View in browser" not in r.text and "web copy" in r.text
             assert "script-src" not in r.headers["content-security-policy"]
             assert r.headers["cache-control"] == "private, no-store"

@@ -7,7 +7,9 @@ page re-renders the digest from its delivery record (the papers in the order mai
 in its section with the terms it matched, and the why sentence) with the mail's own
 Renderer and templates, so it shows what was mailed, including whatever the mail's cards
 carry; only the footer differs: the web copy names nobody and has no unsubscribe or
-manage link (a forwarded link must not expose them).
+manage link (a forwarded link must not expose them), and its cards have no "More / Less
+like this" links: whoever holds a forwarded copy would vote for the subscriber, and the
+rating page's answer links to the manage page. The mail carries them in every card.
 
 It is there while the store keeps the record ([store] history_days) and the subscriber
 exists; a digest that was not sent (failed, deferred, empty) has no copy.
