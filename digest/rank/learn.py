@@ -262,10 +262,15 @@ def _cell_max(
     return out
 
 
-def learned_rows(base: np.ndarray, z: np.ndarray, sd: Seeds) -> tuple[np.ndarray, np.ndarray]:
+def learned_rows(
+    base: np.ndarray, z: np.ndarray, sd: Seeds, need: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(scores, learned wins) for the model subscribers: `base` is their keyword scores
     (model subscribers x papers, -1 = no match), `z` the seeds' standard scores (seeds x
-    papers). Scores are -1 where nothing is left.
+    papers). Scores are -1 where nothing is left. `need` (per model subscriber, optional):
+    the cut their picks must reach; a score below it is never picked, and a push only
+    lowers, so the pushes are computed only where the score reaches it (rank() passes
+    it: a third of the cells; exact for every score that can be picked).
 
     Only entries that can change a score are visited: the learned score is 0 unless pos
     > Z_FROM, and the push is 0 unless neg > max(close, NEG_FROM) >= NEG_FROM, so closeness
@@ -290,6 +295,8 @@ def learned_rows(base: np.ndarray, z: np.ndarray, sd: Seeds) -> tuple[np.ndarray
     if len(nsub):
         floor = _above(z, NEG_FROM)
         scored = out > 0  # only a paper with a score can lose some
+        if need is not None:
+            scored &= out >= np.asarray(need, dtype=np.float64)[:, None]
         neg = np.full((n, m), -np.inf, dtype=np.float32)
         _pair_max(neg, nsub, nseed, floor, 0.0, scored)
         hit = neg > np.float32(NEG_FROM)

@@ -351,8 +351,12 @@ def _rank(
     index, qs, scores, why, allowed = score_matrix(papers, subscribers, popularity_weight, embed)
     col_of = {pid: i for i, pid in enumerate(index.ids)}
     rows = np.array(qs.row_of_sub)
+    floor = np.array(
+        [s.min_score if s.min_score is not None else min_score for s in subscribers],
+        dtype=np.float64,
+    )
     scores, allowed, models = _with_models(
-        papers, subscribers, index, scores, allowed, rows, embed, known
+        papers, subscribers, index, scores, allowed, rows, embed, known, floor
     )
     blocked = [[col_of[p] for p in exclude.get(s.email, ()) if p in col_of] for s in subscribers]
     if models is not None:  # their own examples and rated papers are not news to them
@@ -360,10 +364,6 @@ def _rank(
             i = models.subs[j]
             blocked[i] = sorted({*blocked[i], *cols})
     k = np.array([max(int(s.max_papers), 0) for s in subscribers])
-    floor = np.array(
-        [s.min_score if s.min_score is not None else min_score for s in subscribers],
-        dtype=np.float64,
-    )
     chosen = top_rows(scores, rows, k, floor, blocked)
     matches = _picks(subscribers, qs, scores, why, rows, chosen, index.ids)
     has_kw = list(qs.has_kw)
@@ -406,10 +406,13 @@ def _with_models(
     rows: np.ndarray,
     embed: Embed | None,
     known: Mapping[str, Paper],
+    floor: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, _Models | None]:
     """Subscribers with ratings or examples get their own score row (learn.py), appended
     to `scores` and `allowed`; `rows` is pointed at it in place. Without the embedding
-    model there is no learned score: they keep their keyword scores."""
+    model there is no learned score: they keep their keyword scores. `floor`: each
+    subscriber's cut, when only the scores that reach it matter (rank(), not
+    paper_scores())."""
     subs = [i for i, s in enumerate(subscribers) if has_model(s)]
     if not subs or embed is None:
         return scores, allowed, None
@@ -423,7 +426,8 @@ def _with_models(
     _, vecs, ref = got
     z = standard_scores(vecs[len(texts) :], vecs[: len(texts)], ref)
     base = rows[subs]
-    learned, wins = learned_rows(scores[base], z, sd)
+    need = None if floor is None else np.maximum(floor[subs], 0.0)
+    learned, wins = learned_rows(scores[base], z, sd, need)
     ok = allowed[base]
     np.copyto(learned, -1.0, where=~ok)
     col_of = {pid: c for c, pid in enumerate(index.ids)}
