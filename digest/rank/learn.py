@@ -105,17 +105,25 @@ def has_model(sub: Subscriber) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Seeds:
-    """The distinct papers the model subscribers point to, and who points to which."""
+    """The distinct papers the model subscribers point to, and who points to which, as
+    flat (subscriber, seed) pair arrays: one numpy pass serves all subscribers at once.
+
+    Pairs are grouped by subscriber (ascending); within a subscriber the examples come
+    first, then the papers rated up in rating order (the nearest-seed tie order)."""
 
     ids: tuple[str, ...]  # distinct seed papers
     texts: tuple[str, ...]  # what is embedded for each (details if known, else the title)
     titles: tuple[str, ...]
-    pos: tuple[tuple[int, ...], ...]  # per model subscriber: seed indexes liked / examples
-    kinds: tuple[tuple[str, ...], ...]  # parallel to pos: EXAMPLE or RATED_UP
-    neg: tuple[tuple[int, ...], ...]  # per model subscriber: seed indexes rated down
+    pos_sub: np.ndarray  # int32: model subscriber of each liked / example pair
+    pos_seed: np.ndarray  # int32: its seed
+    pos_rated: np.ndarray  # bool: rated up (True) or an example (False)
+    neg_sub: np.ndarray  # int32: model subscriber of each rated-down pair
+    neg_seed: np.ndarray  # int32
 
 
 def seeds(subs: Sequence[Subscriber], known: Mapping[str, Paper]) -> Seeds:
+    """The seeds of `subs` (model subscribers, in order). Python touches each rating once
+    (three flat comprehensions); the grouping is numpy."""
     index: dict[str, int] = {}
     ids: list[str] = []
     texts: list[str] = []
@@ -131,31 +139,41 @@ def seeds(subs: Sequence[Subscriber], known: Mapping[str, Paper]) -> Seeds:
             texts.append(paper_text(p.title, p.abstract) if p is not None else title)
         return i
 
-    pos: list[tuple[int, ...]] = []
-    kinds: list[tuple[str, ...]] = []
-    neg: list[tuple[int, ...]] = []
-    get = index.get
-    for s in subs:
-        p: dict[int, str] = {}
-        down: list[int] = []
+    # Examples first (few subscribers have them), so an example's seed is registered
+    # before the same paper's rating: the order of `ids` does not change the scores.
+    ex_sub: list[int] = []
+    ex_seed: list[int] = []
+    for j, s in enumerate(subs):
         if s.examples:
             downs = {r[0] for r in s.ratings if r[1] == DOWN}
             for pid, title in s.examples:
                 if pid not in downs:  # a rating down overrides an example
-                    k = get(pid)
-                    p.setdefault(at(pid, title) if k is None else k, EXAMPLE)
-        for pid, vote, _, title in s.ratings:
-            k = get(pid)
-            if k is None:
-                k = at(pid, title)
-            if vote == UP:
-                p.setdefault(k, RATED_UP)
-            else:
-                down.append(k)
-        pos.append(tuple(p))
-        kinds.append(tuple(p.values()))
-        neg.append(tuple(down))
-    return Seeds(tuple(ids), tuple(texts), tuple(titles), tuple(pos), tuple(kinds), tuple(neg))
+                    ex_sub.append(j)
+                    ex_seed.append(at(pid, title))
+    counts = [len(s.ratings) for s in subs]
+    flat = [r for s in subs for r in s.ratings]
+    for r in flat:
+        if r[0] not in index:
+            at(r[0], r[3])
+    r_seed = np.fromiter(map(index.__getitem__, [r[0] for r in flat]), np.int32, len(flat))
+    r_up = np.fromiter((r[1] == UP for r in flat), bool, len(flat))
+    r_sub = np.repeat(np.arange(len(subs), dtype=np.int32), counts)
+    n_ex = len(ex_sub)
+    p_sub = np.concatenate([np.asarray(ex_sub, np.int32), r_sub[r_up]])
+    p_seed = np.concatenate([np.asarray(ex_seed, np.int32), r_seed[r_up]])
+    p_rated = np.concatenate([np.zeros(n_ex, bool), np.ones(int(r_up.sum()), bool)])
+    # Group by subscriber, examples before ratings, each in its own order (stable sort).
+    order = np.argsort(p_sub, kind="stable")
+    return Seeds(
+        tuple(ids),
+        tuple(texts),
+        tuple(titles),
+        p_sub[order],
+        p_seed[order],
+        p_rated[order],
+        r_sub[~r_up],
+        r_seed[~r_up],
+    )
 
 
 def standard_scores(seed_vecs: np.ndarray, papers: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -232,23 +250,57 @@ def rated_shift(n_up: int) -> float:
     return float(RATED_SHIFT * min(1.0, math.sqrt(math.log(n_up) / math.log(FULL_SHIFT_AT))))
 
 
-def rated_shifts(sd: Seeds) -> np.ndarray:
-    """rated_shift per model subscriber (float32)."""
-    return np.array(
-        [rated_shift(sum(k == RATED_UP for k in ks)) for ks in sd.kinds], dtype=np.float32
-    )
+def rated_shifts(sd: Seeds, n: int) -> np.ndarray:
+    """rated_shift for each of the n model subscribers (float32), in one pass."""
+    n_up = np.bincount(sd.pos_sub[sd.pos_rated], minlength=n).astype(np.float64)
+    frac = np.sqrt(np.log(np.maximum(n_up, 1.0)) / math.log(FULL_SHIFT_AT))
+    return (RATED_SHIFT * np.minimum(1.0, frac)).astype(np.float32)
 
 
-def _pairs(sets: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    sub = np.repeat(np.arange(len(sets), dtype=np.int32), [len(x) for x in sets])
-    seed = np.fromiter((i for x in sets for i in x), dtype=np.int32, count=len(sub))
-    return sub, seed
+def _runs(pair_sub: np.ndarray, n: int, subs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For cells of model subscribers `subs`: (the pair indexes of each cell's subscriber,
+    concatenated cell after cell; how many each cell has). `pair_sub` is sorted."""
+    start = np.searchsorted(pair_sub, np.arange(n + 1)).astype(np.int64)
+    cnt = (start[1:] - start[:-1])[subs]
+    first = np.cumsum(cnt) - cnt
+    idx = np.repeat(start[subs] - first, cnt) + np.arange(int(cnt.sum()), dtype=np.int64)
+    return idx, cnt
 
 
-def learned_rows(base: np.ndarray, z: np.ndarray, sd: Seeds) -> tuple[np.ndarray, np.ndarray]:
+def _cell_max(
+    z: np.ndarray,
+    pair_sub: np.ndarray,
+    pair_seed: np.ndarray,
+    shift: np.ndarray | None,
+    n: int,
+    r: np.ndarray,
+    c: np.ndarray,
+) -> np.ndarray:
+    """max over subscriber r[k]'s pairs of z[seed, c[k]] (- shift[pair]), per cell k;
+    -inf for a subscriber without pairs. Cost: cells x pairs per subscriber, so it is
+    for few cells (the ones a formula needs), not for whole rows."""
+    out = np.full(len(r), -np.inf, dtype=np.float32)
+    idx, cnt = _runs(pair_sub, n, r)
+    has = cnt > 0
+    if not has.any():
+        return out
+    val = z[pair_seed[idx], np.repeat(c, cnt)]
+    if shift is not None:
+        val = val - shift[idx]
+    first = (np.cumsum(cnt) - cnt)[has]
+    out[has] = np.maximum.reduceat(val, first)
+    return out
+
+
+def learned_rows(
+    base: np.ndarray, z: np.ndarray, sd: Seeds, need: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(scores, learned wins) for the model subscribers: `base` is their keyword scores
     (model subscribers x papers, -1 = no match), `z` the seeds' standard scores (seeds x
-    papers). Scores are -1 where nothing is left.
+    papers). Scores are -1 where nothing is left. `need` (per model subscriber, optional):
+    the cut their picks must reach; a score below it is never picked, and a push only
+    lowers, so the pushes are computed only where the score reaches it (rank() passes
+    it: a third of the cells; exact for every score that can be picked).
 
     Only entries that can change a score are visited: the learned score is 0 unless pos
     > Z_FROM, and the push is 0 unless neg > max(close, NEG_FROM) >= NEG_FROM, so closeness
@@ -257,14 +309,11 @@ def learned_rows(base: np.ndarray, z: np.ndarray, sd: Seeds) -> tuple[np.ndarray
     n, m = base.shape
     out = np.array(base, dtype=np.float64)
     wins = np.zeros((n, m), dtype=bool)
-    sub, seed = _pairs(sd.pos)
+    sub, seed, rated = sd.pos_sub, sd.pos_seed, sd.pos_rated
     if len(sub):
         pos = np.full((n, m), -np.inf, dtype=np.float32)
-        rated = np.fromiter(
-            (k == RATED_UP for ks in sd.kinds for k in ks), dtype=bool, count=len(sub)
-        )
         _pair_max(pos, sub[~rated], seed[~rated], _above(z, Z_FROM), 0.0)
-        shifts = rated_shifts(sd)  # per model subscriber
+        shifts = rated_shifts(sd, n)  # per model subscriber
         off = shifts[sub[rated]]
         floor = Z_FROM + (float(off.min()) if len(off) else RATED_SHIFT)
         _pair_max(pos, sub[rated], seed[rated], _above(z, floor), off)
@@ -275,31 +324,48 @@ def learned_rows(base: np.ndarray, z: np.ndarray, sd: Seeds) -> tuple[np.ndarray
         out[r[win], c[win]] = learned[win]
         wins[r[win], c[win]] = True
         del pos
-    nsub, nseed = _pairs(sd.neg)
+    nsub, nseed = sd.neg_sub, sd.neg_seed
     if len(nsub):
         floor = _above(z, NEG_FROM)
         scored = out > 0  # only a paper with a score can lose some
+        if need is not None:
+            scored &= out >= np.asarray(need, dtype=np.float64)[:, None]
         neg = np.full((n, m), -np.inf, dtype=np.float32)
         _pair_max(neg, nsub, nseed, floor, 0.0, scored)
         hit = neg > np.float32(NEG_FROM)
         r, c = np.nonzero(hit)
         if len(r):
-            close = np.full((n, m), -np.inf, dtype=np.float32)
-            _pair_max(close, sub, seed, floor, 0.0, hit)
-            gap = neg[r, c] - np.maximum(close[r, c], np.float32(NEG_FROM))
+            close = _cell_max(z, sub, seed, None, n, r, c)
+            gap = neg[r, c] - np.maximum(close, np.float32(NEG_FROM))
             pen = np.clip(gap.astype(np.float64) / NEG_SPAN, 0.0, 1.0)
             out[r, c] = np.round(out[r, c] - PEN_POINTS * pen, 4)
     out[out <= 0] = -1.0
     return out, wins
 
 
-def nearest_seed(z: np.ndarray, sd: Seeds, j: int, cols: Sequence[int]) -> list[int]:
-    """For model subscriber j and each paper column: the seed (example or paper rated up)
-    that gives the paper its learned score (-1 when none), for the why-line."""
-    if not sd.pos[j] or not len(cols):
-        return [-1] * len(cols)
-    seeds = np.asarray(sd.pos[j], dtype=np.int64)
-    up = rated_shift(sum(k == RATED_UP for k in sd.kinds[j]))
-    shift = np.array([up * (k == RATED_UP) for k in sd.kinds[j]], dtype=np.float32)
-    block = z[seeds][:, list(cols)] - shift[:, None]
-    return [int(v) for v in seeds[block.argmax(axis=0)]]
+def nearest_seeds(z: np.ndarray, sd: Seeds, subs: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """For each (model subscriber, paper column) pair: the index into sd.pos_* of the seed
+    (example or paper rated up) that gives the paper its learned score, the first of the
+    subscriber's seeds on a tie (-1 for a subscriber without any), for the why-line. All
+    pairs in one pass: each pair is expanded to its subscriber's seeds and a segment max
+    picks the nearest."""
+    out = np.full(len(subs), -1, dtype=np.int64)
+    n = int(subs.max()) + 1 if len(subs) else 0
+    if not n or not len(sd.pos_sub):
+        return out
+    start = np.searchsorted(sd.pos_sub, np.arange(n + 1)).astype(np.int64)
+    cnt = (start[1:] - start[:-1])[subs]
+    has = cnt > 0
+    subs, cols, cnt = subs[has], np.asarray(cols)[has], cnt[has]
+    if not len(subs):
+        return out
+    first = np.cumsum(cnt) - cnt  # where each pair's run starts in the expansion
+    idx = np.repeat(start[subs] - first, cnt) + np.arange(int(cnt.sum()))
+    seed = sd.pos_seed[idx]
+    shifts = rated_shifts(sd, n)
+    shift = np.where(sd.pos_rated[idx], shifts[sd.pos_sub[idx]], np.float32(0.0))
+    val = z[seed, np.repeat(cols, cnt)] - shift
+    best = np.maximum.reduceat(val, first)
+    at = np.where(val == np.repeat(best, cnt), np.arange(len(val)), len(val))
+    out[np.flatnonzero(has)] = idx[np.minimum.reduceat(at, first)]
+    return out

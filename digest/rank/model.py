@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import gc
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import compress
 from pathlib import Path
 
@@ -57,10 +57,12 @@ from digest.rank.expand import definitions, mine_definitions, spelled_out, synon
 from digest.rank.features import DocIndex, build_index
 from digest.rank.feedback import FEEDBACK_WEIGHT, add_feedback
 from digest.rank.learn import (
+    EXAMPLE,
+    RATED_UP,
     Seeds,
     has_model,
     learned_rows,
-    nearest_seed,
+    nearest_seeds,
     seeds,
     standard_scores,
 )
@@ -349,20 +351,19 @@ def _rank(
     index, qs, scores, why, allowed = score_matrix(papers, subscribers, popularity_weight, embed)
     col_of = {pid: i for i, pid in enumerate(index.ids)}
     rows = np.array(qs.row_of_sub)
-    scores, allowed, models = _with_models(
-        papers, subscribers, index, scores, allowed, rows, embed, known
-    )
-    blocked = [[col_of[p] for p in exclude.get(s.email, ()) if p in col_of] for s in subscribers]
-    if models is not None:  # their own examples and rated papers are not news to them
-        for i in models.subs:
-            s = subscribers[i]
-            own = {e[0] for e in s.examples} | {r[0] for r in s.ratings}
-            blocked[i] = sorted({*blocked[i], *(col_of[p] for p in own if p in col_of)})
-    k = np.array([max(int(s.max_papers), 0) for s in subscribers])
     floor = np.array(
         [s.min_score if s.min_score is not None else min_score for s in subscribers],
         dtype=np.float64,
     )
+    scores, allowed, models = _with_models(
+        papers, subscribers, index, scores, allowed, rows, embed, known, floor
+    )
+    blocked = [[col_of[p] for p in exclude.get(s.email, ()) if p in col_of] for s in subscribers]
+    if models is not None:  # their own examples and rated papers are not news to them
+        for j, cols in models.own_today().items():
+            i = models.subs[j]
+            blocked[i] = sorted({*blocked[i], *cols})
+    k = np.array([max(int(s.max_papers), 0) for s in subscribers])
     chosen = top_rows(scores, rows, k, floor, blocked)
     matches = _picks(subscribers, qs, scores, why, rows, chosen, index.ids)
     has_kw = list(qs.has_kw)
@@ -382,6 +383,18 @@ class _Models:
     seeds: Seeds
     wins: np.ndarray  # model subscribers x papers: the learned score beat the keywords'
     z: np.ndarray  # seeds x papers: closeness (learn.standard_scores)
+    seed_col: np.ndarray  # per seed: its column among today's papers, -1 if not today
+
+    def own_today(self) -> dict[int, list[int]]:
+        """model subscriber -> the columns of today's papers they gave as examples or
+        rated (usually none: those are papers of earlier days)."""
+        sd = self.seeds
+        sub = np.concatenate([sd.pos_sub, sd.neg_sub])
+        col = self.seed_col[np.concatenate([sd.pos_seed, sd.neg_seed])]
+        out: dict[int, list[int]] = {}
+        for j, c in zip(sub[col >= 0].tolist(), col[col >= 0].tolist(), strict=True):
+            out.setdefault(j, []).append(c)
+        return out
 
 
 def _with_models(
@@ -393,10 +406,13 @@ def _with_models(
     rows: np.ndarray,
     embed: Embed | None,
     known: Mapping[str, Paper],
+    floor: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, _Models | None]:
     """Subscribers with ratings or examples get their own score row (learn.py), appended
     to `scores` and `allowed`; `rows` is pointed at it in place. Without the embedding
-    model there is no learned score: they keep their keyword scores."""
+    model there is no learned score: they keep their keyword scores. `floor`: each
+    subscriber's cut, when only the scores that reach it matter (rank(), not
+    paper_scores())."""
     subs = [i for i, s in enumerate(subscribers) if has_model(s)]
     if not subs or embed is None:
         return scores, allowed, None
@@ -410,16 +426,18 @@ def _with_models(
     _, vecs, ref = got
     z = standard_scores(vecs[len(texts) :], vecs[: len(texts)], ref)
     base = rows[subs]
-    learned, wins = learned_rows(scores[base], z, sd)
+    need = None if floor is None else np.maximum(floor[subs], 0.0)
+    learned, wins = learned_rows(scores[base], z, sd, need)
     ok = allowed[base]
     np.copyto(learned, -1.0, where=~ok)
     col_of = {pid: c for c, pid in enumerate(index.ids)}
-    for j, neg in enumerate(sd.neg):  # a paper rated down never scores for its reader
-        cols = [col_of[sd.ids[n]] for n in neg if sd.ids[n] in col_of]
-        learned[j, cols] = -1.0
+    seed_col = np.fromiter((col_of.get(pid, -1) for pid in sd.ids), np.int64, len(sd.ids))
+    down = seed_col[sd.neg_seed] >= 0  # a paper rated down never scores for its reader
+    learned[sd.neg_sub[down], seed_col[sd.neg_seed[down]]] = -1.0
     start = scores.shape[0]
     rows[subs] = np.arange(start, start + len(subs))
-    return np.vstack([scores, learned]), np.vstack([allowed, ok]), _Models(subs, sd, wins, z)
+    models = _Models(subs, sd, wins, z, seed_col)
+    return np.vstack([scores, learned]), np.vstack([allowed, ok]), models
 
 
 def _likes(
@@ -430,25 +448,38 @@ def _likes(
     has_kw: list[bool],
 ) -> None:
     """Name the paper each learned pick is most like (Pick.like, for the why-line); a
-    model subscriber is a subscriber with interests, whether or not they typed keywords."""
+    model subscriber is a subscriber with interests, whether or not they typed keywords.
+    The nearest seeds of all learned picks are found in one pass (learn.nearest_seeds);
+    only the picks that get a `like` are rebuilt."""
     sd = models.seeds
-    for j, i in enumerate(models.subs):
-        s = subscribers[i]
+    for i in models.subs:
         has_kw[i] = True
-        kind = dict(zip(sd.pos[j], sd.kinds[j], strict=True))
-        picks = matches[s.email]
-        if not picks:
+    per = [matches[subscribers[i].email] for i in models.subs]
+    n_pick = [len(p) for p in per]
+    j_of = np.repeat(np.arange(len(per)), n_pick)
+    cols = np.fromiter((col_of[p.paper_id] for ps in per for p in ps), np.int64, len(j_of))
+    won = np.flatnonzero(models.wins[j_of, cols])
+    if not len(won):
+        return
+    near = nearest_seeds(models.z, sd, j_of[won], cols[won]).tolist()
+    first = np.concatenate([[0], np.cumsum(n_pick)]).tolist()
+    changed: dict[int, list[Pick]] = {}
+    for w, pair in zip(won.tolist(), near, strict=True):
+        if pair < 0:
             continue
-        won = models.wins[j, [col_of[p.paper_id] for p in picks]].tolist()
-        learned = [k for k, w in enumerate(won) if w]
-        if not learned:
+        seed = int(sd.pos_seed[pair])
+        j = int(j_of[w])
+        k = w - first[j]
+        p = per[j][k]
+        if sd.ids[seed] == p.paper_id:
             continue
-        near = nearest_seed(models.z, sd, j, [col_of[picks[k].paper_id] for k in learned])
-        out = list(picks)
-        for k, seed in zip(learned, near, strict=True):
-            if seed >= 0 and sd.ids[seed] != out[k].paper_id:
-                out[k] = replace(out[k], like=(sd.titles[seed], kind[seed]))
-        matches[s.email] = tuple(out)
+        out = changed.get(j)
+        if out is None:
+            out = changed[j] = list(per[j])
+        kind = RATED_UP if sd.pos_rated[pair] else EXAMPLE
+        out[k] = Pick(p.paper_id, p.score, p.matched, p.section, (sd.titles[seed], kind))
+    for j, out in changed.items():
+        matches[subscribers[models.subs[j]].email] = tuple(out)
 
 
 def _with_trending(
