@@ -188,9 +188,11 @@ def test_own_examples_and_rated_papers_never_come_back_to_their_reader() -> None
 def test_the_rated_shift_starts_at_zero_and_grows_to_its_cap() -> None:
     """A first rating up counts like an example; the nearest of many liked papers counts
     RATED_SHIFT less (it is close by chance alone)."""
+    import numpy as np
+
     from digest.rank.learn import FULL_SHIFT_AT, RATED_SHIFT, rated_shift
 
-    shifts = [rated_shift(n) for n in range(0, 60)]
+    shifts = rated_shift(np.arange(60)).tolist()
     assert shifts[0] == shifts[1] == 0.0
     assert all(a <= b for a, b in zip(shifts, shifts[1:], strict=False))
     assert 0 < shifts[2] < RATED_SHIFT and shifts[FULL_SHIFT_AT] == RATED_SHIFT == shifts[-1]

@@ -117,6 +117,7 @@ class Seeds:
     pos_sub: np.ndarray  # int32: model subscriber of each liked / example pair
     pos_seed: np.ndarray  # int32: its seed
     pos_rated: np.ndarray  # bool: rated up (True) or an example (False)
+    pos_shift: np.ndarray  # float32: what the pair's closeness counts less (rated_shift)
     neg_sub: np.ndarray  # int32: model subscriber of each rated-down pair
     neg_seed: np.ndarray  # int32
 
@@ -164,6 +165,8 @@ def seeds(subs: Sequence[Subscriber], known: Mapping[str, Paper]) -> Seeds:
     p_rated = np.concatenate([np.zeros(n_ex, bool), np.ones(int(r_up.sum()), bool)])
     # Group by subscriber, examples before ratings, each in its own order (stable sort).
     order = np.argsort(p_sub, kind="stable")
+    shift = rated_shift(np.bincount(r_sub[r_up], minlength=len(subs)))  # per subscriber
+    p_shift = np.where(p_rated, shift[p_sub], np.float32(0.0)).astype(np.float32)
     return Seeds(
         tuple(ids),
         tuple(texts),
@@ -171,6 +174,7 @@ def seeds(subs: Sequence[Subscriber], known: Mapping[str, Paper]) -> Seeds:
         p_sub[order],
         p_seed[order],
         p_rated[order],
+        p_shift[order],
         r_sub[~r_up],
         r_seed[~r_up],
     )
@@ -211,6 +215,7 @@ def _pair_max(
     `offset`: one for all pairs, or one per pair.
     `keep`: only cells where it is True are updated (the others are not needed)."""
     m = out.shape[1]  # out and keep are C-contiguous: ravel() is a view
+    per_pair = not isinstance(offset, float | int)
     indptr = zs.indptr.astype(np.int32)
     starts = indptr[seeds]
     counts = indptr[seeds + 1] - starts
@@ -224,7 +229,6 @@ def _pair_max(
         idx += np.arange(total, dtype=np.int32)
         cell = np.repeat(subs[lo : lo + step].astype(np.int64) * m, cnt)
         cell += zs.indices[idx]
-        per_pair = not isinstance(offset, float | int)
         off = (
             np.repeat(np.asarray(offset, dtype=np.float32)[lo : lo + step], cnt)
             if per_pair
@@ -238,22 +242,15 @@ def _pair_max(
         np.maximum.at(out.ravel(), cell, zs.data[idx] - off)
 
 
-def rated_shift(n_up: int) -> float:
+def rated_shift(n_up: np.ndarray) -> np.ndarray:
     """How many SDs closeness to a paper rated up counts less than closeness to an example,
-    for a reader with `n_up` papers rated up. The nearest of many liked papers is close by
-    chance alone, the nearest of one is not: the shift grows like the expected maximum of
-    n standard scores (~ sqrt(2 ln n)), from 0 for a first rating (which then counts like an
-    example, so it changes the next digest) to the full RATED_SHIFT from FULL_SHIFT_AT
-    papers rated up."""
-    if n_up <= 1:
-        return 0.0
-    return float(RATED_SHIFT * min(1.0, math.sqrt(math.log(n_up) / math.log(FULL_SHIFT_AT))))
-
-
-def rated_shifts(sd: Seeds, n: int) -> np.ndarray:
-    """rated_shift for each of the n model subscribers (float32), in one pass."""
-    n_up = np.bincount(sd.pos_sub[sd.pos_rated], minlength=n).astype(np.float64)
-    frac = np.sqrt(np.log(np.maximum(n_up, 1.0)) / math.log(FULL_SHIFT_AT))
+    for readers with `n_up` papers rated up (float32, one per reader). The nearest of many
+    liked papers is close by chance alone, the nearest of one is not: the shift grows like
+    the expected maximum of n standard scores (~ sqrt(2 ln n)), from 0 for a first rating
+    (which then counts like an example, so it changes the next digest) to the full
+    RATED_SHIFT from FULL_SHIFT_AT papers rated up."""
+    n = np.maximum(np.asarray(n_up, dtype=np.float64), 1.0)
+    frac = np.sqrt(np.log(n) / math.log(FULL_SHIFT_AT))
     return (RATED_SHIFT * np.minimum(1.0, frac)).astype(np.float32)
 
 
@@ -313,8 +310,7 @@ def learned_rows(
     if len(sub):
         pos = np.full((n, m), -np.inf, dtype=np.float32)
         _pair_max(pos, sub[~rated], seed[~rated], _above(z, Z_FROM), 0.0)
-        shifts = rated_shifts(sd, n)  # per model subscriber
-        off = shifts[sub[rated]]
+        off = sd.pos_shift[rated]
         floor = Z_FROM + (float(off.min()) if len(off) else RATED_SHIFT)
         _pair_max(pos, sub[rated], seed[rated], _above(z, floor), off)
         r, c = np.nonzero(pos > np.float32(Z_FROM))
@@ -350,22 +346,15 @@ def nearest_seeds(z: np.ndarray, sd: Seeds, subs: np.ndarray, cols: np.ndarray) 
     pairs in one pass: each pair is expanded to its subscriber's seeds and a segment max
     picks the nearest."""
     out = np.full(len(subs), -1, dtype=np.int64)
-    n = int(subs.max()) + 1 if len(subs) else 0
-    if not n or not len(sd.pos_sub):
+    if not len(subs) or not len(sd.pos_sub):
         return out
-    start = np.searchsorted(sd.pos_sub, np.arange(n + 1)).astype(np.int64)
-    cnt = (start[1:] - start[:-1])[subs]
+    idx, cnt = _runs(sd.pos_sub, int(subs.max()) + 1, subs)
     has = cnt > 0
-    subs, cols, cnt = subs[has], np.asarray(cols)[has], cnt[has]
-    if not len(subs):
+    if not has.any():
         return out
-    first = np.cumsum(cnt) - cnt  # where each pair's run starts in the expansion
-    idx = np.repeat(start[subs] - first, cnt) + np.arange(int(cnt.sum()))
-    seed = sd.pos_seed[idx]
-    shifts = rated_shifts(sd, n)
-    shift = np.where(sd.pos_rated[idx], shifts[sd.pos_sub[idx]], np.float32(0.0))
-    val = z[seed, np.repeat(cols, cnt)] - shift
+    val = z[sd.pos_seed[idx], np.repeat(np.asarray(cols), cnt)] - sd.pos_shift[idx]
+    first = (np.cumsum(cnt) - cnt)[has]  # where each pair's run starts in the expansion
     best = np.maximum.reduceat(val, first)
-    at = np.where(val == np.repeat(best, cnt), np.arange(len(val)), len(val))
-    out[np.flatnonzero(has)] = idx[np.minimum.reduceat(at, first)]
+    at = np.where(val == np.repeat(best, cnt[has]), np.arange(len(val)), len(val))
+    out[has] = idx[np.minimum.reduceat(at, first)]
     return out
