@@ -20,12 +20,13 @@ a leased row per subscriber in `claims`, taken over only once its lease ended), 
 renewed while the worker records progress. A worker killed mid-batch loses nothing: its
 claims end with their lease and a live worker (which waits for them) takes them over.
 
-Connections: one per process (opened lazily, reopened in a forked child), shared by the
-process's threads behind a lock. Not psycopg_pool: its worker threads would make every
+Connections: up to CONNECTIONS per process (`_Lender`: opened lazily, each lent to one
+thread for one short transaction, never used by a forked child), so the SMTP connections'
+last checks, the group commits of delivery records and the next claim run side by side
+instead of queueing for one session. A single read runs as one statement in autocommit
+(one round trip, no BEGIN/COMMIT). Not psycopg_pool: its worker threads would make every
 `digest run` a multi-threaded process, and digest/overlap.py only forks its message
-builder from a single-threaded one (forking with threads running is unsafe); a pool's
-sockets would also be inherited by the fork. Each call holds the connection for one short
-transaction, so the web service's threads queue for milliseconds.
+builder from a single-threaded one (forking with threads running is unsafe).
 """
 
 from __future__ import annotations
@@ -125,6 +126,78 @@ def _one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
+CONNECTIONS = 4  # sessions a process opens at most (the web and a run: a few threads each)
+
+
+class _Lender:
+    """Up to `size` connections, each lent to one thread at a time; a thread that holds
+    one gets the same one again (nested transactions stay one transaction). Opened on
+    demand; a broken one is dropped; a forked child starts with none (its parent's
+    sockets are not its own: it neither uses nor closes them)."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], size: int) -> None:
+        self._connect, self._size = connect, size
+        self._cv = threading.Condition()
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._open = 0
+        self._pid = os.getpid()
+        self._held = threading.local()
+        self._closed = False
+
+    def _forked(self) -> None:
+        if self._pid != os.getpid():
+            self._pid, self._idle, self._open = os.getpid(), [], 0
+            self._held = threading.local()
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._cv:
+            self._forked()
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        conn = self._take()
+        self._held.conn = conn
+        try:
+            yield conn
+        finally:
+            self._held.conn = None
+            with self._cv:
+                if self._closed or conn.closed or conn.broken or self._pid != os.getpid():
+                    self._open -= 1
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+                else:
+                    self._idle.append(conn)
+                self._cv.notify()
+
+    def _take(self) -> psycopg.Connection[Any]:
+        with self._cv:
+            while not self._idle and self._open >= self._size:
+                self._cv.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._open += 1
+        try:
+            return self._connect()
+        except BaseException:
+            with self._cv:
+                self._open -= 1
+                self._cv.notify()
+            raise
+
+    def close(self) -> None:
+        with self._cv:
+            if self._pid != os.getpid():
+                return
+            self._closed = True  # the ones lent out are closed when given back
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+
 class PgStore:
     def __init__(
         self,
@@ -146,9 +219,7 @@ class PgStore:
                 )
         self.url = url
         self.where = f"postgresql {self._describe(url)}"
-        self._mutex = threading.RLock()
-        self._conn: psycopg.Connection[Any] | None = None
-        self._pid = 0
+        self._conns = _Lender(self._connect, CONNECTIONS)
         self._closed = False
         self._secret: str | None = None
         self.applied = self.migrate() if migrate else []
@@ -173,20 +244,26 @@ class PgStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
-        """One transaction on this process's connection, committed on exit."""
-        with self._mutex:
-            if self._closed:
-                raise StoreError(f"{self.where}: the store is closed")
-            if self._conn is None or self._conn.closed or self._pid != os.getpid():
-                self._conn = self._connect()  # (a forked child never uses its parent's)
-                self._pid = os.getpid()
-            conn = self._conn
+        """One transaction on a connection of this process, committed on exit (nested in
+        the same thread: a savepoint of the outer one)."""
+        with self._lent() as conn:
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor for ONE reading statement: autocommit, so one round trip."""
+        with self._lent() as conn, conn.cursor() as cur:
+            yield cur
+
+    @contextlib.contextmanager
+    def _lent(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise StoreError(f"{self.where}: the store is closed")
+        with self._conns.lend() as conn:
             try:
-                with conn.transaction(), conn.cursor() as cur:
-                    yield cur
+                yield conn
             except psycopg.Error as e:
-                if conn.broken:
-                    self._conn = None
                 raise StoreError(f"{self.where}: {_one_line(e)}") from e
 
     def migrate(self) -> list[int]:
@@ -211,21 +288,16 @@ class PgStore:
             return applied
 
     def schema_version(self) -> int:
-        with self._tx() as cur:
+        with self._read() as cur:
             row = cur.execute("SELECT max(version) FROM digest_schema").fetchone()
             return int(row[0]) if row and row[0] is not None else 0
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        with self._mutex:
-            if self._closed:
-                return
+        if not self._closed:
             self._closed = True
-            if self._conn is not None and self._pid == os.getpid():
-                with contextlib.suppress(psycopg.Error):
-                    self._conn.close()
-            self._conn = None
+            self._conns.close()
 
     def __enter__(self) -> PgStore:
         return self
@@ -283,7 +355,7 @@ class PgStore:
         self.prune(day, _utc(min(self._clock(), start)))
 
     def runs(self, limit: int = 10) -> list[RunReport]:
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute(
                 "SELECT data FROM runs ORDER BY day DESC, seq DESC LIMIT %s", (limit,)
             ).fetchall()
@@ -302,19 +374,19 @@ class PgStore:
         return sub
 
     def subscribers(self) -> list[Subscriber]:
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute("SELECT data FROM subscribers ORDER BY email_lc").fetchall()
         return [self._sub(r[0]) for r in rows]
 
     def get_subscriber(self, email: str) -> Subscriber | None:
-        with self._tx() as cur:
+        with self._read() as cur:
             row = cur.execute(
                 "SELECT data FROM subscribers WHERE email_lc = %s", (email.lower(),)
             ).fetchone()
         return self._sub(row[0]) if row else None
 
     def get_subscriber_by_id(self, sid: str) -> Subscriber | None:
-        with self._tx() as cur:
+        with self._read() as cur:
             row = cur.execute("SELECT data FROM subscribers WHERE id = %s", (sid,)).fetchone()
         return self._sub(row[0]) if row else None
 
@@ -432,7 +504,7 @@ class PgStore:
         ids = list(ids)
         if not ids:
             return {}
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute(
                 "SELECT id, first_seen FROM seen WHERE id = ANY(%s)", (ids,)
             ).fetchall()
@@ -442,7 +514,7 @@ class PgStore:
         return self._decode(PAPER.decode, data, f"paper {pid}", id=pid)  # type: ignore[no-any-return]
 
     def recent_papers(self, since: date) -> list[Paper]:
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute(
                 "SELECT id, paper FROM seen WHERE first_seen >= %s AND paper IS NOT NULL "
                 "ORDER BY first_seen, id",
@@ -452,7 +524,7 @@ class PgStore:
 
     # (added by the twin session B while merging main: Store.seen_days of h8's papers pages)
     def seen_days(self, since: date) -> dict[date, tuple[str, ...]]:
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute(
                 "SELECT first_seen, id FROM seen WHERE first_seen >= %s AND paper IS NOT NULL",
                 (since,),
@@ -466,7 +538,7 @@ class PgStore:
         ids = list(ids)
         if not ids:
             return {}
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute(
                 "SELECT id, paper FROM seen WHERE id = ANY(%s) AND paper IS NOT NULL", (ids,)
             ).fetchall()
@@ -514,7 +586,7 @@ class PgStore:
     _COLS = "day, email, digest_id, state, paper_ids, at, data"
 
     def digests_for_day(self, day: date) -> dict[str, str]:
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute("SELECT email, state FROM digests WHERE day = %s", (day,)).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
 
@@ -526,7 +598,7 @@ class PgStore:
         if emails is not None:
             q += " AND email = ANY(%s)"
             args.append(list(emails))
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute(q, args).fetchall()
         out: dict[str, set[str]] = {}
         for email, ids in rows:
@@ -534,7 +606,7 @@ class PgStore:
         return {k: v for k, v in out.items() if v}
 
     def history(self, email: str, limit: int = 30) -> list[DeliveryRecord]:
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute(
                 f"SELECT {self._COLS} FROM digests WHERE email = %s ORDER BY day DESC LIMIT %s",
                 (email, limit),
@@ -542,7 +614,7 @@ class PgStore:
         return [self._record(r) for r in rows]
 
     def get_digest(self, digest_id: str) -> DeliveryRecord | None:
-        with self._tx() as cur:
+        with self._read() as cur:
             row = cur.execute(
                 f"SELECT {self._COLS} FROM digests WHERE digest_id = %s ORDER BY at DESC LIMIT 1",
                 (digest_id,),
@@ -550,7 +622,7 @@ class PgStore:
         return self._record(row) if row else None
 
     def pending_retries(self) -> list[DeliveryRecord]:
-        with self._tx() as cur:
+        with self._read() as cur:
             rows = cur.execute(
                 f"SELECT {self._COLS} FROM digests WHERE state = %s ORDER BY day, email",
                 (DEFERRED,),
