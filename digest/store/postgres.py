@@ -142,7 +142,7 @@ class _Lender:
         self._open = 0
         self._pid = os.getpid()
         self._held = threading.local()
-        self._closed = False
+        self.closed = False
 
     def _forked(self) -> None:
         if self._pid != os.getpid():
@@ -151,8 +151,9 @@ class _Lender:
 
     @contextlib.contextmanager
     def lend(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._cv:
-            self._forked()
+        if self._pid != os.getpid():  # the lock only after a fork, not on every call
+            with self._cv:
+                self._forked()
         held = getattr(self._held, "conn", None)
         if held is not None:
             yield held
@@ -164,7 +165,7 @@ class _Lender:
         finally:
             self._held.conn = None
             with self._cv:
-                if self._closed or conn.closed or conn.broken or self._pid != os.getpid():
+                if self.closed or conn.closed or conn.broken or self._pid != os.getpid():
                     self._open -= 1
                     with contextlib.suppress(psycopg.Error):
                         conn.close()
@@ -189,9 +190,9 @@ class _Lender:
 
     def close(self) -> None:
         with self._cv:
+            self.closed = True  # the ones lent out are closed when given back
             if self._pid != os.getpid():
-                return
-            self._closed = True  # the ones lent out are closed when given back
+                return  # a forked child's copies are its parent's sockets: not closed here
             idle, self._idle = self._idle, []
         for conn in idle:
             with contextlib.suppress(psycopg.Error):
@@ -220,7 +221,6 @@ class PgStore:
         self.url = url
         self.where = f"postgresql {self._describe(url)}"
         self._conns = _Lender(self._connect, CONNECTIONS)
-        self._closed = False
         self._secret: str | None = None
         self.applied = self.migrate() if migrate else []
 
@@ -258,7 +258,7 @@ class PgStore:
 
     @contextlib.contextmanager
     def _lent(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._closed:
+        if self._conns.closed:
             raise StoreError(f"{self.where}: the store is closed")
         with self._conns.lend() as conn:
             try:
@@ -295,9 +295,7 @@ class PgStore:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._conns.close()
+        self._conns.close()  # (again: nothing more to close)
 
     def __enter__(self) -> PgStore:
         return self
