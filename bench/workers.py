@@ -16,8 +16,8 @@ message (a remote relay). Then, alternating within one run (the machine's speed 
 
 A first 1-worker run warms the vector cache and is not counted. Each W-worker run is
 compared with the mean of the 1-worker runs around it; the reported speed-up is the
-median of those ratios. Every run must deliver every message exactly
-once (the sink counts them). Target: >= 2.5x with 3 workers through a 20 ms relay.
+median of those ratios. Every run must deliver every message exactly once (the sink
+counts them). Target: >= 2.5x with 3 workers through a 20 ms relay.
 Results: bench/results/workers.json.
 """
 
