@@ -53,7 +53,7 @@ from digest.models import (
     Subscriber,
 )
 from digest.overlap import Recorder, ahead, short_switch_interval
-from digest.rank import VECTOR_CACHE, rank
+from digest.rank import VECTOR_CACHE, rank, warm
 from digest.render import Renderer
 from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
@@ -96,6 +96,7 @@ def run_daily(
                     seed_subscribers(cfg, store, now)
                 gathered = run.gather(lambda: gather(cfg, day, store, report, write=not dry_run))
                 while batch := run.claim(only):  # due subscribers, a leased batch at a time
+                    warm(cfg.ranking.semantic)  # before the builder forks: once, not per batch
                     digests = plan_lazily(
                         cfg,
                         day,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
@@ -182,10 +183,13 @@ def vectors(
     return enc.embed(keywords, disk), enc.embed(papers, disk), background()
 
 
-_DISKS: dict[Path, VectorCache] = {}
+_DISKS: dict[tuple[int, Path], VectorCache] = {}
 
 
 def _disk(path: Path) -> VectorCache:
-    if path not in _DISKS:  # one connection per file and process
-        _DISKS[path] = VectorCache(path, MODEL_SHA256, DIM)
-    return _DISKS[path]
+    """One connection per file and process: a forked builder (digest/overlap.py) opens
+    its own instead of using its parent's SQLite connection."""
+    key = (os.getpid(), path)
+    if key not in _DISKS:
+        _DISKS[key] = VectorCache(path, MODEL_SHA256, DIM)
+    return _DISKS[key]
