@@ -135,8 +135,10 @@ class Forked(Generic[T]):
     process waits on the pipe. When those waits pass `watch.after` seconds and
     `watch.share` of the time since the first item, the child is moved to the normal
     priority every other process has (`promote`; Linux lets only a privileged process,
-    or one whose RLIMIT_NICE allows nice 0, leave SCHED_IDLE) and watched again with
-    `Starvation()`. When it cannot be promoted, or starves again, it is stopped and the
+    or one whose RLIMIT_NICE allows nice 0, leave SCHED_IDLE), and it then builds the
+    rest: at the normal priority a wait means the box is busy, which building here would
+    not cure (three workers on two cores: falling back then rebuilt every item taken and
+    made some runs twice as slow). When it cannot be promoted, it is stopped and the
     rest is built here, in this process (the items it already delivered are skipped by
     running the same generator past them: a one-off cost only that case pays; with
     several SMTP connections the building then shares this process's GIL with them).
@@ -195,16 +197,19 @@ class Forked(Generic[T]):
                     f"({self._exit_status(isinstance(e, EOFError))}); what was sent is "
                     f"recorded, the rest is left for the next run"
                 ) from e
-            starving = self.watch.observe(asked, self._clock())
+            # Once promoted, the child runs at the priority of everything else: waiting
+            # on it then means the box is busy, and building here would take the same
+            # cores (and this process's GIL from its connections), after first building
+            # again every item already taken. So it is watched only until then.
+            starving = not self.promoted and self.watch.observe(asked, self._clock())
             if kind == "done":
                 return
             if kind == "error":
                 raise payload
             yield payload
             taken += 1
-            if starving and not self.promoted and self._promote(self._pid):
+            if starving and self._promote(self._pid):
                 self.promoted = True
-                self.watch = Starvation()
                 continue
             if starving:
                 self.starved = True

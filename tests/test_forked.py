@@ -199,6 +199,31 @@ def test_a_starving_child_is_first_moved_to_the_normal_priority():
         assert out["starved"] and out["here"] == 30
 
 
+def test_a_promoted_child_builds_the_rest_however_long_it_keeps_the_parent_waiting():
+    # Once at the normal priority, a wait means a busy box: building here would not help
+    # and would rebuild every item already taken (three workers on two cores).
+    out = run("""
+        import json, os
+        from digest.overlap import Forked, Starvation
+        class AlwaysStarving(Starvation):
+            def observe(self, asked, got):
+                self.n = getattr(self, "n", 0) + 1
+                return True
+        parent = os.getpid()
+        promoted = []
+        f = Forked(((i, os.getpid()) for i in range(50)), watch=AlwaysStarving(),
+                   promote=lambda pid: promoted.append(pid) or True)
+        with f as items:
+            got = list(items)
+        print(json.dumps({"n": [i for i, _ in got], "here": sum(p == parent for _, p in got),
+                          "promoted": f.promoted, "starved": f.starved,
+                          "promotions": len(promoted), "watched": f.watch.n}))
+    """)
+    assert out["n"] == list(range(50)) and out["here"] == 0
+    assert out["promoted"] and not out["starved"]
+    assert out["promotions"] == 1 and out["watched"] == 1  # not watched once promoted
+
+
 def test_a_child_that_keeps_up_is_never_taken_for_starved():
     # The clock moves only when the consumer works (1 ms per item): the waits for the
     # child take no time on it, so however slow this machine is, nothing is starving. Were
