@@ -116,6 +116,10 @@ def guarded_protocol(max_connections: int, header_timeout: float) -> type[H11Pro
                 self._header_timer = None
             if not self.transport.is_closing():
                 self.transport.close()
+            # Counted out now, not at connection_lost (a later loop turn): asyncio accepts
+            # a full backlog in one turn, and each new connection closes one waiting; until
+            # then uvicorn would count both against limit_concurrency and answer 503.
+            self.connections.discard(self)
 
     return GuardedH11
 
