@@ -20,6 +20,12 @@ fdatasync. Both waits release the GIL, so the CPU work of the loop can run meanw
              accepted message per connection unrecorded, re-sent once by the next run
              with the same Message-ID.
 
+A run's work comes in batches (a PostgreSQL worker claims its subscribers a leased batch
+at a time): `Feed` hands the builder its batches on demand, claimed by this process when
+the builder asks (a feeder thread answers the child over a second pipe). So one child,
+one set of SMTP connections and one Recorder serve the whole run, and a batch is claimed
+only when the builder is about to need it (a worker holds little that others could send).
+
 While the loop runs, the interpreter's thread switch interval is cut from 5 ms to
 20 us (`short_switch_interval`): every SMTP reply and every journal syscall wakes a thread
 that must get the GIL back from the other one (or from the producer thread), which
@@ -40,6 +46,7 @@ import os
 import pickle
 import queue
 import signal
+import struct
 import sys
 import threading
 import time
@@ -111,10 +118,54 @@ class Prefetch(Generic[T]):
         self._thread.join(timeout=5)
 
 
-def ahead(items: Iterator[T]) -> Forked[T] | Prefetch[T]:
+B = TypeVar("B")
+# Builds the items from a batch getter (number -> batch, None past the last), leaving out
+# the first `skip` items (already delivered when the parent takes over): skipping must not
+# build them again.
+Make = Callable[[Callable[[int], Any], int], Iterator[T]]
+
+
+class Feed(Generic[B]):
+    """The batches of a run, pulled on demand: `get(i)` is batch i (None past the last),
+    taken from `pull` (None: no more) the first time anyone asks for it and kept, so the
+    same batches can be built again in this process (Forked's fallback). Thread-safe."""
+
+    def __init__(self, pull: Callable[[], B | None]) -> None:
+        self._pull = pull
+        self._got: list[B] = []
+        self._ended = False
+        self._lock = threading.Lock()
+
+    def get(self, i: int) -> B | None:
+        with self._lock:
+            while len(self._got) <= i and not self._ended:
+                batch = self._pull()
+                if batch is None:
+                    self._ended = True
+                else:
+                    self._got.append(batch)
+            return self._got[i] if i < len(self._got) else None
+
+    def batches(self) -> Iterator[B]:
+        """Every batch, in order, pulled as the iteration reaches it."""
+        i = 0
+        while (batch := self.get(i)) is not None:
+            yield batch
+            i += 1
+
+
+def ahead(items: Iterator[T] | Make[T], feed: Feed[Any] | None = None) -> Forked[T] | Prefetch[T]:
     """Iterate `items` ahead of the caller: in a forked child when this process has no
-    other thread (safe to fork), else in a thread."""
-    return Forked(items) if Forked.available() else Prefetch(items)
+    other thread (safe to fork), else in a thread. With a `feed`, `items` is a function
+    that makes the iterator from a batch getter (`feed.get`, or in the child its stand-in
+    asking this process over a pipe) and a number of items to skip (see `Make`)."""
+    if Forked.available():
+        return Forked(items, feed=feed)
+    if feed is None:
+        assert not callable(items)
+        return Prefetch(items)
+    assert callable(items)
+    return Prefetch(items(feed.get, 0))
 
 
 class Forked(Generic[T]):
@@ -126,7 +177,10 @@ class Forked(Generic[T]):
     The child ignores SIGINT/SIGTERM (the parent decides when to stop and then closes the
     pipe) and never touches anything but the pipe: no store, no sockets, no atexit.
 
-    The child runs at idle priority (Linux SCHED_IDLE, else nice 10): it is far ahead, and
+    The child runs at idle priority (Linux SCHED_IDLE, else nice 10) where it could be
+    moved back (`_may_leave_idle`: CAP_SYS_NICE or RLIMIT_NICE; else, as for a non-root
+    service or a default Docker container, at the normal priority from the start, as if
+    promoted, so it is never replaced): it is far ahead, and
     on a small box the SMTP conversation (this process and the server) must never wait for
     a core behind it. Send phase as a share of the smtplib floor, 4,000 subscribers, 4
     interleaved runs per variant, two sessions: nice 10 75-79%, nice 19 75%, nice 19 +
@@ -138,31 +192,46 @@ class Forked(Generic[T]):
     or one whose RLIMIT_NICE allows nice 0, leave SCHED_IDLE), and it then builds the
     rest: at the normal priority a wait means the box is busy, which building here would
     not cure (three workers on two cores: falling back then rebuilt every item taken and
-    made some runs twice as slow). When it cannot be promoted, it is stopped and the
-    rest is built here, in this process (the items it already delivered are skipped by
-    running the same generator past them: a one-off cost only that case pays; with
-    several SMTP connections the building then shares this process's GIL with them).
-    `clock` (read right before and right after each wait), `watch` and `promote` are
-    injectable, so tests decide what "slow" is instead of depending on the machine."""
+    made some runs twice as slow). When it cannot be promoted after all, it is stopped
+    and the rest is built here, in this process (past the items it already delivered:
+    with a `feed`, `items(get, skip)` leaves them out without building them; a plain
+    iterator is run past them; with several SMTP connections the building then shares
+    this process's GIL with them). `clock` (read right before and right after each
+    wait), `watch`, `promote` and `idle` are injectable, so tests decide what "slow" is
+    instead of depending on the machine."""
 
     PIPE_BYTES = 1 << 20  # how far ahead the child may run (Linux F_SETPIPE_SZ; best effort)
 
     def __init__(
         self,
-        items: Iterator[T],
+        items: Iterator[T] | Make[T],
         *,
+        feed: Feed[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         watch: Starvation | None = None,
         promote: Callable[[int], bool] | None = None,
+        idle: bool | None = None,
     ) -> None:
-        self._items = items
+        if feed is None:
+            assert not callable(items)
+            self._items: Iterator[T] | None = items
+            self._make: Make[T] | None = None
+        else:
+            assert callable(items)
+            self._items, self._make = None, items
+        self._feed = feed
+        self._feeder: threading.Thread | None = None
+        self._asks = self._answers = -1  # the parent's ends of the feed pipes
         self._pid = 0
         self._reader: Any = None
         self._clock = clock
         # a quick first look: promoting costs nothing, so there is no reason to wait long
         self.watch = watch if watch is not None else Starvation(after=0.5)
         self._promote = promote if promote is not None else _normal_priority
-        self.promoted = False  # True once the child was moved to the normal priority
+        # Idle priority only where the child can be moved back (see the docstring); else
+        # it starts at the normal priority, as if promoted at once.
+        self._idle = idle if idle is not None else promote is not None or _may_leave_idle()
+        self.promoted = not self._idle  # True once the child runs at the normal priority
         self.starved = False  # True once the rest was built in this process
 
     @staticmethod
@@ -172,6 +241,10 @@ class Forked(Generic[T]):
     def __enter__(self) -> Forked[T]:
         r, w = os.pipe()
         _grow_pipe(w, self.PIPE_BYTES)
+        ask_r = ask_w = answer_r = answer_w = -1
+        if self._feed is not None:
+            ask_r, ask_w = os.pipe()  # child -> parent: the number of the batch it wants
+            answer_r, answer_w = os.pipe()  # parent -> child: that batch, pickled
         gc.freeze()  # the child's collections then leave the shared pages alone
         try:
             pid = os.fork()
@@ -179,11 +252,42 @@ class Forked(Generic[T]):
             gc.unfreeze()
         if pid == 0:  # pragma: no cover - runs in the child, which leaves by os._exit
             os.close(r)
-            os._exit(_produce(self._items, w))
+            items = self._items
+            if self._make is not None:
+                os.close(ask_r)
+                os.close(answer_w)
+                items = self._make(_Asker(ask_w, answer_r), 0)
+            assert items is not None
+            os._exit(_produce(items, w, keep=(ask_w, answer_r), idle=self._idle))
         os.close(w)
         self._pid = pid
         self._reader = os.fdopen(r, "rb", buffering=1 << 16)
+        if self._feed is not None:
+            os.close(ask_w)
+            os.close(answer_r)
+            self._asks, self._answers = ask_r, answer_w
+            self._feeder = threading.Thread(
+                target=self._answer, args=(self._feed,), name="digest-feed", daemon=True
+            )
+            self._feeder.start()
         return self
+
+    def _answer(self, feed: Feed[Any]) -> None:
+        """The feeder thread: each batch the child asks for, pulled here (a claim, store
+        reads) and sent; a failure is sent instead (the child raises it and hands it back
+        through the items pipe). Ends when the child is gone."""
+        try:
+            with os.fdopen(self._answers, "wb", closefd=False) as out:
+                while len(ask := _read_exactly(self._asks, 8)) == 8:
+                    (i,) = struct.unpack("!Q", ask)
+                    try:
+                        answer: tuple[str, Any] = ("batch", feed.get(i))
+                    except BaseException as e:  # noqa: BLE001 - raised in the child, then here
+                        answer = ("error", e)
+                    pickle.dump(answer, out, protocol=pickle.HIGHEST_PROTOCOL)
+                    out.flush()
+        except (OSError, ValueError):  # the child died or the parent closed the pipes
+            return
 
     def __iter__(self) -> Iterator[T]:
         taken = 0
@@ -214,6 +318,12 @@ class Forked(Generic[T]):
             if starving:
                 self.starved = True
                 self.__exit__()  # stop the child; build the rest in this process
+                if self._make is not None:
+                    assert self._feed is not None
+                    # the same batches (the feed keeps them), past what was taken
+                    yield from self._make(self._feed.get, taken)
+                    return
+                assert self._items is not None
                 for _ in range(taken):
                     next(self._items)
                 yield from self._items
@@ -247,6 +357,14 @@ class Forked(Generic[T]):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._pid, 0)
             self._pid = 0
+        if self._feeder is not None:  # the child is gone: its ask pipe is at EOF
+            self._feeder.join(timeout=60)  # (it may be finishing a claim)
+            self._feeder = None
+        for fd in (self._asks, self._answers):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._asks = self._answers = -1
 
 
 class Starvation:
@@ -268,16 +386,25 @@ class Starvation:
         return self.waited > self.after and self.waited > self.share * (got - self._start)
 
 
-def _produce(items: Iterator[Any], fd: int) -> int:  # pragma: no cover - child process
-    """The child's whole life: pickle each item into `fd`; returns the exit code."""
+def _produce(
+    items: Iterator[Any], fd: int, keep: tuple[int, ...] = (), idle: bool = True
+) -> int:  # pragma: no cover - child process
+    """The child's whole life: pickle each item into `fd`; returns the exit code. `keep`:
+    the feed's pipes (-1: none), the only other descriptors it keeps; `idle`: run at idle
+    priority."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _idle_priority()
+    if idle:
+        _idle_priority()
     # Drop every inherited descriptor but the pipe and stdio: the store's locks (flock
     # belongs to the open file), the SMTP socket, the journal. A parent killed mid-run
     # then leaves nothing held by a child that is still finishing a write.
-    os.closerange(3, fd)
-    os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+    top = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024
+    start = 3
+    for k in sorted({fd, *(k for k in keep if k >= 0)}):
+        os.closerange(start, k)
+        start = k + 1
+    os.closerange(start, top)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 16) as out:
             try:
@@ -303,6 +430,32 @@ def _produce(items: Iterator[Any], fd: int) -> int:  # pragma: no cover - child 
         return 1
 
 
+class _Asker:  # pragma: no cover - child process
+    """The child's stand-in for `Feed.get`: asks the parent's feeder thread for batch i."""
+
+    def __init__(self, ask: int, answers: int) -> None:
+        self._ask = ask
+        self._answers = os.fdopen(answers, "rb", buffering=1 << 16)
+
+    def __call__(self, i: int) -> Any:
+        os.write(self._ask, struct.pack("!Q", i))
+        kind, payload = pickle.load(self._answers)
+        if kind == "error":
+            raise payload
+        return payload
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    """n bytes from fd, fewer only at EOF."""
+    got = b""
+    while len(got) < n:
+        part = os.read(fd, n - len(got))
+        if not part:
+            break
+        got += part
+    return got
+
+
 def _idle_priority() -> None:  # pragma: no cover - child process
     """Run only when a core would otherwise idle (see Forked's docstring)."""
     try:
@@ -310,6 +463,26 @@ def _idle_priority() -> None:  # pragma: no cover - child process
     except (AttributeError, OSError):  # not Linux, or refused: the next best thing
         with contextlib.suppress(OSError):
             os.nice(10)
+
+
+def _may_leave_idle() -> bool:
+    """Whether a child of this process could be moved back from idle priority (Linux:
+    CAP_SYS_NICE, which root has on a plain host but not in a default Docker container,
+    or an RLIMIT_NICE of 20). Read from /proc and getrlimit: nothing is changed."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NICE)[0]
+        if soft == resource.RLIM_INFINITY or soft >= 20:
+            return True
+    except (ImportError, AttributeError, OSError, ValueError):
+        pass
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            caps = next((ln.split()[1] for ln in f if ln.startswith("CapEff:")), "0")
+        return bool(int(caps, 16) >> 23 & 1)  # CAP_SYS_NICE
+    except (OSError, ValueError):
+        return False
 
 
 def _normal_priority(pid: int) -> bool:

@@ -20,8 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from digest.config import Config
 from digest.errors import (
@@ -52,12 +54,12 @@ from digest.models import (
     RunReport,
     Subscriber,
 )
-from digest.overlap import Recorder, ahead, short_switch_interval
-from digest.rank import VECTOR_CACHE, rank, warm
+from digest.overlap import Feed, Recorder, ahead, short_switch_interval
+from digest.rank import VECTOR_CACHE, rank
 from digest.render import Renderer
 from digest.sources import fetch_all, merge, sample_day
 from digest.store import Store, open_store
-from digest.store.base import due_subscribers
+from digest.store.base import Run, due_subscribers
 from digest.subscribers import make_subscriber
 from digest.tokens import links, rate_links, view_url
 
@@ -95,34 +97,24 @@ def run_daily(
                 if not dry_run:
                     seed_subscribers(cfg, store, now)
                 gathered = run.gather(lambda: gather(cfg, day, store, report, write=not dry_run))
-                while batch := run.claim(only):  # due subscribers, a leased batch at a time
-                    warm(cfg.ranking.semantic)  # before the builder forks: once, not per batch
-                    digests = plan_lazily(
-                        cfg,
-                        day,
-                        gathered,
-                        batch,
-                        delivered_in_window(store, gathered, batch),
-                        known=known_papers(store, batch),
-                    )
-                    deliver(
-                        cfg,
-                        day,
-                        store,
-                        digests,
-                        gathered.papers,
-                        report,
-                        count=len(batch),
-                        now=now,
-                        sender=sender,
-                        dry_run=dry_run,
-                        stop=stop,
-                        progress=progress,
-                        record_many=run.record_many,
-                        sample_day=gathered.sample_day,
-                    )
-                    if stop is not None and stop.is_set():
-                        break
+                # due subscribers, a leased batch at a time, claimed as the builder needs
+                # them; one delivery (builder, connections, records) serves every batch
+                claims = Claims(store, run, gathered, only, stop)
+                deliver(
+                    cfg,
+                    day,
+                    store,
+                    Feed(claims),
+                    gathered,
+                    report,
+                    now=now,
+                    sender=sender,
+                    dry_run=dry_run,
+                    stop=stop,
+                    progress=progress,
+                    record_many=run.record_many,
+                    claims=claims,
+                )
             finally:
                 report.seconds = time.monotonic() - t0
     finally:
@@ -278,6 +270,67 @@ def plan_lazily(
             yield digest_of(s, day, picks.get(s.email, ()))
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Plain data: a claimed batch of due subscribers and what ranking them needs from
+    the store (what each was sent in the window, the papers they rated or gave)."""
+
+    subscribers: tuple[Subscriber, ...]
+    delivered: Mapping[str, set[str]]
+    known: Mapping[str, Paper]
+
+
+class Claims:
+    """I/O edge: the run's batches, one per call (None: nobody left, or stopping), each
+    claimed (run.claim) and read from the store when the builder asks for it (a Feed).
+    `on_claim(n)` hears of each batch's size (the progress bar's total)."""
+
+    def __init__(
+        self,
+        store: Store,
+        run: Run,
+        gathered: Gathered,
+        only: Callable[[Subscriber], bool] | None,
+        stop: threading.Event | None,
+    ) -> None:
+        self.store, self.run, self.gathered, self.only, self.stop = store, run, gathered, only, stop
+        self.on_claim: Callable[[int], None] = lambda n: None
+
+    def __call__(self) -> Batch | None:
+        if self.stop is not None and self.stop.is_set():
+            return None
+        subs = self.run.claim(self.only)
+        if not subs:
+            return None
+        self.on_claim(len(subs))
+        return Batch(
+            tuple(subs),
+            delivered_in_window(self.store, self.gathered, subs),
+            known_papers(self.store, subs),
+        )
+
+
+def plan_batches(
+    cfg: Config,
+    day: date,
+    gathered: Gathered,
+    batch: Callable[[int], Batch | None],
+    skip: int = 0,
+) -> Iterator[Digest]:
+    """Pure, given `batch` (number -> Batch, None past the last): every batch's digests
+    but the first `skip` (whole batches skipped unranked, a partial one ranked from its
+    first subscriber left: rank() picks the same for a subscriber whoever is ranked with
+    them), the first one's first 64 ranked alone so its first mail can go out at once."""
+    i = 0
+    while (b := batch(i)) is not None:
+        subs = b.subscribers[skip:]
+        skip = max(0, skip - len(b.subscribers))
+        if subs:
+            first = 64 if i == 0 else 2048
+            yield from plan_lazily(cfg, day, gathered, subs, b.delivered, first, known=b.known)
+        i += 1
+
+
 def digest_of(sub: Subscriber, day: date, picks: tuple[Pick, ...]) -> Digest:
     """Pure: the subscriber's digest. On a day without a match, a subscriber with keywords
     who chose NO_MATCH_SKIP gets an empty digest (no mail) instead of the trending papers."""
@@ -291,32 +344,34 @@ def deliver(
     cfg: Config,
     day: date,
     store: Store,
-    digests: Iterable[Digest],
-    gathered_papers: Sequence[Paper],
+    feed: Feed[Batch],
+    gathered: Gathered,
     report: RunReport,
     *,
-    count: int,
     now: Clock,
     sender: Sender | None,
     dry_run: bool,
     stop: threading.Event | None,
     progress: bool | None,
     record_many: Callable[[Sequence[DeliveryRecord]], None],
-    sample_day: date | None = None,
+    claims: Claims | None = None,
 ) -> None:
-    """Render, send and record each of the `count` digests; the record (`record_many`:
-    the run's, durable on return) follows the server's acceptance. `digests` may be lazy:
-    ranking then runs with the building."""
+    """Rank, render, send and record the digests of every batch `feed` hands out; the
+    record (`record_many`: the run's, durable on return) follows the server's acceptance.
+    Ranking and building run ahead of the sending (a child process or a thread)."""
     if dry_run:
-        for d in digests:
+        for d in plan_batches(cfg, day, gathered, feed.get):
             if d.picks or cfg.schedule.send_empty:
                 report.sent += 1
             else:
                 report.empty += 1
         return
-    if not count:
+    first = feed.get(0)  # claimed before anything forks or connects
+    if first is None:
         return
-    papers = {p.id: p for p in gathered_papers}
+    count = len(first.subscribers)
+    sample_day = gathered.sample_day
+    papers = {p.id: p for p in gathered.papers}
     secret = cfg.secret() or store.secret()
     counts = threading.Lock()  # the report is counted from every connection's thread
 
@@ -349,13 +404,16 @@ def deliver(
     # together (group commit: digest/overlap.py; speed: bench/e2e.py). The builder starts
     # first: it forks only while no other thread runs. A connection opens at its first
     # message, so a day without any mail never touches the SMTP server.
-    built = (
-        (d.id, d.subscriber.email, _kept(d), msg)
-        for d, msg in build_all(cfg, secret, digests, papers, now(), sample_day=sample_day)
-    )  # lean to pickle
+    stamp = now()
+
+    def built(batch: Callable[[int], Batch | None], skip: int) -> Iterator[tuple[Any, ...]]:
+        digests = plan_batches(cfg, day, gathered, batch, skip)
+        for d, msg in build_all(cfg, secret, digests, papers, stamp, sample_day=sample_day):
+            yield (d.id, d.subscriber.email, _kept(d), msg)  # lean to pickle
+
     open_sender, connections = _senders(cfg, sender)
     with (
-        ahead(built) as items,
+        ahead(built, feed) as items,
         _progress_bar(count, progress) as bar,
         short_switch_interval(),
         Recorder(record_many) as recorder,  # the one place records are written
@@ -368,6 +426,14 @@ def deliver(
             stop=stop,
         ) as pool,
     ):
+        if claims is not None and bar is not None:
+
+            def grow(n: int) -> None:  # a later batch claimed (in the feeder thread)
+                with counts:
+                    bar.total += n
+                    bar.refresh()
+
+            claims.on_claim = grow
         cut = False  # left the loop early: stopping
         for did, email, kept, msg in items:
             if stop is not None and stop.is_set():

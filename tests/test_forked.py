@@ -186,13 +186,15 @@ def test_a_starving_child_is_first_moved_to_the_normal_priority():
                    watch=AtTen())
         with f as items:
             got = [x[:3] for x in items]
+        from digest.overlap import _may_leave_idle
         print(json.dumps({"n": [i for i, _, _ in got], "promoted": f.promoted,
                           "starved": f.starved, "here": sum(p == parent for _, p, _ in got),
-                          "first": got[0][2], "last": got[-1][2],
+                          "first": got[0][2], "last": got[-1][2], "may": _may_leave_idle(),
                           "idle": os.SCHED_IDLE, "other": os.SCHED_OTHER}))
     """)
     assert out["n"] == list(range(40))  # every item once, in order, either way
-    assert out["first"] == out["idle"]
+    # idle priority only where the child can be moved back (else normal from the start)
+    assert out["first"] == (out["idle"] if out["may"] else out["other"])
     if out["promoted"]:  # allowed here (root, or RLIMIT_NICE): it went on at normal priority
         assert out["last"] == out["other"] and not out["starved"] and out["here"] == 0
     else:  # not allowed: the rest was built here
@@ -222,6 +224,28 @@ def test_a_promoted_child_builds_the_rest_however_long_it_keeps_the_parent_waiti
     assert out["n"] == list(range(50)) and out["here"] == 0
     assert out["promoted"] and not out["starved"]
     assert out["promotions"] == 1 and out["watched"] == 1  # not watched once promoted
+
+
+def test_a_child_that_could_not_be_moved_back_starts_at_the_normal_priority():
+    # A non-root service or a default Docker container (no CAP_SYS_NICE): an idle child
+    # could never be promoted, so it starts at the normal priority and is never replaced.
+    out = run("""
+        import json, os
+        from digest.overlap import Forked, Starvation
+        class AlwaysStarving(Starvation):
+            def observe(self, asked, got):
+                raise AssertionError("a child at the normal priority is not watched")
+        parent = os.getpid()
+        f = Forked(((i, os.getpid(), os.sched_getscheduler(0)) for i in range(30)),
+                   watch=AlwaysStarving(), idle=False)
+        with f as items:
+            got = list(items)
+        print(json.dumps({"n": [i for i, _, _ in got], "here": sum(p == parent for _, p, _ in got),
+                          "policies": sorted({p for _, _, p in got}), "other": os.SCHED_OTHER,
+                          "promoted": f.promoted, "starved": f.starved}))
+    """)
+    assert out["n"] == list(range(30)) and out["here"] == 0
+    assert out["policies"] == [out["other"]] and out["promoted"] and not out["starved"]
 
 
 def test_a_child_that_keeps_up_is_never_taken_for_starved():
@@ -285,3 +309,68 @@ def test_ahead_uses_a_thread_when_other_threads_run():
     finally:
         stop.set()
         t.join()
+
+
+FED = """
+    import json, os
+    from digest.overlap import Feed, Forked, Starvation
+    parent = os.getpid()
+    sizes = [7, 0, 12, 5]  # an empty batch is no end: only None ends the feed
+    pulled = []
+
+    def pull():
+        pulled.append(os.getpid())
+        return list(range(sum(sizes[: len(pulled) - 1]), sum(sizes[: len(pulled)]))) \\
+            if len(pulled) <= len(sizes) else None
+
+    built_here, skips = [], []
+
+    def make(get, skip):
+        if os.getpid() == parent:
+            skips.append(skip)
+        i, n = 0, 0
+        while (batch := get(i)) is not None:
+            for x in batch:
+                if n >= skip:
+                    if os.getpid() == parent:
+                        built_here.append(x)
+                    yield x, os.getpid()
+                n += 1
+            i += 1
+"""
+
+
+def test_a_fed_child_builds_every_batch_in_order_each_claimed_once_by_the_parent():
+    out = run(
+        FED
+        + """
+    f = Forked(make, feed=Feed(pull))
+    with f as items:
+        got = list(items)
+    print(json.dumps({"n": [x for x, _ in got], "here": sum(p == parent for _, p in got),
+                      "pulled": pulled, "parent": parent, "skips": skips}))
+    """
+    )
+    assert out["n"] == list(range(24)) and out["here"] == 0
+    # every batch (and the final None) pulled once, in the parent (its feeder thread)
+    assert out["pulled"] == [out["parent"]] * 5 and out["skips"] == []
+
+
+def test_a_starved_fed_child_is_replaced_here_without_building_again_what_was_taken():
+    out = run(
+        FED
+        + """
+    class AtTen(Starvation):
+        def observe(self, asked, got):
+            self.n = getattr(self, "n", 0) + 1
+            return self.n == 10
+    f = Forked(make, feed=Feed(pull), watch=AtTen(), promote=lambda pid: False)
+    with f as items:
+        got = list(items)
+    print(json.dumps({"n": [x for x, _ in got], "starved": f.starved, "skips": skips,
+                      "built_here": built_here, "pulls": len(pulled)}))
+    """
+    )
+    assert out["n"] == list(range(24)) and out["starved"]
+    assert out["skips"] == [10] and out["built_here"] == list(range(10, 24))
+    assert out["pulls"] == 5  # the feed kept the batches: none claimed twice

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from digest.config import Config
 from digest.models import Digest, Paper, Subscriber
-from digest.pipeline import Gathered, plan_lazily
+from digest.pipeline import Batch, Gathered, plan_batches, plan_lazily
 from digest.rank import rank
 from digest.subscribers import parse_keywords
 
@@ -62,3 +62,23 @@ def test_chunked_planning_equals_one_ranking_of_everyone():
     assert [d.subscriber.email for d in lazy] == [s.email for s in subs]
     assert lazy == [Digest(s, DAY, whole.get(s.email, ())) for s in subs]
     assert sum(1 for d in lazy if d.picks) > 200  # the comparison is not between empties
+
+
+def test_planning_batches_past_a_skip_equals_the_same_digests_without_them():
+    # Forked's fallback resumes a run after the digests already delivered: skipping whole
+    # batches (and part of one) must give exactly what planning everything gives after them.
+    ps = papers()
+    subs = subscribers(ps, 90)
+    delivered = {s.email: {ps[i % len(ps)].id} for i, s in enumerate(subs[::4])}
+    cfg = Config()
+    batches = [Batch(tuple(subs[a:b]), delivered, {}) for a, b in ((0, 30), (30, 35), (35, 90))]
+
+    def batch(i: int) -> Batch | None:
+        return batches[i] if i < len(batches) else None
+
+    whole = list(plan_batches(cfg, DAY, Gathered(ps, DAY), batch))
+    assert [d.subscriber.email for d in whole] == [s.email for s in subs]
+    for skip in (0, 1, 30, 33, 35, 60, 90, 100):
+        got = list(plan_batches(cfg, DAY, Gathered(ps, DAY), batch, skip))
+        assert got == whole[skip:], skip
+    assert sum(1 for d in whole if d.picks) > 40

@@ -8,6 +8,6 @@ the `digest rank` subcommand and are re-exported here for digest/cli.py.
 """
 
 from digest.rank.cli import cli_rank, register
-from digest.rank.model import VECTOR_CACHE, paper_scores, rank, warm
+from digest.rank.model import VECTOR_CACHE, paper_scores, rank
 
-__all__ = ["VECTOR_CACHE", "cli_rank", "paper_scores", "rank", "register", "warm"]
+__all__ = ["VECTOR_CACHE", "cli_rank", "paper_scores", "rank", "register"]

@@ -309,17 +309,6 @@ def paper_scores(
     return {pid: float(v) for pid, v in zip(index.ids, row.tolist(), strict=True) if v >= 0}
 
 
-def warm(semantic: bool = RankingConfig.semantic) -> None:
-    """Load the bundled embedding model now (once per process), when ranking uses it. The
-    daily run calls this before it forks its builders (digest/overlap.py): each child
-    then starts with the model in memory instead of loading it again (~0.4 s of CPU per
-    batch, a tenth of a worker's CPU; bench/workers.py)."""
-    if semantic:
-        from digest.rank.semantic import encoder  # the I/O edge, loaded on first use
-
-        encoder()
-
-
 def _embedder(semantic: bool, embed: Embed | None, cache: Path | None = None) -> Embed | None:
     if not semantic:
         return None
