@@ -458,6 +458,23 @@ def test_records_later_wins_and_reads(backend: Backend, store: Store) -> None:
     assert s.get_digest("nope") is None
 
 
+def test_one_group_of_records_keeps_the_later_of_two_for_one_day(store: Store) -> None:
+    # The connections' records are written together (group commit); a group may hold a
+    # subscriber's record twice for a day (deferred, then sent): the later one wins.
+    with store.run(D0, RunReport(day=D0)) as run:
+        run.record_many(
+            [
+                rec("a@x.org", D0, DEFERRED, ("p1",), "421 busy"),
+                rec("b@x.org", D0, SENT, ("p2",)),
+                rec("a@x.org", D0, SENT, ("p1",)),
+            ]
+        )
+        run.record_many([rec("c@x.org", D0, EMPTY, (), "nothing new")])
+    assert store.digests_for_day(D0) == {"a@x.org": SENT, "b@x.org": SENT, "c@x.org": EMPTY}
+    assert [(h.state, h.detail) for h in store.history("a@x.org")] == [(SENT, "")]
+    assert store.pending_retries() == []
+
+
 def test_a_record_keeps_how_the_digest_looked(store: Store) -> None:
     r = rec(
         "a@x.org",
