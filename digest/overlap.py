@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import pickle
 import queue
@@ -146,13 +147,6 @@ class Feed(Generic[B]):
                     self._got.append(batch)
             return self._got[i] if i < len(self._got) else None
 
-    def batches(self) -> Iterator[B]:
-        """Every batch, in order, pulled as the iteration reaches it."""
-        i = 0
-        while (batch := self.get(i)) is not None:
-            yield batch
-            i += 1
-
 
 def ahead(items: Iterator[T] | Make[T], feed: Feed[Any] | None = None) -> Forked[T] | Prefetch[T]:
     """Iterate `items` ahead of the caller: in a forked child when this process has no
@@ -212,13 +206,13 @@ class Forked(Generic[T]):
         promote: Callable[[int], bool] | None = None,
         idle: bool | None = None,
     ) -> None:
-        if feed is None:
+        if feed is None:  # a plain iterator: no batches, skipping runs it past the items
             assert not callable(items)
-            self._items: Iterator[T] | None = items
-            self._make: Make[T] | None = None
+            plain = items
+            self._make: Make[T] = lambda get, skip: itertools.islice(plain, skip, None)
         else:
             assert callable(items)
-            self._items, self._make = None, items
+            self._make = items
         self._feed = feed
         self._feeder: threading.Thread | None = None
         self._asks = self._answers = -1  # the parent's ends of the feed pipes
@@ -252,12 +246,12 @@ class Forked(Generic[T]):
             gc.unfreeze()
         if pid == 0:  # pragma: no cover - runs in the child, which leaves by os._exit
             os.close(r)
-            items = self._items
-            if self._make is not None:
+            get: Callable[[int], Any] = _no_batch
+            if self._feed is not None:
                 os.close(ask_r)
                 os.close(answer_w)
-                items = self._make(_Asker(ask_w, answer_r), 0)
-            assert items is not None
+                get = _Asker(ask_w, answer_r)
+            items = self._make(get, 0)
             os._exit(_produce(items, w, keep=(ask_w, answer_r), idle=self._idle))
         os.close(w)
         self._pid = pid
@@ -318,15 +312,8 @@ class Forked(Generic[T]):
             if starving:
                 self.starved = True
                 self.__exit__()  # stop the child; build the rest in this process
-                if self._make is not None:
-                    assert self._feed is not None
-                    # the same batches (the feed keeps them), past what was taken
-                    yield from self._make(self._feed.get, taken)
-                    return
-                assert self._items is not None
-                for _ in range(taken):
-                    next(self._items)
-                yield from self._items
+                # the same batches (the feed keeps them), past what was taken
+                yield from self._make(_no_batch if self._feed is None else self._feed.get, taken)
                 return
 
     def _exit_status(self, eof: bool) -> str:
@@ -428,6 +415,11 @@ def _produce(
         return 0
     except BaseException:  # noqa: BLE001 - never let the child run the parent's code on
         return 1
+
+
+def _no_batch(i: int) -> None:
+    """The batch getter of a Forked without a feed: there are none."""
+    return None
 
 
 class _Asker:  # pragma: no cover - child process

@@ -99,12 +99,11 @@ def run_daily(
                 gathered = run.gather(lambda: gather(cfg, day, store, report, write=not dry_run))
                 # due subscribers, a leased batch at a time, claimed as the builder needs
                 # them; one delivery (builder, connections, records) serves every batch
-                claims = Claims(store, run, gathered, only, stop)
                 deliver(
                     cfg,
                     day,
                     store,
-                    Feed(claims),
+                    Claims(store, run, gathered, only, stop),
                     gathered,
                     report,
                     now=now,
@@ -113,7 +112,6 @@ def run_daily(
                     stop=stop,
                     progress=progress,
                     record_many=run.record_many,
-                    claims=claims,
                 )
             finally:
                 report.seconds = time.monotonic() - t0
@@ -344,7 +342,7 @@ def deliver(
     cfg: Config,
     day: date,
     store: Store,
-    feed: Feed[Batch],
+    claims: Claims,
     gathered: Gathered,
     report: RunReport,
     *,
@@ -354,11 +352,11 @@ def deliver(
     stop: threading.Event | None,
     progress: bool | None,
     record_many: Callable[[Sequence[DeliveryRecord]], None],
-    claims: Claims | None = None,
 ) -> None:
-    """Rank, render, send and record the digests of every batch `feed` hands out; the
+    """Rank, render, send and record the digests of every batch `claims` hands out; the
     record (`record_many`: the run's, durable on return) follows the server's acceptance.
     Ranking and building run ahead of the sending (a child process or a thread)."""
+    feed = Feed(claims)  # each batch claimed once, when first asked for
     if dry_run:
         for d in plan_batches(cfg, day, gathered, feed.get):
             if d.picks or cfg.schedule.send_empty:
@@ -426,7 +424,7 @@ def deliver(
             stop=stop,
         ) as pool,
     ):
-        if claims is not None and bar is not None:
+        if bar is not None:
 
             def grow(n: int) -> None:  # a later batch claimed (in the feeder thread)
                 with counts:
