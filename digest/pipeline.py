@@ -498,11 +498,11 @@ def _senders(cfg: Config, sender: Sender | None) -> tuple[Callable[[], Sender], 
 def _still_active(store: Store) -> Callable[[str], bool]:
     """The last check before a digest is committed (issue: unsubscribes acknowledged
     mid-run were mailed): the subscriber's current status, read from the store. Cheap:
-    the TinyDB store re-reads its file only when it changed (one stat otherwise)."""
+    the TinyDB store re-reads its file only when it changed (one stat otherwise), the
+    PostgreSQL store reads the status column alone."""
 
     def active(email: str) -> bool:
-        sub = store.get_subscriber(email)
-        return sub is not None and sub.status == ACTIVE
+        return store.subscriber_status(email) == ACTIVE
 
     return active
 

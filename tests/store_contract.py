@@ -46,6 +46,7 @@ from digest.models import (
     PENDING,
     SENT,
     TRENDING,
+    UNSUBSCRIBED,
     UP,
     DeliveryRecord,
     Gathered,
@@ -211,6 +212,21 @@ def test_subscribers_round_trip_replace_and_remove(backend: Backend, store: Stor
     assert sorted(x.email for x in s.subscribers()) == ["a@x.org", "c@x.org"]
     assert s.get_subscriber("b@x.org") is None
     assert s.get_subscriber("c@x.org").timezone == "Europe/Berlin"  # type: ignore[union-attr]
+
+
+def test_subscriber_status_is_the_stored_status_fresh(backend: Backend, store: Store) -> None:
+    store.put_subscribers([Subscriber("a@x.org", ("llm",)), Subscriber("p@x.org", status=PAUSED)])
+    other = backend.open()  # another process's view: sees committed changes at once
+    try:
+        assert other.subscriber_status("A@X.org") == ACTIVE
+        assert other.subscriber_status("p@x.org") == PAUSED
+        assert other.subscriber_status("nobody@x.org") is None
+        store.update_subscriber("a@x.org", lambda s: replace(s, status=UNSUBSCRIBED))
+        assert other.subscriber_status("a@x.org") == UNSUBSCRIBED
+        store.remove_subscriber("p@x.org")
+        assert other.subscriber_status("p@x.org") is None
+    finally:
+        other.close()
 
 
 def test_ids_are_opaque_unique_kept_and_never_reused(backend: Backend, store: Store) -> None:

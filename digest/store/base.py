@@ -210,6 +210,11 @@ class Store(Protocol):
 
     def get_subscriber_by_id(self, sid: str) -> Subscriber | None: ...
 
+    def subscriber_status(self, email: str) -> str | None:
+        """The subscriber's status alone (None: not subscribed), fresh: the check before
+        each digest is committed, so it reads no more than the status."""
+        ...
+
     def put_subscribers(self, subs: Iterable[Subscriber]) -> None:
         """Insert or replace by address, all in one atomic write. A replaced subscriber
         keeps its id; a new one gets its given id if unused, else a fresh one."""

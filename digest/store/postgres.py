@@ -402,6 +402,14 @@ class PgStore:
             row = cur.execute("SELECT data FROM subscribers WHERE id = %s", (sid,)).fetchone()
         return self._sub(row[0]) if row else None
 
+    def subscriber_status(self, email: str) -> str | None:
+        # The column alone: no JSON of ratings and examples to send and decode.
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT status FROM subscribers WHERE email_lc = %s", (email.lower(),)
+            ).fetchone()
+        return str(row[0]) if row else None
+
     @staticmethod
     def _fresh_id(cur: psycopg.Cursor[Any], taken: set[str]) -> str:
         while True:

@@ -216,6 +216,10 @@ class TinyStore:
         with self._subs() as s:
             return s.by_id(sid)
 
+    def subscriber_status(self, email: str) -> str | None:
+        sub = self.get_subscriber(email)
+        return None if sub is None else sub.status
+
     def put_subscribers(self, subs: Iterable[Subscriber]) -> None:
         subs = list(subs)
         if subs:
