@@ -66,6 +66,16 @@ class Counter:
             self.first: float | None = None
             self.last: float | None = None
 
+    def accepted(self, size: int) -> None:
+        """One message of `size` bytes accepted, now."""
+        now = time.time()
+        with self.lock:
+            self.messages += 1
+            self.bytes += size
+            if self.first is None:
+                self.first = now
+            self.last = now
+
     def snapshot(self) -> dict[str, object]:
         with self.lock:
             return {
@@ -92,15 +102,7 @@ class CountingHandler:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
         if self.delay:
             await asyncio.sleep(self.delay)
-        now = time.time()
-        c = self.c
-        size = len(envelope.content or b"")
-        with c.lock:
-            c.messages += 1
-            c.bytes += size
-            if c.first is None:
-                c.first = now
-            c.last = now
+        self.c.accepted(len(envelope.content or b""))
         return "250 2.0.0 OK"
 
 
@@ -126,9 +128,9 @@ class LeanSMTP(asyncio.Protocol):
         self.c, self.delay, self.pipelining = counter, delay, pipelining
         self.buf = bytearray()
         self.in_data = False
-        self.size = self.scanned = 0
+        self.scanned = 0  # how much of the DATA in buf was searched for the end marker
         self.replies: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
-        self.writer: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None  # held: the loop keeps only a weak ref
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport  # type: ignore[assignment]
@@ -166,10 +168,10 @@ class LeanSMTP(asyncio.Protocol):
                     return
                 # the content, without the CRLF put in front at DATA and the dots that
                 # dot-stuffing added (a line starting with "." came with one more)
-                self.size = at - self.buf.count(b"\r\n.", 0, at)
+                self.c.accepted(at - self.buf.count(b"\r\n.", 0, at))
                 del self.buf[: at + len(self.END)]
                 self.in_data = False
-                self._accepted()
+                self.reply(b"250 2.0.0 OK\r\n", self.delay)
                 continue
             nl = self.buf.find(b"\r\n")
             if nl < 0:
@@ -198,17 +200,6 @@ class LeanSMTP(asyncio.Protocol):
             self.reply(b"250 OK\r\n")
         else:
             self.reply(b"502 Command not implemented\r\n")
-
-    def _accepted(self) -> None:
-        now = time.time()
-        c = self.c
-        with c.lock:
-            c.messages += 1
-            c.bytes += self.size
-            if c.first is None:
-                c.first = now
-            c.last = now
-        self.reply(b"250 2.0.0 OK\r\n", self.delay)
 
 
 def _serve_lean(counter: Counter, delay: float, pipelining: bool) -> int:

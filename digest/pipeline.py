@@ -104,12 +104,10 @@ def run_daily(
                     day,
                     store,
                     Claims(store, run, gathered, only, stop),
-                    gathered,
                     report,
                     now=now,
                     sender=sender,
                     dry_run=dry_run,
-                    stop=stop,
                     progress=progress,
                     record_many=run.record_many,
                 )
@@ -343,19 +341,19 @@ def deliver(
     day: date,
     store: Store,
     claims: Claims,
-    gathered: Gathered,
     report: RunReport,
     *,
     now: Clock,
     sender: Sender | None,
     dry_run: bool,
-    stop: threading.Event | None,
     progress: bool | None,
     record_many: Callable[[Sequence[DeliveryRecord]], None],
 ) -> None:
     """Rank, render, send and record the digests of every batch `claims` hands out; the
     record (`record_many`: the run's, durable on return) follows the server's acceptance.
-    Ranking and building run ahead of the sending (a child process or a thread)."""
+    Ranking and building run ahead of the sending (a child process or a thread); the
+    run's gathered papers and its stop event are the ones `claims` holds."""
+    gathered, stop = claims.gathered, claims.stop
     feed = Feed(claims)  # each batch claimed once, when first asked for
     if dry_run:
         for d in plan_batches(cfg, day, gathered, feed.get):

@@ -33,7 +33,7 @@ def _messages() -> list[bytes]:
 def _send_all(engine: str, pipelining: bool) -> dict[str, object]:
     args = [sys.executable, str(SINK), f"--engine={engine}", "--delay-ms=1"]
     p = subprocess.Popen(
-        [*args] + ([] if pipelining else ["--no-pipelining"]),
+        args + ([] if pipelining else ["--no-pipelining"]),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
