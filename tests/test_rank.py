@@ -411,3 +411,26 @@ def test_exotic_chars_are_exactly_the_non_ascii_chars_that_fold_onto_ascii() -> 
     )
     assert derived == EXOTIC_CHARS
     assert excluded(["kelvin"], "a \u212aelvin-scale benchmark")  # the Kelvin sign folds to K
+
+
+def test_pick_of_is_the_same_pick_as_the_constructor() -> None:
+    """Pick.of (rank()'s fast path) sets every field the dataclass has, to the same
+    values, and the result stays frozen and hashable like Pick(...)."""
+    import dataclasses
+
+    args = ("2601.00001", 71.5, ("diffusion",), "trending", ("A title", "up"))
+    fast, slow = Pick.of(*args), Pick(*args)
+    assert fast == slow and hash(fast) == hash(slow)
+    assert [getattr(fast, f.name) for f in dataclasses.fields(Pick)] == list(args)
+    assert Pick.of("x", 1.0) == Pick("x", 1.0)  # the same defaults
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.score = 0.0  # type: ignore[misc]
+
+
+def test_trending_picks_of_one_paper_are_equal_for_everyone() -> None:
+    papers = [paper(f"p{i}", f"Paper {i}", upvotes=10 * i + 1) for i in range(6)]
+    subs = [sub(email=f"u{i}@example.org") for i in range(3)]  # trending only
+    got = product_rank(papers, subs, trending=3)
+    first = got["u0@example.org"]
+    assert len(first) >= 3 and all(p.section == "trending" for p in first)
+    assert got["u1@example.org"] == first == got["u2@example.org"]

@@ -37,6 +37,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 import scipy.sparse as sp
@@ -122,9 +124,13 @@ class Seeds:
     neg_seed: np.ndarray  # int32
 
 
+_first, _second = itemgetter(0), itemgetter(1)
+
+
 def seeds(subs: Sequence[Subscriber], known: Mapping[str, Paper]) -> Seeds:
-    """The seeds of `subs` (model subscribers, in order). Python touches each rating once
-    (three flat comprehensions); the grouping is numpy."""
+    """The seeds of `subs` (model subscribers, in order). Python loops run over
+    subscribers and distinct papers; each rating passes through C-level maps only; the
+    grouping is numpy."""
     index: dict[str, int] = {}
     ids: list[str] = []
     texts: list[str] = []
@@ -151,13 +157,20 @@ def seeds(subs: Sequence[Subscriber], known: Mapping[str, Paper]) -> Seeds:
                 if pid not in downs:  # a rating down overrides an example
                     ex_sub.append(j)
                     ex_seed.append(at(pid, title))
-    counts = [len(s.ratings) for s in subs]
-    flat = [r for s in subs for r in s.ratings]
-    for r in flat:
-        if r[0] not in index:
-            at(r[0], r[3])
-    r_seed = np.fromiter(map(index.__getitem__, [r[0] for r in flat]), np.int32, len(flat))
-    r_up = np.fromiter((r[1] == UP for r in flat), bool, len(flat))
+    per_sub = [s.ratings for s in subs]
+    counts = list(map(len, per_sub))
+    # Every rating goes through C-level maps (no Python frame per rating); the loop runs
+    # over the distinct papers, in first-seen order, each registered with the title of
+    # its first rating (list.index from the previous first occurrence: one pass in all).
+    flat = list(chain.from_iterable(per_sub))
+    pids = list(map(_first, flat))
+    at_pos = 0
+    for pid in dict.fromkeys(pids):
+        at_pos = pids.index(pid, at_pos)
+        if pid not in index:
+            at(pid, flat[at_pos][3])
+    r_seed = np.fromiter(map(index.__getitem__, pids), np.int32, len(flat))
+    r_up = np.fromiter(map(UP.__eq__, map(_second, flat)), bool, len(flat))
     r_sub = np.repeat(np.arange(len(subs), dtype=np.int32), counts)
     n_ex = len(ex_sub)
     p_sub = np.concatenate([np.asarray(ex_sub, np.int32), r_sub[r_up]])
@@ -293,8 +306,9 @@ def learned_rows(
     base: np.ndarray, z: np.ndarray, sd: Seeds, need: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, learned wins) for the model subscribers: `base` is their keyword scores
-    (model subscribers x papers, -1 = no match), `z` the seeds' standard scores (seeds x
-    papers). Scores are -1 where nothing is left. `need` (per model subscriber, optional):
+    (model subscribers x papers, -1 = no match; a float64 `base` becomes the result, so
+    pass a copy), `z` the seeds' standard scores (seeds x papers). Scores are -1 where
+    nothing is left. `need` (per model subscriber, optional):
     the cut their picks must reach; a score below it is never picked, and a push only
     lowers, so the pushes are computed only where the score reaches it (rank() passes
     it: a third of the cells; exact for every score that can be picked).
@@ -304,7 +318,7 @@ def learned_rows(
     below those floors is never looked at (exact, not an approximation); the formulas then
     run on those cells alone."""
     n, m = base.shape
-    out = np.array(base, dtype=np.float64)
+    out = np.asarray(base, dtype=np.float64)  # taken over: the caller's fresh copy
     wins = np.zeros((n, m), dtype=bool)
     sub, seed, rated = sd.pos_sub, sd.pos_seed, sd.pos_rated
     if len(sub):
@@ -335,7 +349,7 @@ def learned_rows(
             gap = neg[r, c] - np.maximum(close, np.float32(NEG_FROM))
             pen = np.clip(gap.astype(np.float64) / NEG_SPAN, 0.0, 1.0)
             out[r, c] = np.round(out[r, c] - PEN_POINTS * pen, 4)
-    out[out <= 0] = -1.0
+    np.copyto(out, -1.0, where=out <= 0)
     return out, wins
 
 

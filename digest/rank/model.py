@@ -99,7 +99,8 @@ class _Queries:
         for s in subscribers:
             if s.keywords not in parsed:
                 parsed[s.keywords] = s.query
-        ukey = {t: _unit_key(t) for q in parsed.values() for t in q.includes}
+        typed_terms = dict.fromkeys(t for q in parsed.values() for t in q.includes)
+        ukey = {t: _unit_key(t) for t in typed_terms}  # each distinct term folded once
         # Variants of one key fold to the same text, so they build the same unit.
         terms = {uk: t for t, uk in ukey.items()}
         self.units: list[Unit] = []
@@ -408,8 +409,9 @@ def _with_models(
     known: Mapping[str, Paper],
     floor: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, _Models | None]:
-    """Subscribers with ratings or examples get their own score row (learn.py), appended
-    to `scores` and `allowed`; `rows` is pointed at it in place. Without the embedding
+    """Subscribers with ratings or examples get their own score row (learn.py): the
+    returned `scores` and `allowed` are the keyword rows still used by someone without a
+    model, then those rows; `rows` is re-pointed in place. Without the embedding
     model there is no learned score: they keep their keyword scores. `floor`: each
     subscriber's cut, when only the scores that reach it matter (rank(), not
     paper_scores())."""
@@ -434,10 +436,17 @@ def _with_models(
     seed_col = np.fromiter((col_of.get(pid, -1) for pid in sd.ids), np.int64, len(sd.ids))
     down = seed_col[sd.neg_seed] >= 0  # a paper rated down never scores for its reader
     learned[sd.neg_sub[down], seed_col[sd.neg_seed[down]]] = -1.0
-    start = scores.shape[0]
-    rows[subs] = np.arange(start, start + len(subs))
     models = _Models(subs, sd, wins, z, seed_col)
-    return np.vstack([scores, learned]), np.vstack([allowed, ok]), models
+    # Keep only the keyword rows someone without a model still points to (none when
+    # everyone has a model), then the model rows: one copy of what is used.
+    others = np.ones(len(rows), dtype=bool)
+    others[subs] = False
+    used, back = np.unique(rows[others], return_inverse=True)
+    rows[others] = back
+    rows[subs] = np.arange(len(used), len(used) + len(subs))
+    if not len(used):
+        return learned, ok, models
+    return np.vstack([scores[used], learned]), np.vstack([allowed[used], ok]), models
 
 
 def _likes(
@@ -477,7 +486,7 @@ def _likes(
         if out is None:
             out = changed[j] = list(per[j])
         kind = RATED_UP if sd.pos_rated[pair] else EXAMPLE
-        out[k] = Pick(p.paper_id, p.score, p.matched, p.section, (sd.titles[seed], kind))
+        out[k] = Pick.of(p.paper_id, p.score, p.matched, p.section, (sd.titles[seed], kind))
     for j, out in changed.items():
         matches[subscribers[models.subs[j]].email] = tuple(out)
 
@@ -495,11 +504,14 @@ def _with_trending(
     """Each subscriber's matches followed by their trending picks: the most popular papers
     they may get (not excluded, not received before) other than their matches. Popularity
     is the same for everyone, so one global order is walked per subscriber until enough
-    are found (a few steps each); only queries with an exclusion look papers up."""
+    are found (a few steps each); only queries with an exclusion look papers up. A
+    trending pick is the same for everyone who gets that paper: one Pick per paper,
+    shared (Picks are immutable)."""
     pop = np.round(100.0 * index.popularity, 4)
     order = np.lexsort((np.arange(index.n), -pop)).tolist()  # popularity desc, then id
     pops = pop.tolist()
     ids = index.ids
+    made: dict[int, Pick] = {}
     banned: dict[int, set[int]] = {}
     for r in np.flatnonzero(~allowed.all(axis=1)).tolist():
         banned[r] = set(np.flatnonzero(~allowed[r]).tolist())
@@ -517,7 +529,10 @@ def _with_trending(
         for c in order:
             if c in taken or c in skip:
                 continue
-            extra.append(Pick(ids[c], pops[c], (), TRENDING))
+            p = made.get(c)
+            if p is None:
+                p = made[c] = Pick(ids[c], pops[c], (), TRENDING)
+            extra.append(p)
             if len(extra) == want:
                 break
         out[s.email] = matches[s.email] + tuple(extra)
@@ -557,7 +572,7 @@ def _picks(
         m = len(terms)
         picks = []
         for _ in range(counts[i]):
-            picks.append(Pick(pids[j], vals[j], tuple(compress(terms, flags[f : f + m]))))
+            picks.append(Pick.of(pids[j], vals[j], tuple(compress(terms, flags[f : f + m]))))
             j += 1
             f += m
         out[s.email] = tuple(picks)

@@ -55,8 +55,10 @@ def top_rows(
                 full = np.lexsort((np.arange(n_cols), -block[r]))[:kk]
                 cand[r] = full
                 vals[r] = block[r, full]
-        for i in range(lo, hi):
-            n_i = int(min(max(int(k[i]), 0), kk))
-            sel = cand[i - lo, :n_i]
-            out[i] = sel[vals[i - lo, :n_i] >= 0]
+        # Rows are sorted best first, so the pickable entries (>= 0) of a row's first
+        # k[i] are a prefix: one count per row, then a slice.
+        n_i = np.minimum(np.clip(k[lo:hi], 0, None), kk)
+        counts = np.minimum(n_i, (vals >= 0).sum(axis=1)).tolist()
+        for j, c in enumerate(counts):
+            out[lo + j] = cand[j, :c]
     return out
