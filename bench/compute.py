@@ -25,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -58,7 +59,6 @@ def taught(subs: list[Any], pool: list[Any], seed: int = 9) -> list[Any]:
     """--models: every subscriber has an id (so every card carries its rating links),
     10-40 ratings of papers of other days and, one in five, 1-5 example papers."""
     import random
-    from dataclasses import replace
 
     from digest.models import DOWN, UP
 
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = list(known.values())
 
     def subscribers(n: int, seed: int = 7) -> list[Any]:
-        subs = make_subscribers(n, seed=seed)
+        # Ids as the store gives them: every mail's links are signed with the id.
+        subs = [replace(s, id=f"sub{i:07d}") for i, s in enumerate(make_subscribers(n, seed))]
         return taught(subs, pool) if args.models else subs
 
     one_pass(cfg, papers, subscribers(200, seed=1), known)  # warm-up: imports, templates

@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             settings = WebSettings.from_config(cfg.web, env={})
             # no limit on searches here: the bench asks many times a minute
             settings = replace(settings, rate_preview=replace(settings.rate_preview, count=10**9))
-            app = make_app(cfg, store=store, now=lambda: now, settings=settings)
+            # the mail queue's clock too: its housekeeping prunes by that clock's day, and
+            # on the real date the recorded day is past the store's history_days
+            app = make_app(
+                cfg, store=store, now=lambda: now, mail_clock=lambda: now, settings=settings
+            )
             plan = [(f"/papers/{DAY.isoformat()}?q={QUERY}", f"search ({label})")]
             if not semantic:
                 plan = [
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(HISTORY_DAYS):
             d = first + timedelta(days=i)
             store.record_seen([replace(p, id=f"{p.id}{i:02d}", listed_on=d) for p in hundred], d)
-        app = make_app(cfg, store=store, now=lambda: now, settings=settings)
+        app = make_app(cfg, store=store, now=lambda: now, mail_clock=lambda: now, settings=settings)
         with TestClient(app) as client:
             for path, name in [
                 (f"/papers/{first.isoformat()}", f"oldest of {HISTORY_DAYS} days x 100 papers"),
