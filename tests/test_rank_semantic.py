@@ -297,3 +297,36 @@ def test_the_vector_cache_serves_threads(tmp_path) -> None:
         t.join()
     assert errors == []
     assert len(cache.get([f"t{i}-{j}" for i in range(4) for j in range(20)])) == 80
+
+
+def test_vectors_all_on_disk_never_load_the_model(tmp_path) -> None:
+    """A run whose vectors are all in the cache file (each run after the first, every
+    worker of a shared day) ranks without loading the model: the same picks."""
+    s = Subscriber(email="a@example.org", keywords=(LLM,))
+    path = tmp_path / "vectors.sqlite3"
+    sem.encoder.cache_clear()  # a new process: nothing in memory yet
+    try:
+        first = rank(DAYS, [s], min_score=0.0, vector_cache=path)  # embeds, stores
+        sem.encoder.cache_clear()  # another new process
+        again = rank(DAYS, [s], min_score=0.0, vector_cache=path)
+        enc = sem.encoder()
+        assert enc is not None and not enc.loaded
+        assert again == first
+        got = sem.vectors(["a keyword no one embedded before"], [], cache=path)
+        assert got is not None and got[0].any() and enc.loaded  # in neither cache: loads
+    finally:
+        sem.encoder.cache_clear()
+
+
+def test_a_model_that_fails_to_load_late_ranks_lexically(monkeypatch, caplog) -> None:
+    """The files check out but loading fails at the first text: one warning, the
+    words-only ranking, and no second attempt."""
+    broken = sem.Encoder(Path("/nonexistent/model.onnx"), Path("/nonexistent/tok.json"))
+    monkeypatch.setattr(sem, "encoder", lambda: broken)
+    s = Subscriber(email="a@example.org", keywords=(LLM,))
+    with caplog.at_level(logging.WARNING, logger="digest.rank.semantic"):
+        got = paper_scores(DAYS, s)
+        again = paper_scores(DAYS, s)
+    assert got == again == paper_scores(DAYS, s, semantic=False)
+    assert caplog.text.count("lexical only") == 1
+    assert broken.failed and not broken.loaded

