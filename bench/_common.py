@@ -248,6 +248,17 @@ class SmtpSink:
                 self._proc.wait(timeout=5)
 
 
+def compile_sources() -> None:
+    """Byte-compile the project's modules, as pip does when it installs the package (and
+    the Docker image's build stage does): a checkout run with PYTHONDONTWRITEBYTECODE=1
+    (this machine's environment sets it) would otherwise compile every module at each
+    process start, ~0.25 s of CPU that a deployed `digest run` never spends. For the
+    benchmarks that time whole `digest run` processes."""
+    import compileall
+
+    compileall.compile_dir(ROOT / "digest", quiet=1)
+
+
 def write_config(
     folder: Path,
     *,

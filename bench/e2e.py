@@ -57,6 +57,7 @@ from _common import (
     HFServer,
     PgDatabases,
     SmtpSink,
+    compile_sources,
     load_day,
     make_subscribers,
     save,
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         PG = PgDatabases()
     if args.connections < 1:
         ap.error("--connections: at least 1")
+    compile_sources()  # as installed: the bot's process compiles nothing at its start
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
