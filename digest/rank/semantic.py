@@ -18,8 +18,8 @@ once, however many subscribers, runs and previews rank it.
 (digest/rank/dense.py): the vectors of 439 recorded Hugging Face daily papers of other
 months (`semantic_background.npy`, float16; bench/rank_background.py rebuilds it).
 
-The model is loaded at the first text found in neither cache, so a run whose vectors are
-all on disk never loads it. If it cannot be loaded (a package missing or damaged), one line
+The model is loaded at the first text found in neither cache, so a process whose texts
+were all embedded before never loads it. If it cannot be loaded (a package missing or damaged), one line
 is logged (by `encoder()`, or by `vectors()` when loading fails later) and the ranker scores
 with its lexical model alone: a digest still goes out.
 """
@@ -62,8 +62,9 @@ class Encoder:
     """Text -> unit vector (float32, DIM), one text at a time, cached per text.
 
     The tokenizer and the ONNX session are loaded at the first text that is in neither
-    cache (`load`): a run whose vectors are all on disk (every run after the first, and
-    each worker of a shared day) never pays the ~0.25 s and ~160 MB of loading the model."""
+    cache (`load`): a process whose texts were all embedded before (a rerun of the day, a
+    further worker of a shared day on the same machine, a preview of papers already
+    ranked) never pays the ~0.25 s and ~160 MB of loading the model."""
 
     def __init__(self, model_path: Path, tokenizer_path: Path) -> None:
         self._paths = (model_path, tokenizer_path)
