@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import InputError
-from digest.models import Paper, Pick, Subscriber
+from digest.models import MATCH, Paper, Pick, Subscriber
 from digest.rank import rank as product_rank
 from digest.rank.cli import register
 from digest.rank.exclusions import excluded, term_hits
@@ -223,6 +223,19 @@ def test_definitions_mined_from_the_days_abstracts() -> None:
     use = paper("2601.30002", "Scaling QWN", "We scale QWN to many GPUs.")
     out = rank([define, use], [sub("quokka wombat networks")])
     assert {p.paper_id for p in out["a@example.org"]} == {"2601.30001", "2601.30002"}
+
+
+def test_a_days_definitions_do_not_carry_to_the_next_day() -> None:
+    """A keyword's own forms are built once per process (query._text_forms); the forms
+    from the day's mined definitions are not: the next day, without the definition, the
+    abbreviation alone no longer matches."""
+    define = paper("2601.30001", "Quokka nets", "We propose quokka wombat networks (QWN).")
+    use = paper("2601.30002", "Scaling QWN", "We scale QWN to many GPUs.")
+    s = sub("quokka wombat networks")
+    assert {p.paper_id for p in rank([define, use], [s])[s.email]} == {define.id, use.id}
+    assert [p.paper_id for p in rank([use], [s])[s.email] if p.section == MATCH] == []
+    again = rank([define, use], [s])[s.email]  # and back: the same picks as the first time
+    assert {p.paper_id for p in again} == {define.id, use.id}
 
 
 # --- `digest rank` on the relevance dev set ---------------------------------------------

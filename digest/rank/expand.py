@@ -164,6 +164,7 @@ def synonym_table(mined: Mapping[str, Counter[str]]) -> dict[str, set[str]]:
 _ABBR_WORD = re.compile(r"[A-Za-z0-9]+")
 
 
+@lru_cache(maxsize=100_000)  # pure; a keyword recurs in every chunk and every day
 def spelled_out(term: str) -> str:
     """The keyword with each curated abbreviation in it followed by its first long form
     ("LLM serving" -> "LLM (large language model) serving"): what the semantic model

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -92,9 +93,11 @@ def _form_from_key(k: str, weight: float, orig: str) -> Form:
     )
 
 
-def build_unit(term: str, table: Mapping[str, set[str]]) -> Unit | None:
-    """The unit of one include keyword, or None when it has no searchable word."""
-    k = key(term)
+@lru_cache(maxsize=100_000)
+def _text_forms(term: str) -> tuple[Form, ...]:
+    """The forms of a keyword's own text (and its hyphen variants): they depend on the
+    text alone, so a keyword that recurs (in every chunk of a run, every day of `digest
+    serve`) builds them once. Forms are immutable, so sharing them is safe."""
     forms: list[Form] = []
     texts = [term]
     if "-" in term:
@@ -103,12 +106,21 @@ def build_unit(term: str, table: Mapping[str, set[str]]) -> Unit | None:
         f = _form_from_text(t)
         if f is not None and all(f.feats != g.feats for g in forms):
             forms.append(f)
+    return tuple(forms)
+
+
+def build_unit(term: str, table: Mapping[str, set[str]]) -> Unit | None:
+    """The unit of one include keyword, or None when it has no searchable word. Its
+    alternative forms come from `table` (the day's synonyms), its own from the text."""
+    forms = _text_forms(term)
     if not forms:
         return None
+    k = key(term)
     if k:
-        for alt in alternatives(k, table):
-            forms.append(_form_from_key(alt, ALT_WEIGHT, k))
-    return Unit(k or forms[0].required[0], tuple(forms))
+        alts = alternatives(k, table)
+        if alts:
+            forms = (*forms, *(_form_from_key(alt, ALT_WEIGHT, k) for alt in alts))
+    return Unit(k or forms[0].required[0], forms)
 
 
 def _discount_scattered(

@@ -19,9 +19,9 @@ once, however many subscribers, runs and previews rank it.
 months (`semantic_background.npy`, float16; bench/rank_background.py rebuilds it).
 
 The model is loaded at the first text found in neither cache, so a process whose texts
-were all embedded before never loads it. If it cannot be loaded (a package missing or damaged), one line
-is logged (by `encoder()`, or by `vectors()` when loading fails later) and the ranker scores
-with its lexical model alone: a digest still goes out.
+were all embedded before never loads it. If it cannot be loaded (a package missing or
+damaged), one line is logged (by `encoder()`, or by `vectors()` when loading fails later)
+and the ranker scores with its lexical model alone: a digest still goes out.
 """
 
 from __future__ import annotations
