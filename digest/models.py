@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
 
 # Subscriber states. Only ACTIVE subscribers receive digests.
 PENDING = "pending"  # subscribed on the web, not yet confirmed (double opt-in)
@@ -76,6 +77,15 @@ class Query:
     excludes: tuple[str, ...] = ()
 
 
+@lru_cache(maxsize=100_000)
+def parse_query(keywords: tuple[str, ...]) -> Query:
+    """The keywords as typed, split into includes and "-term" excludes (cached: rank()
+    asks for every subscriber's query at every call, and keyword lists recur)."""
+    inc = tuple(k for k in keywords if not k.startswith("-"))
+    exc = tuple(k[1:].strip() for k in keywords if k.startswith("-") and k[1:].strip())
+    return Query(inc, exc)
+
+
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     email: str  # validated and normalised (see digest.subscribers.normalise_email)
@@ -101,9 +111,7 @@ class Subscriber:
 
     @property
     def query(self) -> Query:
-        inc = tuple(k for k in self.keywords if not k.startswith("-"))
-        exc = tuple(k[1:].strip() for k in self.keywords if k.startswith("-") and k[1:].strip())
-        return Query(inc, exc)
+        return parse_query(tuple(self.keywords))
 
 
 @dataclass(frozen=True, slots=True)
