@@ -54,8 +54,9 @@ TOKENIZER = "minilm_tokenizer.json"
 BACKGROUND = "semantic_background.npy"
 
 
-class Unloadable(Exception):
-    """The model's files are there but it could not be loaded (vectors() logs it)."""
+class _Unloadable(Exception):
+    """The model's files are there but it could not be loaded. Never leaves this module:
+    vectors() logs it and the ranking goes on lexically (no DigestError to handle)."""
 
 
 class Encoder:
@@ -74,16 +75,16 @@ class Encoder:
         self.failed = ""  # why loading failed, once it did (it is not tried again)
 
     def load(self) -> tuple[Any, Any, set[str]]:
-        """(tokenizer, session, input names), loaded once. Unloadable when it cannot be."""
+        """(tokenizer, session, input names), loaded once. _Unloadable when it cannot be."""
         with self._loading:
             if self._model is None:
                 if self.failed:
-                    raise Unloadable(self.failed)
+                    raise _Unloadable(self.failed)
                 try:
                     self._model = _load(*self._paths)
                 except Exception as e:  # noqa: BLE001 - any failure: vectors() says so once
                     self.failed = f"{type(e).__name__}: {e}"
-                    raise Unloadable(self.failed) from e
+                    raise _Unloadable(self.failed) from e
             return self._model
 
     @property
@@ -227,7 +228,7 @@ def vectors(
     disk = _disk(cache) if cache is not None else None
     try:
         return enc.embed(keywords, disk), enc.embed(papers, disk), background()
-    except Unloadable as e:  # the first failure (then enc.failed): lexical from now on
+    except _Unloadable as e:  # the first failure (then enc.failed): lexical from now on
         log.warning("ranking without the semantic model (lexical only): %s", e)
         return None
 
