@@ -300,8 +300,9 @@ def test_the_vector_cache_serves_threads(tmp_path) -> None:
 
 
 def test_vectors_all_on_disk_never_load_the_model(tmp_path) -> None:
-    """A run whose vectors are all in the cache file (each run after the first, every
-    worker of a shared day) ranks without loading the model: the same picks."""
+    """A process whose texts are all in the cache file (a rerun of the day, a further
+    worker of a shared day on the same machine) ranks without loading the model: the
+    same picks."""
     s = Subscriber(email="a@example.org", keywords=(LLM,))
     path = tmp_path / "vectors.sqlite3"
     sem.encoder.cache_clear()  # a new process: nothing in memory yet

@@ -91,9 +91,9 @@ class Encoder:
     def loaded(self) -> bool:
         return self._model is not None
 
-    def _run(self, batch: list[list[int]]) -> np.ndarray:
+    @staticmethod
+    def _run(session: Any, names: set[str], batch: list[list[int]]) -> np.ndarray:
         """Unit vectors of token sequences that all have the same length (no padding)."""
-        _, session, names = self.load()
         ids = np.array(batch, dtype=np.int64)
         feed: dict[str, Any] = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         if "token_type_ids" in names:
@@ -109,7 +109,7 @@ class Encoder:
         alone (tests/test_rank_semantic.py checks the bits), 2-3x faster for keywords."""
         if not texts:
             return {}
-        tok = self.load()[0]
+        tok, session, names = self.load()
         by_len: dict[int, list[tuple[str, list[int]]]] = {}
         for t in texts:
             ids = tok.encode(t).ids
@@ -119,7 +119,7 @@ class Encoder:
             step = max(1, BATCH_TOKENS // max(n, 1))
             for i in range(0, len(group), step):
                 part = group[i : i + step]
-                vecs = self._run([ids for _, ids in part])
+                vecs = self._run(session, names, [ids for _, ids in part])
                 for (t, _), v in zip(part, vecs, strict=True):
                     out[t] = v.astype(np.float16).astype(np.float32)
         return out
@@ -205,8 +205,12 @@ def encoder() -> Encoder | None:
             raise FileNotFoundError(f"{tok}: the tokenizer is missing")
         return Encoder(path, tok)
     except Exception as e:  # noqa: BLE001 - any failure: rank lexically, say so once
-        log.warning("ranking without the semantic model (lexical only): %s", e)
+        _lexical_only(e)
         return None
+
+
+def _lexical_only(why: Exception) -> None:
+    log.warning("ranking without the semantic model (lexical only): %s", why)
 
 
 @lru_cache(maxsize=1)
@@ -229,7 +233,7 @@ def vectors(
     try:
         return enc.embed(keywords, disk), enc.embed(papers, disk), background()
     except _Unloadable as e:  # the first failure (then enc.failed): lexical from now on
-        log.warning("ranking without the semantic model (lexical only): %s", e)
+        _lexical_only(e)
         return None
 
 
